@@ -1,0 +1,74 @@
+"""focaltag: imbalance-robust multi-label music tagging (short-chunk ResNet + focal-family losses + ensembles).
+
+The public API is re-exported here lazily, so ``import focaltag`` (and ``focaltag --help``) stays fast and
+torch is imported only when a model-side name is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from focaltag._version import __version__
+from focaltag.errors import (
+    AudioDecodeError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DownloadError,
+    EvaluationError,
+    FocaltagError,
+    ModelError,
+)
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    # data
+    "TrackRecord": "focaltag.data.metadata",
+    "TagVocabulary": "focaltag.data.metadata",
+    "read_tracks": "focaltag.data.metadata",
+    "synthesize_dataset": "focaltag.data.synth",
+    # audio
+    "load_audio": "focaltag.audio.decode",
+    "LogMelSpectrogram": "focaltag.audio.features",
+    # models
+    "create_model": "focaltag.models",
+    "list_models": "focaltag.models",
+    "load_model": "focaltag.models",
+    # training
+    "build_loss": "focaltag.training.losses",
+    "ClassAwareSampler": "focaltag.training.samplers",
+    "TrainConfig": "focaltag.training.config",
+    "train": "focaltag.training.loop",
+    # evaluation
+    "evaluate": "focaltag.evaluation",
+    # inference
+    "Tagger": "focaltag.inference",
+    "TagResult": "focaltag.inference",
+}
+
+__all__ = [
+    "__version__",
+    "FocaltagError",
+    "ConfigError",
+    "DataError",
+    "AudioDecodeError",
+    "DownloadError",
+    "CheckpointError",
+    "EvaluationError",
+    "ModelError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'focaltag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

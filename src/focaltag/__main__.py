@@ -1,0 +1,5 @@
+"""``python -m focaltag`` entry point."""
+
+from focaltag.cli import main
+
+raise SystemExit(main())

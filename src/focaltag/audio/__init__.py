@@ -1,0 +1,1 @@
+"""focaltag.audio stage."""

@@ -1,0 +1,269 @@
+"""Track metadata: the official MTG-Jamendo TSV, the authors' extra-list format, plain CSV, and tag vocabularies."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from focaltag.data.tags import short_tag
+from focaltag.errors import DataError
+
+__all__ = [
+    "TrackRecord",
+    "TagVocabulary",
+    "read_tracks",
+    "read_tag_list",
+    "tag_counts",
+    "merge_track_lists",
+    "split_files",
+    "SUBSETS",
+    "OFFICIAL_COLUMNS",
+]
+
+OFFICIAL_COLUMNS = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+SUBSETS = ("train", "validation", "test")
+MetadataFormat = Literal["auto", "official", "list", "csv"]
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """One annotated track; ``tags`` are full names (``mood/theme---happy``) in file order."""
+
+    track_id: str
+    path: str
+    tags: tuple[str, ...]
+    artist_id: str | None = None
+    album_id: str | None = None
+    duration: float | None = None
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"metadata file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a metadata file (.tsv or .csv)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file; expected MTG-Jamendo TSV or path,tags CSV") from None
+    return text.splitlines()  # handles CRLF (the official files) and LF
+
+
+def _detect_format(path: Path, header: str) -> MetadataFormat:
+    cols = [c.strip() for c in header.split("\t")]
+    if tuple(cols[: len(OFFICIAL_COLUMNS)]) == OFFICIAL_COLUMNS:
+        return "official"
+    if cols[:3] == ["TRACK_ID", "PATH", "TAGS"]:
+        return "list"
+    if path.suffix.lower() == ".csv" or header.replace(" ", "").lower().startswith("path,tags"):
+        return "csv"
+    raise DataError(
+        f"{path} line 1: unknown header {header[:60]!r}; expected the official columns "
+        f"{' '.join(OFFICIAL_COLUMNS)}, the list format 'TRACK_ID PATH TAGS', or a 'path,tags' CSV"
+    )
+
+
+def read_tracks(path: str | os.PathLike[str], *, fmt: MetadataFormat = "auto",
+                allow_untagged: bool = False) -> list[TrackRecord]:
+    """Parse a metadata file into records; errors name the file and line.
+
+    Formats: ``official`` (TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS..., tab-separated, CRLF or LF),
+    ``list`` (the paper authors' ``TRACK_ID PATH TAGS...`` with header; stray empty tags ignored) and
+    ``csv`` (``path,tags`` with ``;``-separated tags; the track id is the path).
+    """
+    path = Path(path)
+    lines = _lines(path)
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header row and one track per line")
+    if fmt == "auto":
+        fmt = _detect_format(path, lines[0])
+    if fmt == "csv":
+        records = _read_csv(path)
+    else:
+        records = _read_tsv(path, lines, fmt)
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        if rec.track_id in seen:
+            raise DataError(f"{path}: track id {rec.track_id!r} appears twice (rows {seen[rec.track_id] + 2} "
+                            f"and {i + 2}); remove the duplicate row")
+        seen[rec.track_id] = i
+        if not rec.tags and not allow_untagged:
+            raise DataError(f"{path} line {i + 2}: track {rec.track_id} has no tags; every track needs at "
+                            "least one tag")
+    return records
+
+
+def _read_tsv(path: Path, lines: list[str], fmt: str) -> list[TrackRecord]:
+    first_tag = 5 if fmt == "official" else 2
+    records = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < first_tag:
+            raise DataError(f"{path} line {lineno}: expected at least {first_tag} tab-separated columns "
+                            f"({' '.join(OFFICIAL_COLUMNS[:first_tag]) if fmt == 'official' else 'TRACK_ID PATH'}),"
+                            f" got {len(cols)}")
+        tags = tuple(t.strip() for t in cols[first_tag:] if t.strip())
+        if fmt == "official":
+            try:
+                duration = float(cols[4])
+            except ValueError:
+                raise DataError(f"{path} line {lineno}: DURATION {cols[4]!r} is not a number") from None
+            records.append(TrackRecord(cols[0].strip(), cols[3].strip(), tags, cols[1].strip(),
+                                       cols[2].strip(), duration))
+        else:
+            records.append(TrackRecord(cols[0].strip(), cols[1].strip(), tags))
+    return records
+
+
+def _read_csv(path: Path) -> list[TrackRecord]:
+    records = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "path" not in fields or "tags" not in fields:
+            raise DataError(f"{path} line 1: a CSV needs the columns 'path' and 'tags', got {reader.fieldnames}")
+        for lineno, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "") for k, v in row.items() if k is not None}
+            p = row["path"].strip()
+            if not p:
+                raise DataError(f"{path} line {lineno}: empty path")
+            tags = tuple(t.strip() for t in row["tags"].split(";") if t.strip())
+            records.append(TrackRecord(row.get("track_id", "").strip() or p, p, tags))
+    return records
+
+
+def read_tag_list(path: str | os.PathLike[str]) -> list[str]:
+    """Read a tag list file: one tag per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    tags = [ln.strip() for ln in _lines(path) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not tags:
+        raise DataError(f"{path}: no tags found; expected one tag name per line")
+    if len(set(tags)) != len(tags):
+        dup = next(t for t in tags if tags.count(t) > 1)
+        raise DataError(f"{path}: tag {dup!r} is listed twice")
+    return tags
+
+
+class TagVocabulary:
+    """An ordered tag set; the canonical order is sorted full tag names (the published matrices' column order)."""
+
+    def __init__(self, tags: Iterable[str], *, sort: bool = True) -> None:
+        tags = list(dict.fromkeys(tags))
+        self.tags: tuple[str, ...] = tuple(sorted(tags) if sort else tags)
+        if not self.tags:
+            raise DataError("a tag vocabulary needs at least one tag")
+        self._index = {t: i for i, t in enumerate(self.tags)}
+        self._short = {short_tag(t): i for i, t in enumerate(self.tags)}
+
+    @classmethod
+    def from_tracks(cls, tracks: Iterable[TrackRecord], *, category: str | None = None) -> TagVocabulary:
+        """Every tag that occurs in ``tracks`` (optionally only those under ``category``), sorted."""
+        tags = {t for rec in tracks for t in rec.tags}
+        vocab = cls(tags)
+        return vocab.subset(category) if category else vocab
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __iter__(self):
+        return iter(self.tags)
+
+    def __contains__(self, tag: object) -> bool:
+        return tag in self._index or tag in self._short
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TagVocabulary) and self.tags == other.tags
+
+    def __repr__(self) -> str:
+        return f"TagVocabulary({len(self)} tags)"
+
+    @property
+    def short_names(self) -> list[str]:
+        return [short_tag(t) for t in self.tags]
+
+    def index(self, tag: str) -> int:
+        """Column of ``tag`` (full or short name); unknown tags raise DataError with a suggestion."""
+        if tag in self._index:
+            return self._index[tag]
+        if tag in self._short:
+            return self._short[tag]
+        import difflib
+
+        close = difflib.get_close_matches(short_tag(tag), list(self._short), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown tag {tag!r}{hint}; the vocabulary has {len(self)} tags")
+
+    def subset(self, selector: str | Sequence[str]) -> TagVocabulary:
+        """Tags under a category prefix (``mood/theme``, ``genre``, ``instrument``) or an explicit tag list."""
+        if isinstance(selector, str):
+            prefix = selector if selector.endswith("---") else selector + "---"
+            picked = [t for t in self.tags if t.startswith(prefix)]
+            if not picked:
+                cats = sorted({t.split("---")[0] for t in self.tags if "---" in t})
+                raise DataError(f"no tag has the category {selector!r}; categories present: {', '.join(cats)}")
+            return TagVocabulary(picked)
+        return TagVocabulary(self.tags[self.index(t)] for t in selector)
+
+    def encode(self, tracks: Sequence[TrackRecord], *, unknown: Literal["error", "ignore"] = "error",
+               source: str | None = None, dtype: type = np.int64) -> np.ndarray:
+        """Multi-hot matrix (n_tracks, n_tags) in vocabulary order."""
+        out = np.zeros((len(tracks), len(self)), dtype=dtype)
+        for i, rec in enumerate(tracks):
+            for tag in rec.tags:
+                j = self._index.get(tag)
+                if j is None:
+                    if unknown == "ignore":
+                        continue
+                    where = f"{source}: " if source else ""
+                    raise DataError(f"{where}track {rec.track_id} has tag {tag!r}, which is not in the "
+                                    f"{len(self)}-tag vocabulary; filter the tracks or extend the vocabulary")
+                out[i, j] = 1
+        return out
+
+
+def tag_counts(tracks: Iterable[TrackRecord], vocab: TagVocabulary) -> np.ndarray:
+    """Number of tracks carrying each vocabulary tag (tags outside the vocabulary are ignored)."""
+    counts = np.zeros(len(vocab), dtype=np.int64)
+    for rec in tracks:
+        for tag in set(rec.tags):
+            j = vocab._index.get(tag)
+            if j is not None:
+                counts[j] += 1
+    return counts
+
+
+def merge_track_lists(*lists: Sequence[TrackRecord], names: Sequence[str] | None = None) -> list[TrackRecord]:
+    """Concatenate track lists (e.g. split-0 train + an extra list); a track id in two lists is an error."""
+    names = list(names) if names is not None else [f"list {i + 1}" for i in range(len(lists))]
+    owner: dict[str, str] = {}
+    merged: list[TrackRecord] = []
+    for name, records in zip(names, lists):
+        for rec in records:
+            if rec.track_id in owner:
+                raise DataError(f"track id {rec.track_id!r} is in both {owner[rec.track_id]} and {name}; "
+                                "extra training lists must not repeat tracks")
+            owner[rec.track_id] = name
+            merged.append(rec)
+    return merged
+
+
+def split_files(root: str | os.PathLike[str], split: int = 0,
+                dataset: str = "autotagging_moodtheme") -> dict[str, Path]:
+    """Paths of an official split's train/validation/test TSVs under ``root`` (a folder holding ``splits/``
+    or a ``split-N`` folder itself)."""
+    root = Path(root)
+    candidates = [root / "splits" / f"split-{split}", root / f"split-{split}", root]
+    for folder in candidates:
+        files = {s: folder / f"{dataset}-{s}.tsv" for s in SUBSETS}
+        if all(f.is_file() for f in files.values()):
+            return files
+    raise DataError(f"no split-{split} files ({dataset}-train/validation/test.tsv) under {root}; "
+                    "point at the dataset folder that holds splits/split-N/")

@@ -1,0 +1,1 @@
+"""focaltag.evaluation stage."""

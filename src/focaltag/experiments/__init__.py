@@ -1,0 +1,1 @@
+"""focaltag.experiments stage."""
