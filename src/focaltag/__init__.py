@@ -28,6 +28,9 @@ _LAZY: dict[str, str] = {
     "TagVocabulary": "focaltag.data.metadata",
     "read_tracks": "focaltag.data.metadata",
     "synthesize_dataset": "focaltag.data.synth",
+    "dataset_stats": "focaltag.data.stats",
+    "audit_split": "focaltag.data.audit",
+    "download_dataset": "focaltag.data.download",
     # audio
     "load_audio": "focaltag.audio.decode",
     "LogMelSpectrogram": "focaltag.audio.features",

@@ -62,8 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _configure_logging(args)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return int(args.func(args) or 0)
+        with logging_redirect_tqdm():
+            return int(args.func(args) or 0)
     except FocaltagError as err:
         print(f"focaltag: error: {err}", file=sys.stderr)
         return err.exit_code

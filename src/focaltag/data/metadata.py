@@ -49,7 +49,7 @@ def _lines(path: Path) -> list[str]:
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a metadata file (.tsv or .csv)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file; expected MTG-Jamendo TSV or path,tags CSV") from None
     return text.splitlines()  # handles CRLF (the official files) and LF
@@ -63,81 +63,121 @@ def _detect_format(path: Path, header: str) -> MetadataFormat:
         return "list"
     if path.suffix.lower() == ".csv" or header.replace(" ", "").lower().startswith("path,tags"):
         return "csv"
+    if cols and cols[0] == "TRACK_ID":
+        missing = [c for c in OFFICIAL_COLUMNS if c not in cols]
+        raise DataError(f"{path} line 1: header lacks the column(s) {', '.join(missing)}; expected the official "
+                        f"columns {' '.join(OFFICIAL_COLUMNS)} or the list format 'TRACK_ID PATH TAGS'")
     raise DataError(
         f"{path} line 1: unknown header {header[:60]!r}; expected the official columns "
         f"{' '.join(OFFICIAL_COLUMNS)}, the list format 'TRACK_ID PATH TAGS', or a 'path,tags' CSV"
     )
 
 
+def _track_exists(audio_dir: Path, rel: str) -> bool:
+    """A metadata path ``48/948.mp3`` is present as itself or as the audio-low name ``48/948.low.mp3``."""
+    p = audio_dir / rel
+    return p.is_file() or p.with_name(p.stem + ".low" + p.suffix).is_file()
+
+
 def read_tracks(path: str | os.PathLike[str], *, fmt: MetadataFormat = "auto",
-                allow_untagged: bool = False) -> list[TrackRecord]:
+                allow_untagged: bool = False, vocab: TagVocabulary | None = None,
+                audio_dir: str | os.PathLike[str] | None = None) -> list[TrackRecord]:
     """Parse a metadata file into records; errors name the file and line.
 
     Formats: ``official`` (TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS..., tab-separated, CRLF or LF),
     ``list`` (the paper authors' ``TRACK_ID PATH TAGS...`` with header; stray empty tags ignored) and
-    ``csv`` (``path,tags`` with ``;``-separated tags; the track id is the path).
+    ``csv`` (``path,tags`` with ``;``-separated tags; the track id is the path unless a ``track_id`` column
+    exists). With ``vocab`` every tag must belong to it; with ``audio_dir`` every path must exist under it.
     """
     path = Path(path)
+    if fmt not in ("auto", "official", "list", "csv"):
+        raise DataError(f"fmt must be one of auto, official, list, csv; got {fmt!r}")
     lines = _lines(path)
-    if not lines:
-        raise DataError(f"{path}: empty file; expected a header row and one track per line")
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}: empty file or empty first line; expected a header row and one track per line")
     if fmt == "auto":
         fmt = _detect_format(path, lines[0])
-    if fmt == "csv":
-        records = _read_csv(path)
-    else:
-        records = _read_tsv(path, lines, fmt)
+    rows = _read_csv(path) if fmt == "csv" else _read_tsv(path, lines, fmt)
+    audio_root = Path(audio_dir) if audio_dir is not None else None
+    if audio_root is not None and not audio_root.is_dir():
+        raise DataError(f"audio folder not found: {audio_root}; pass the folder the PATH column is relative to")
     seen: dict[str, int] = {}
-    for i, rec in enumerate(records):
+    for lineno, rec in rows:
         if rec.track_id in seen:
-            raise DataError(f"{path}: track id {rec.track_id!r} appears twice (rows {seen[rec.track_id] + 2} "
-                            f"and {i + 2}); remove the duplicate row")
-        seen[rec.track_id] = i
+            raise DataError(f"{path} line {lineno}: track id {rec.track_id!r} already appears on line "
+                            f"{seen[rec.track_id]}; remove the duplicate row")
+        seen[rec.track_id] = lineno
         if not rec.tags and not allow_untagged:
-            raise DataError(f"{path} line {i + 2}: track {rec.track_id} has no tags; every track needs at "
+            raise DataError(f"{path} line {lineno}: track {rec.track_id} has no tags; every track needs at "
                             "least one tag")
-    return records
+        if vocab is not None:
+            for tag in rec.tags:
+                if tag not in vocab._index:
+                    raise DataError(f"{path} line {lineno}: track {rec.track_id} has the unknown tag {tag!r}"
+                                    f"{vocab._suggest(tag)}; the vocabulary has {len(vocab)} tags")
+        if audio_root is not None and not _track_exists(audio_root, rec.path):
+            raise DataError(f"{path} line {lineno}: audio file {audio_root / rec.path} does not exist; "
+                            "check the PATH column or the audio folder")
+    return [rec for _, rec in rows]
 
 
-def _read_tsv(path: Path, lines: list[str], fmt: str) -> list[TrackRecord]:
+def _read_tsv(path: Path, lines: list[str], fmt: str) -> list[tuple[int, TrackRecord]]:
     first_tag = 5 if fmt == "official" else 2
-    records = []
+    names = OFFICIAL_COLUMNS[:first_tag] if fmt == "official" else ("TRACK_ID", "PATH")
+    id_col, path_col = 0, (3 if fmt == "official" else 1)
+    rows: list[tuple[int, TrackRecord]] = []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         cols = line.split("\t")
         if len(cols) < first_tag:
             raise DataError(f"{path} line {lineno}: expected at least {first_tag} tab-separated columns "
-                            f"({' '.join(OFFICIAL_COLUMNS[:first_tag]) if fmt == 'official' else 'TRACK_ID PATH'}),"
-                            f" got {len(cols)}")
+                            f"({' '.join(names)}), got {len(cols)}")
+        track_id, rel = cols[id_col].strip(), cols[path_col].strip()
+        if not track_id:
+            raise DataError(f"{path} line {lineno}: empty TRACK_ID")
+        if not rel:
+            raise DataError(f"{path} line {lineno}: track {track_id} has an empty PATH")
         tags = tuple(t.strip() for t in cols[first_tag:] if t.strip())
         if fmt == "official":
             try:
                 duration = float(cols[4])
             except ValueError:
                 raise DataError(f"{path} line {lineno}: DURATION {cols[4]!r} is not a number") from None
-            records.append(TrackRecord(cols[0].strip(), cols[3].strip(), tags, cols[1].strip(),
-                                       cols[2].strip(), duration))
+            if not duration >= 0:  # also rejects NaN
+                raise DataError(f"{path} line {lineno}: DURATION {cols[4]!r} must be a non-negative number")
+            rows.append((lineno, TrackRecord(track_id, rel, tags, cols[1].strip(), cols[2].strip(), duration)))
         else:
-            records.append(TrackRecord(cols[0].strip(), cols[1].strip(), tags))
-    return records
+            rows.append((lineno, TrackRecord(track_id, rel, tags)))
+    return rows
 
 
-def _read_csv(path: Path) -> list[TrackRecord]:
-    records = []
-    with path.open(newline="", encoding="utf-8") as fh:
+def _read_csv(path: Path) -> list[tuple[int, TrackRecord]]:
+    rows: list[tuple[int, TrackRecord]] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         if "path" not in fields or "tags" not in fields:
-            raise DataError(f"{path} line 1: a CSV needs the columns 'path' and 'tags', got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "") for k, v in row.items() if k is not None}
+            missing = [c for c in ("path", "tags") if c not in fields]
+            raise DataError(f"{path} line 1: a CSV needs the columns 'path' and 'tags'; missing "
+                            f"{', '.join(repr(c) for c in missing)} in {reader.fieldnames}")
+        for row in reader:
+            lineno = reader.line_num
+            row = {k.strip().lower(): (v or "") for k, v in row.items() if isinstance(k, str)}
+            if not any(v.strip() for v in row.values()):
+                continue
             p = row["path"].strip()
             if not p:
                 raise DataError(f"{path} line {lineno}: empty path")
             tags = tuple(t.strip() for t in row["tags"].split(";") if t.strip())
-            records.append(TrackRecord(row.get("track_id", "").strip() or p, p, tags))
-    return records
+            duration = None
+            if row.get("duration", "").strip():
+                try:
+                    duration = float(row["duration"])
+                except ValueError:
+                    raise DataError(f"{path} line {lineno}: duration {row['duration']!r} is not a number") from None
+            rows.append((lineno, TrackRecord(row.get("track_id", "").strip() or p, p, tags, duration=duration)))
+    return rows
 
 
 def read_tag_list(path: str | os.PathLike[str]) -> list[str]:
@@ -195,11 +235,16 @@ class TagVocabulary:
             return self._index[tag]
         if tag in self._short:
             return self._short[tag]
+        raise DataError(f"unknown tag {tag!r}{self._suggest(tag)}; the vocabulary has {len(self)} tags")
+
+    def _suggest(self, tag: str) -> str:
+        """`` (did you mean 'x'?)`` for the closest known tag, or an empty string."""
         import difflib
 
+        if short_tag(tag) in self._short:
+            return f" (did you mean {self.tags[self._short[short_tag(tag)]]!r}?)"
         close = difflib.get_close_matches(short_tag(tag), list(self._short), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"unknown tag {tag!r}{hint}; the vocabulary has {len(self)} tags")
+        return f" (did you mean {self.tags[self._short[close[0]]]!r}?)" if close else ""
 
     def subset(self, selector: str | Sequence[str]) -> TagVocabulary:
         """Tags under a category prefix (``mood/theme``, ``genre``, ``instrument``) or an explicit tag list."""
@@ -243,9 +288,11 @@ def tag_counts(tracks: Iterable[TrackRecord], vocab: TagVocabulary) -> np.ndarra
 def merge_track_lists(*lists: Sequence[TrackRecord], names: Sequence[str] | None = None) -> list[TrackRecord]:
     """Concatenate track lists (e.g. split-0 train + an extra list); a track id in two lists is an error."""
     names = list(names) if names is not None else [f"list {i + 1}" for i in range(len(lists))]
+    if len(names) != len(lists):
+        raise DataError(f"merge_track_lists: names has {len(names)} entries but {len(lists)} lists were given")
     owner: dict[str, str] = {}
     merged: list[TrackRecord] = []
-    for name, records in zip(names, lists):
+    for name, records in zip(names, lists, strict=True):
         for rec in records:
             if rec.track_id in owner:
                 raise DataError(f"track id {rec.track_id!r} is in both {owner[rec.track_id]} and {name}; "

@@ -140,7 +140,7 @@ def _plan(n_tracks: int, seed: int, min_duration: float, max_duration: float) ->
     by_subset = {s: [i for i in range(n_tracks) if subsets[artist_of[i]] == s] for s in SUBSETS}
     tags: dict[int, tuple[str, ...]] = {}
     for s, idx in by_subset.items():
-        for i, t in zip(idx, _assign_tags(len(idx), s, rng)):
+        for i, t in zip(idx, _assign_tags(len(idx), s, rng), strict=True):
             tags[i] = t
     durations = np.round(rng.uniform(min_duration, max_duration, size=n_tracks), 1)
     ids = np.sort(rng.choice(np.arange(1000, 1_500_000), size=n_tracks, replace=False))
