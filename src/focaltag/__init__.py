@@ -38,6 +38,8 @@ _LAZY: dict[str, str] = {
     "create_model": "focaltag.models",
     "list_models": "focaltag.models",
     "load_model": "focaltag.models",
+    "save_model": "focaltag.models",
+    "ShortChunkResNet": "focaltag.models",
     # training
     "build_loss": "focaltag.training.losses",
     "ClassAwareSampler": "focaltag.training.samplers",

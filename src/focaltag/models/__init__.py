@@ -1,1 +1,45 @@
-"""focaltag.models stage."""
+"""Tagging models: a timm-style registry, the short-chunk ResNet, and checkpoint loading/saving/conversion.
+
+Example:
+    >>> from focaltag.models import create_model, list_models
+    >>> list_models("short_chunk_*")
+    ['short_chunk_resnet', 'short_chunk_resnet_won2020']
+    >>> model = create_model("short_chunk_resnet", n_tags=56, variant="paper")
+"""
+
+from __future__ import annotations
+
+from focaltag.models import resnet  # noqa: F401  (registers the architectures)
+from focaltag.models._checkpoint import (
+    CHECKPOINT_VERSION,
+    convert_reference_state_dict,
+    load_matching_weights,
+    load_model,
+    model_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint_path,
+    save_model,
+    unwrap_model,
+)
+from focaltag.models._factory import create_model
+from focaltag.models._registry import is_model, list_models, register_model
+from focaltag.models.resnet import VARIANTS, PretrainedCfg, ShortChunkResNet
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "PretrainedCfg",
+    "ShortChunkResNet",
+    "VARIANTS",
+    "convert_reference_state_dict",
+    "create_model",
+    "is_model",
+    "list_models",
+    "load_matching_weights",
+    "load_model",
+    "model_checkpoint",
+    "read_checkpoint",
+    "register_model",
+    "resolve_checkpoint_path",
+    "save_model",
+    "unwrap_model",
+]

@@ -1,0 +1,341 @@
+"""Checkpoints: focaltag's own format, run directories, and the paper code's plain state_dicts (converted)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from focaltag._io import save_torch
+from focaltag.data.tags import MOODTHEME_TAGS
+from focaltag.errors import CheckpointError, FocaltagError
+from focaltag.models._factory import create_model
+from focaltag.models.resnet import N_FFT, VARIANTS
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "model_checkpoint",
+    "save_model",
+    "load_model",
+    "read_checkpoint",
+    "resolve_checkpoint_path",
+    "convert_reference_state_dict",
+    "load_matching_weights",
+    "unwrap_model",
+]
+
+CHECKPOINT_VERSION = 1
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+_REF_BLOCK = re.compile(r"^layer(\d+)(_2_3)?\.(conv|bn)_([123])\.(.+)$")
+_REF_BLOCK_PARTS = {("conv", "1"): "conv1", ("bn", "1"): "bn1", ("conv", "2"): "conv2", ("bn", "2"): "bn2",
+                    ("conv", "3"): "downsample.0", ("bn", "3"): "downsample.1"}
+_REF_TOP = {"spec.spectrogram.window": "frontend.window", "spec.mel_scale.fb": "frontend.fb"}
+_REF_PREFIXES = {"spec_bn.": "spec_bn.", "dense_1.": "head.fc1.", "dense1.": "head.fc1.", "bn_1.": "head.bn.",
+                 "bn.": "head.bn.", "dense_2.": "fc.", "dense2.": "fc."}
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def model_checkpoint(model: nn.Module) -> dict[str, Any]:
+    """The slim, ``weights_only``-loadable checkpoint dict of a focaltag model (training adds its state to it)."""
+    model = unwrap_model(model)
+    cfg = getattr(model, "pretrained_cfg", None)
+    args = getattr(model, "model_args", None)
+    if cfg is None or args is None:
+        raise CheckpointError(f"{type(model).__name__} is not a focaltag model (no pretrained_cfg/model_args); "
+                              "build it with focaltag.create_model")
+    return {
+        "focaltag_checkpoint": CHECKPOINT_VERSION,
+        "model_name": getattr(model, "model_name", "short_chunk_resnet"),
+        "model_args": dict(args),
+        "tag_names": list(cfg.tag_names),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_model(model: nn.Module, path: str | os.PathLike[str], **extra: Any) -> Path:
+    """Atomically write ``model`` as a focaltag inference checkpoint (plus ``extra`` plain-data entries)."""
+    ckpt = model_checkpoint(model)
+    clash = sorted(set(extra) & set(ckpt))
+    if clash:
+        raise CheckpointError(f"save_model: extra entries {', '.join(clash)} would overwrite checkpoint fields")
+    ckpt.update(extra)
+    path = Path(path)
+    save_torch(path, ckpt)
+    logger.info("saved model checkpoint %s", path)
+    return path
+
+
+def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or for a run directory its ``best.pt`` (else ``last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run directory {path} has no best.pt or last.pt; train into it first or pass a "
+                              "checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> tuple[Any, Path]:
+    """``torch.load(weights_only=True)`` of a checkpoint file or run directory, with one-line errors."""
+    file = resolve_checkpoint_path(path)
+    try:
+        obj = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle/zip/EOF errors of every kind mean "not a checkpoint we can read"
+        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                              f"{_first_line(err)})") from None
+    return obj, file
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = (str(err).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop ``module.`` / ``_orig_mod.`` prefixes left by DDP and torch.compile."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def is_reference_layout(state_dict: Mapping[str, Any]) -> bool:
+    """Whether keys look like the paper code's ``ShortChunkCNN_Res`` (``layer1.conv_1.weight``, ``dense_2``)."""
+    return "layer1.conv_1.weight" in state_dict and ("dense_2.weight" in state_dict or "dense2.weight" in state_dict)
+
+
+def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Rename a reference-layout state_dict to focaltag's names and infer the architecture it describes.
+
+    Returns ``(converted, info)``; ``info`` holds ``n_tags``, ``width``, ``hidden_dim``, ``n_mels``, ``n_fft``,
+    ``variant`` (``"paper"`` for ``layer6_2_3``/``layer7_2_3`` blocks, ``"won2020"`` for plain ``layer6``/
+    ``layer7``) and ``unconverted`` (keys kept under their own names because they have no counterpart).
+    """
+    sd = _strip_wrappers(state_dict)
+    if not is_reference_layout(sd):
+        raise CheckpointError("not a reference-layout state_dict (expected keys layer1.conv_1.weight and "
+                              "dense_2.weight)")
+    out: dict[str, torch.Tensor] = {}
+    unconverted: list[str] = []
+    blocks: dict[int, bool] = {}
+    for key, value in sd.items():
+        new = _convert_key(key, blocks)
+        if new is None:
+            unconverted.append(key)
+            new = key
+        out[new] = value
+    if sorted(blocks) != list(range(1, len(VARIANTS["paper"].strides) + 1)):
+        raise CheckpointError(f"reference state_dict has blocks {sorted(blocks)}; expected layer1..layer7")
+    strided = {i for i, s in blocks.items() if s}
+    variant = "paper" if strided == {6, 7} else "won2020" if not strided else None
+    fc = out.get("fc.weight")
+    fb = out.get("frontend.fb")
+    info = {
+        "layout": "reference",
+        "variant": variant,
+        "n_tags": int(fc.shape[0]) if fc is not None else None,
+        "hidden_dim": int(fc.shape[1]) if fc is not None else None,
+        "width": int(out["blocks.0.conv1.weight"].shape[0]),
+        "n_mels": int(fb.shape[1]) if fb is not None else None,
+        "n_fft": 2 * (int(fb.shape[0]) - 1) if fb is not None else None,
+        "unconverted": unconverted,
+    }
+    return out, info
+
+
+def _convert_key(key: str, blocks: dict[int, bool]) -> str | None:
+    """One reference key -> focaltag key (records block index and whether it was a ``_2_3`` block)."""
+    if key in _REF_TOP:
+        return _REF_TOP[key]
+    m = _REF_BLOCK.match(key)
+    if m:
+        index = int(m.group(1))
+        blocks[index] = blocks.get(index, False) or bool(m.group(2))
+        return f"blocks.{index - 1}.{_REF_BLOCK_PARTS[(m.group(3), m.group(4))]}.{m.group(5)}"
+    for prefix, new in _REF_PREFIXES.items():
+        if key.startswith(prefix):
+            return new + key[len(prefix):]
+    return None
+
+
+def _plain_focaltag_info(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Architecture of a bare focaltag state_dict (``blocks.0.conv1.weight`` ... ``fc.weight``), else None."""
+    if "blocks.0.conv1.weight" not in sd or "fc.weight" not in sd:
+        return None
+    fb = sd.get("frontend.fb")
+    return {
+        "layout": "focaltag-state-dict",
+        "variant": None,
+        "n_tags": int(sd["fc.weight"].shape[0]),
+        "hidden_dim": int(sd["fc.weight"].shape[1]),
+        "width": int(sd["blocks.0.conv1.weight"].shape[0]),
+        "n_mels": int(fb.shape[1]) if fb is not None else None,
+        "n_fft": 2 * (int(fb.shape[0]) - 1) if fb is not None else None,
+    }
+
+
+def _parse(obj: Any, file: Path) -> tuple[str, dict[str, Any], list[str] | None, dict[str, torch.Tensor], dict[str, Any]]:
+    """Any supported checkpoint object -> (model_name, model_args, tag_names, state_dict, info)."""
+    if isinstance(obj, Mapping) and "focaltag_checkpoint" in obj:
+        version = obj["focaltag_checkpoint"]
+        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{file}: focaltag checkpoint format {version!r} is newer than this focaltag "
+                                  f"reads ({CHECKPOINT_VERSION}); upgrade focaltag")
+        missing = [k for k in ("model_name", "model_args", "state_dict") if k not in obj]
+        if missing or not isinstance(obj["model_args"], Mapping) or not _is_state_dict(obj["state_dict"]):
+            raise CheckpointError(f"{file}: damaged focaltag checkpoint (missing or malformed "
+                                  f"{', '.join(missing) or 'model_args/state_dict'})")
+        names = obj.get("tag_names")
+        return (str(obj["model_name"]), dict(obj["model_args"]), None if names is None else list(names),
+                _strip_wrappers(obj["state_dict"]), {"layout": "focaltag"})
+    if isinstance(obj, Mapping) and not _is_state_dict(obj) and _is_state_dict(obj.get("state_dict")):
+        obj = obj["state_dict"]  # {"state_dict": ...} wrappers of other trainers
+    if not _is_state_dict(obj):
+        raise CheckpointError(f"{file}: not a focaltag checkpoint or a state_dict (got {type(obj).__name__})")
+    sd = _strip_wrappers(obj)
+    if is_reference_layout(sd):
+        sd, info = convert_reference_state_dict(sd)
+    else:
+        info = _plain_focaltag_info(sd)
+        if info is None:
+            shown = ", ".join(list(sd)[:4])
+            raise CheckpointError(f"{file}: unknown state_dict layout (first keys: {shown}); expected a focaltag "
+                                  "checkpoint or the paper code's ShortChunkCNN_Res layout")
+    if info["n_fft"] not in (None, N_FFT):
+        raise CheckpointError(f"{file}: mel filterbank is for n_fft={info['n_fft']}; focaltag models use "
+                              f"n_fft={N_FFT}")
+    args = {"n_tags": info["n_tags"], "width": info["width"], "hidden_dim": info["hidden_dim"],
+            "variant": info["variant"] or "paper"}
+    if info["n_mels"] is not None:
+        args["n_mels"] = info["n_mels"]
+    return "short_chunk_resnet", args, None, sd, info
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    map_location: Any = "cpu",
+    variant: str | None = None,
+    tag_names: Sequence[str] | None = None,
+) -> nn.Module:
+    """Load a model in eval mode from a focaltag checkpoint, a run directory or a reference state_dict.
+
+    Args:
+        path (path): A ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``).
+        map_location (str or torch.device, optional): Where tensors are loaded and the model is put.
+            (Default: ``"cpu"``)
+        variant (str or None, optional): Override the receptive-field variant; needed only for bare state_dicts
+            whose layer names do not tell it. (Default: ``None`` = from the checkpoint, else ``"paper"``)
+        tag_names (sequence of str or None, optional): Output tag names, required for a bare state_dict with
+            other than 56 outputs. (Default: ``None`` = the checkpoint's, else the 56 mood/theme tags)
+
+    Raises:
+        CheckpointError: missing file, unreadable file, unknown layout, or a tag list that does not fit.
+    """
+    obj, file = read_checkpoint(path, map_location=map_location)
+    name, args, names, sd, info = _parse(obj, file)
+    n_tags = args.get("n_tags")
+    if tag_names is not None:
+        names = [str(t) for t in tag_names]
+    if names is None and n_tags is not None and n_tags != len(MOODTHEME_TAGS):
+        raise CheckpointError(f"{file}: the state_dict has {n_tags} outputs; pass tag_names= with {n_tags} names "
+                              "in the model's output order")
+    if names is not None and n_tags is not None and len(names) != n_tags:
+        raise CheckpointError(f"{file}: the model has {n_tags} outputs but {len(names)} tag names were given")
+    if variant is not None:
+        args["variant"] = variant
+    args.pop("tag_names", None)
+    try:
+        model = create_model(name, tag_names=names, **args)
+    except FocaltagError as err:
+        raise CheckpointError(f"{file}: cannot build model {name!r} from the checkpoint ({err})") from None
+    _load_strict(model, sd, file)
+    if isinstance(map_location, str | torch.device):
+        model.to(map_location)
+    logger.info("loaded %s (%s layout, %s, %d tags)", file, info["layout"], args.get("variant", "?"),
+                model.pretrained_cfg.n_tags)
+    return model.eval()
+
+
+def _load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], file: Path) -> None:
+    """``load_state_dict(strict=True)`` with one line naming what does not fit.
+
+    Mel filterbank / window buffers absent from the checkpoint (older exports) keep the model's computed ones.
+    """
+    own = model.state_dict()
+    absent_frontend = [k for k in own if k.startswith("frontend.") and k not in sd]
+    if absent_frontend:
+        logger.info("%s has no %s; using the computed front-end buffers", file, ", ".join(absent_frontend))
+        sd = {**sd, **{k: own[k] for k in absent_frontend}}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in sd and sd[k].shape != v.shape]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+        if items:
+            problems.append(f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}")
+    if problems:
+        raise CheckpointError(f"{file}: state_dict does not fit the model ({'; '.join(problems)})")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_matching_weights(
+    model: nn.Module, path: str | os.PathLike[str], *, map_location: Any = "cpu"
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Copy every checkpoint entry whose name and shape match ``model`` (``--init-from``, e.g. MSD weights).
+
+    A reference-layout state_dict is converted to focaltag names first. Returns ``(loaded_keys, skipped)``
+    where ``skipped`` lists ``(checkpoint_key, reason)``; model entries absent from the checkpoint keep
+    their current values.
+    """
+    obj, file = read_checkpoint(path, map_location=map_location)
+    _, _, _, sd, _ = _parse(obj, file)
+    target = unwrap_model(model)
+    own = target.state_dict()
+    take: dict[str, torch.Tensor] = {}
+    skipped: list[tuple[str, str]] = []
+    for key, value in sd.items():
+        if key not in own:
+            skipped.append((key, "not in model"))
+        elif own[key].shape != value.shape:
+            skipped.append((key, f"shape {tuple(value.shape)} != model {tuple(own[key].shape)}"))
+        else:
+            take[key] = value
+    target.load_state_dict(take, strict=False)
+    loaded = [k for k in own if k in take]
+    logger.info("init from %s: loaded %d tensors, skipped %d", file, len(loaded), len(skipped))
+    return loaded, skipped
