@@ -47,6 +47,10 @@ _LAZY: dict[str, str] = {
     "train": "focaltag.training.loop",
     # evaluation
     "evaluate": "focaltag.evaluation",
+    "pr_auc_macro": "focaltag.evaluation",
+    "roc_auc_macro": "focaltag.evaluation",
+    "paired_bootstrap": "focaltag.evaluation",
+    "mean_ensemble": "focaltag.evaluation",
     # inference
     "Tagger": "focaltag.inference",
     "TagResult": "focaltag.inference",

@@ -1,0 +1,321 @@
+"""``focaltag evaluate``, ``focaltag compare`` and ``focaltag ensemble``: MediaEval metrics, paired bootstrap
+comparison and prediction ensembles over ``.npy`` matrices (thin layer over ``focaltag.evaluation``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from focaltag.cli._common import add_command
+
+logger = logging.getLogger(__name__)
+
+METRIC_ORDER = ("ROC-AUC-macro", "PR-AUC-macro", "precision-macro", "recall-macro", "F-score-macro",
+                "ROC-AUC-micro", "PR-AUC-micro", "precision-micro", "recall-micro", "F-score-micro")
+
+
+def register(subparsers: Any) -> None:
+    _register_evaluate(subparsers)
+    _register_compare(subparsers)
+    _register_ensemble(subparsers)
+
+
+def _add_ground_truth(p: argparse.ArgumentParser) -> None:
+    gt = p.add_mutually_exclusive_group(required=True)
+    gt.add_argument("--ground-truth", type=Path, metavar="GT.npy", help="0/1 ground-truth matrix (tracks x tags)")
+    gt.add_argument("--tsv", type=Path, metavar="SPLIT.tsv",
+                    help="build the ground truth from a split TSV (rows in file order, canonical sorted tags)")
+    p.add_argument("--tags", type=Path, default=None, metavar="FILE",
+                   help="tag names of the .npy columns, one per line (None: the 56 mood/theme tags if there are 56 "
+                   "columns)")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    out.add_argument("--markdown", action="store_true", help="print markdown tables")
+
+
+def _register_evaluate(subparsers: Any) -> None:
+    p = add_command(subparsers, "evaluate", func=run_evaluate,
+                    help="MediaEval metrics (ROC-AUC / PR-AUC, macro and micro) of a prediction matrix",
+                    description="Score a tracks x tags prediction matrix exactly as the MediaEval task's "
+                    "evaluate.py (sklearn, macro and micro), optionally with head/middle/tail groups, a per-tag "
+                    "table, F-score-optimised decisions and bootstrap confidence intervals.")
+    _add_ground_truth(p)
+    p.add_argument("--predictions", type=Path, required=True, metavar="PRED.npy", help="score matrix")
+    _add_output(p)
+    p.add_argument("--train-tsv", type=Path, action="append", default=None, metavar="FILE",
+                   help="training metadata (official TSV or ID PATH TAG... list); repeat to sum counts; "
+                   "adds head/middle/tail groups")
+    p.add_argument("--group-thresholds", default="550,200", metavar="HEAD,TAIL",
+                   help="head: count > HEAD, middle: TAIL < count <= HEAD, tail: count <= TAIL")
+    p.add_argument("--groups", type=Path, default=None, metavar="YAML",
+                   help="custom groups, a YAML file of 'name: [tag, ...]'")
+    p.add_argument("--per-tag", action="store_true",
+                   help="add PR-AUC, ROC-AUC, positives and training count per tag")
+    thr = p.add_mutually_exclusive_group()
+    thr.add_argument("--thresholds-from", nargs=2, type=Path, default=None, metavar=("VAL_GT", "VAL_PRED"),
+                     help="pick per-tag F-score-maximising thresholds on these validation matrices and add "
+                     "precision/recall/F-score (VAL_GT may be .npy or a split .tsv)")
+    thr.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+                     help="apply thresholds saved earlier with --save-thresholds (tag<TAB>threshold)")
+    p.add_argument("--save-thresholds", type=Path, default=None, metavar="FILE",
+                   help="write the thresholds picked by --thresholds-from as tag<TAB>threshold")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="resamples for 95%% percentile intervals of every macro metric (0 = off; 1000 typical)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def _register_compare(subparsers: Any) -> None:
+    p = add_command(subparsers, "compare", func=run_compare,
+                    help="paired-bootstrap difference of two prediction matrices' macro metrics",
+                    description="Compare model A with model B on the same tracks: macro ROC-AUC / PR-AUC of "
+                    "each, the difference A - B with its 95% paired-bootstrap interval and a two-sided p-value.")
+    _add_ground_truth(p)
+    p.add_argument("a", type=Path, metavar="A.npy", help="predictions of model A")
+    p.add_argument("b", type=Path, metavar="B.npy", help="predictions of model B")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_output(p)
+
+
+def _register_ensemble(subparsers: Any) -> None:
+    p = add_command(subparsers, "ensemble", func=run_ensemble,
+                    help="average prediction matrices (the paper's ensemble), optionally weighted",
+                    description="Write the arithmetic mean of prediction matrices (the paper's ensemble), a "
+                    "weighted mean (--weights), or a mean with non-negative weights that maximise validation "
+                    "macro PR-AUC (--optimize-on VAL_GT VAL_A VAL_B ..., one validation matrix per member).")
+    p.add_argument("members", nargs="+", type=Path, metavar="PRED.npy", help="member prediction matrices")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.npy", help="ensemble matrix to write")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="one non-negative weight per member (normalised to sum 1)")
+    w.add_argument("--optimize-on", nargs="+", type=Path, default=None, metavar="FILE",
+                   help="VAL_GT then one validation matrix per member, in the members' order")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> null so the output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _ground_truth(args: argparse.Namespace, n_cols_hint: int | None = None) -> tuple[Any, list[str]]:
+    from focaltag.data.metadata import read_tag_list
+    from focaltag.errors import ConfigError
+    from focaltag.evaluation.inputs import ground_truth_from_tsv, load_matrix
+    from focaltag.evaluation.metrics import default_tag_names
+
+    if args.tsv is not None:
+        if args.tags is not None:
+            raise ConfigError("--tags names the columns of a .npy ground truth; with --tsv the tags come "
+                              "from the TSV, so drop --tags")
+        return ground_truth_from_tsv(args.tsv)
+    gt = load_matrix(args.ground_truth, what="ground truth")
+    names = read_tag_list(args.tags) if args.tags is not None else default_tag_names(gt.shape[1])
+    return gt, names
+
+
+def _check_width(names: list[str], matrix: Any, path: Path, what: str) -> None:
+    from focaltag.errors import EvaluationError
+
+    if matrix.shape[1] != len(names):
+        raise EvaluationError(f"{what} {path} has {matrix.shape[1]} tag columns but the ground truth has "
+                              f"{len(names)} tags; expected the same tag order and count")
+
+
+def _check_bootstrap(n: int, flag: str = "--bootstrap") -> None:
+    from focaltag.errors import ConfigError
+
+    if n < 0:
+        raise ConfigError(f"{flag} must be >= 0 resamples, got {n}")
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+def _thresholds(args: argparse.Namespace, names: list[str]) -> Any:
+    from focaltag.errors import ConfigError
+    from focaltag.evaluation.inputs import load_ground_truth, load_matrix
+    from focaltag.evaluation.thresholds import best_f_thresholds, load_thresholds, save_thresholds
+
+    if args.save_thresholds is not None and args.thresholds_from is None:
+        raise ConfigError("--save-thresholds needs --thresholds-from VAL_GT VAL_PRED to pick the thresholds")
+    if args.thresholds is not None:
+        return load_thresholds(args.thresholds)
+    if args.thresholds_from is None:
+        return None
+    val_gt_path, val_pred_path = args.thresholds_from
+    val_gt, val_names = load_ground_truth(val_gt_path, what="validation ground truth")
+    if val_names is not None and val_names != names:
+        raise ConfigError(f"{val_gt_path}: its tags differ from the evaluated ground truth's; use the same "
+                          "tag set for validation and evaluation")
+    val_pred = load_matrix(val_pred_path, what="validation predictions")
+    _check_width(names, val_pred, val_pred_path, "validation predictions")
+    thr = best_f_thresholds(val_gt, val_pred, tag_names=names)
+    mapping = dict(zip(names, (float(t) for t in thr), strict=True))
+    if args.save_thresholds is not None:
+        save_thresholds(args.save_thresholds, mapping)
+        logger.info("wrote %d thresholds to %s", len(mapping), args.save_thresholds)
+    return mapping
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from focaltag.evaluation import evaluate
+    from focaltag.evaluation.groups import count_training_tags, load_groups, parse_group_thresholds
+    from focaltag.evaluation.inputs import load_matrix
+
+    _check_bootstrap(args.bootstrap)
+    group_thresholds = parse_group_thresholds(args.group_thresholds)
+    gt, names = _ground_truth(args)
+    pred = load_matrix(args.predictions, what="predictions")
+    _check_width(names, pred, args.predictions, "predictions")
+    counts = count_training_tags(args.train_tsv, names) if args.train_tsv else None
+    groups = load_groups(args.groups, names) if args.groups is not None else None
+    thresholds = _thresholds(args, names)
+    result = evaluate(gt, pred, tag_names=names, train_counts=counts, group_thresholds=group_thresholds,
+                      groups=groups, per_tag=args.per_tag, bootstrap=args.bootstrap, seed=args.seed,
+                      thresholds=thresholds)
+    if args.json:
+        _print_json(result)
+    else:
+        print(render_evaluation(result, markdown=args.markdown))
+    return 0
+
+
+def render_evaluation(result: dict[str, Any], *, markdown: bool = False) -> str:
+    """Metrics table, then groups and per-tag tables when present."""
+    from focaltag.data.tags import short_tag
+    from focaltag.evaluation.tables import fmt_interval, format_table
+
+    intervals = result.get("ci", {}).get("intervals", {})
+    header = ["metric", "value"] + ([f"{int(round(result['ci']['level'] * 100))}% CI"] if intervals else [])
+    rows = [[m, result[m]] + ([fmt_interval(intervals.get(m))] if intervals else [])
+            for m in METRIC_ORDER if m in result]
+    parts = [format_table(header, rows, markdown=markdown)]
+    if intervals:
+        ci = result["ci"]
+        parts.append(f"({ci['method']}, {ci['resamples']} resamples, seed {ci['seed']})")
+    if result.get("excluded_tags"):
+        parts.append("excluded from the macro averages (no positive or no negative track): "
+                     + ", ".join(short_tag(t) for t in result["excluded_tags"]))
+    if "groups" in result:
+        with_ci = any("ci" in g for g in result["groups"].values())
+        gh = ["group", "tags", "PR-AUC", "ROC-AUC"] + (["PR-AUC CI", "ROC-AUC CI"] if with_ci else [])
+        grows = []
+        for name, g in result["groups"].items():
+            row = [name, g["n_tags"], g["PR-AUC"], g["ROC-AUC"]]
+            if with_ci:
+                row += [fmt_interval(g.get("ci", {}).get("PR-AUC")), fmt_interval(g.get("ci", {}).get("ROC-AUC"))]
+            grows.append(row)
+        parts += ["", "### groups" if markdown else "groups", format_table(gh, grows, markdown=markdown)]
+    if "per_tag" in result:
+        th = ["tag", "PR-AUC", "ROC-AUC", "positives", "train_count"]
+        trows = [[short_tag(t), v["PR-AUC"], v["ROC-AUC"], v["positives"], v["train_count"]]
+                 for t, v in result["per_tag"].items()]
+        parts += ["", "### per tag" if markdown else "per tag", format_table(th, trows, markdown=markdown)]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- compare
+def run_compare(args: argparse.Namespace) -> int:
+    from focaltag.errors import ConfigError
+    from focaltag.evaluation import paired_bootstrap
+    from focaltag.evaluation.inputs import load_matrix
+    from focaltag.evaluation.tables import fmt_interval, format_table
+
+    if args.bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be >= 1 resamples for a comparison, got {args.bootstrap}")
+    gt, names = _ground_truth(args)
+    a = load_matrix(args.a, what="predictions A")
+    b = load_matrix(args.b, what="predictions B")
+    _check_width(names, a, args.a, "predictions A")
+    _check_width(names, b, args.b, "predictions B")
+    stats = paired_bootstrap(gt, a, b, n_resamples=args.bootstrap, seed=args.seed, tag_names=names)
+    result = {"A": str(args.a), "B": str(args.b), "resamples": args.bootstrap, "seed": args.seed,
+              "level": 0.95, **stats}
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = [[m, s["A"], s["B"], s["diff"], fmt_interval(s["ci"]), f"{s['p_value']:.3f}"]
+            for m, s in stats.items()]
+    print(f"A = {args.a}\nB = {args.b}")
+    print(format_table(["metric", "A", "B", "A - B", "95% CI of A - B", "p"], rows, markdown=args.markdown))
+    print(f"(paired bootstrap over tracks, {args.bootstrap} resamples, seed {args.seed}; two-sided p-value)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- ensemble
+def run_ensemble(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from focaltag._io import atomic_write
+    from focaltag.errors import ConfigError
+    from focaltag.evaluation.ensemble import mean_ensemble, optimize_weights, weighted_ensemble
+    from focaltag.evaluation.inputs import load_ground_truth, load_matrix
+
+    names = [str(m) for m in args.members]
+    members = [load_matrix(m, what="predictions") for m in args.members]
+    result: dict[str, Any] = {"output": str(args.out), "members": names}
+    weights = None
+    if args.weights is not None:
+        if len(args.weights) != len(members):
+            raise ConfigError(f"--weights needs one weight per member ({len(members)}), got {len(args.weights)}")
+        weights = args.weights
+    elif args.optimize_on is not None:
+        if len(args.optimize_on) != len(members) + 1:
+            raise ConfigError(f"--optimize-on needs VAL_GT plus one validation matrix per member "
+                              f"({len(members) + 1} files), got {len(args.optimize_on)}")
+        val_gt, _ = load_ground_truth(args.optimize_on[0], what="validation ground truth")
+        val = [load_matrix(p, what="validation predictions") for p in args.optimize_on[1:]]
+        for path, mat in zip(args.optimize_on[1:], val, strict=True):
+            if mat.shape[1] != members[0].shape[1]:
+                raise ConfigError(f"validation predictions {path} have {mat.shape[1]} tag columns but the "
+                                  f"members have {members[0].shape[1]}; use the same tag order")
+        weights, score = optimize_weights(val_gt, val, names=[str(p) for p in args.optimize_on[1:]])
+        mean_score = _validation_score(val_gt, val)
+        result["validation"] = {"PR-AUC-macro (mean)": mean_score, "PR-AUC-macro (optimised)": score}
+        if not args.json:
+            print(f"optimised weights (validation PR-AUC-macro {score:.4f}, plain mean {mean_score:.4f}):")
+            for name, w in zip(names, weights, strict=True):
+                print(f"  {w:.4f}  {name}")
+    if weights is None:
+        out = mean_ensemble(members, names=names)
+        result["weights"] = [1.0 / len(members)] * len(members)
+    else:
+        out = weighted_ensemble(members, weights, names=names)
+        total = float(sum(weights))
+        result["weights"] = [float(w) / total for w in weights]
+    with atomic_write(args.out, "wb") as fh:
+        np.save(fh, out)
+    result["shape"] = list(out.shape)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"wrote {args.out} ({out.shape[0]} x {out.shape[1]}, mean of {len(members)} members"
+              + (", weighted)" if weights is not None else ")"))
+    return 0
+
+
+def _validation_score(val_gt: Any, val: list[Any]) -> float:
+    from focaltag.evaluation.ensemble import mean_ensemble
+    from focaltag.evaluation.metrics import check_matrices, per_tag_scores, undefined_tags
+
+    y, s = check_matrices(val_gt, mean_ensemble(val))
+    keep = ~undefined_tags(y, warn=False)
+    return float(per_tag_scores(y, s)[0][keep].mean())
