@@ -34,6 +34,9 @@ _LAZY: dict[str, str] = {
     # audio
     "load_audio": "focaltag.audio.decode",
     "LogMelSpectrogram": "focaltag.audio.features",
+    "iter_audio_blocks": "focaltag.audio.decode",
+    "WaveformCache": "focaltag.audio.cache",
+    "prepare_cache": "focaltag.audio.cache",
     # models
     "create_model": "focaltag.models",
     "list_models": "focaltag.models",

@@ -1,0 +1,231 @@
+"""Benchmark ``focaltag data prepare`` against the reference pre-decoding path, and the training loader.
+
+Run: ``python bench/prepare.py [--short 4] [--long 2] [--workers N]``. Prints ONE JSON object.
+
+Generated 44.1 kHz stereo MP3s of 30 s and 240 s (harmonic tones + noise, not real music) are decoded
+(a) by the reference path, one process: ``librosa.load(path, sr=16000)`` + ``np.save`` float32 per track, and
+(b) by ``prepare_cache`` with ``--workers`` processes, in the same run on the same warm page cache. Reported:
+throughput ratio (b/a), bytes-on-disk ratio, the share of prepare's worker time spent outside
+decode + resample, the decode floor of one 240 s file, then random training chunks per second from
+``TrainChunkDataset`` (DataLoader, 0 and 2 workers) against the CPU training step of the paper model
+(``focaltag.create_model``; batch 8, forward + backward + Adam) and against 2,000 chunks/s (a GPU step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+CHUNK = 73600
+
+
+def _music_like(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Stereo float32: a few decaying harmonic notes per second plus noise (MP3-encodes like music)."""
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    out = 0.01 * rng.standard_normal(n)
+    for f in rng.uniform(110, 880, size=6):
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 2.0) * t)
+        for h in range(1, 5):
+            out += 0.04 / h * env * np.sin(2 * np.pi * f * h * t + rng.uniform(0, 6.28))
+    out /= max(1.0, np.abs(out).max() / 0.9)
+    return np.stack([out, 0.8 * out], axis=1).astype(np.float32)
+
+
+def _make_dataset(root: Path, n_short: int, n_long: int) -> tuple[Path, Path, list[tuple[str, str, float]]]:
+    rng = np.random.default_rng(0)
+    audio = root / "audio"
+    rows = []
+    for i, secs in enumerate([30.0] * n_short + [240.0] * n_long):
+        rel = f"{i % 10:02d}/b{i}.mp3"
+        (audio / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(audio / rel, _music_like(secs, 44100, rng), 44100, format="MP3")
+        rows.append((f"b{i}", rel, secs))
+    tsv = root / "bench.tsv"
+    tsv.write_text("TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\n" + "".join(
+        f"{tid}\ta\tb\t{rel}\t{secs}\tmood/theme---{'calm' if i % 2 else 'happy'}\n"
+        for i, (tid, rel, secs) in enumerate(rows)))
+    for _, rel, _ in rows:  # warm the page cache for both contenders
+        (audio / rel).read_bytes()
+    return tsv, audio, rows
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _reference(audio: Path, rows, out: Path) -> dict:
+    try:
+        import librosa
+
+        def load(p: Path) -> np.ndarray:
+            return librosa.load(p, sr=16000)[0]
+        how = "librosa.load(sr=16000) + np.save float32, 1 process"
+    except ImportError:  # same decoder and resampler librosa would use
+        import soxr
+
+        def load(p: Path) -> np.ndarray:
+            x, sr = sf.read(p, dtype="float32")
+            return soxr.resample(x.mean(axis=1), sr, 16000, quality="HQ")
+        how = "librosa absent: soundfile + soxr HQ + np.save float32, 1 process"
+    out.mkdir()
+    load(audio / rows[0][1])  # warm-up: librosa's lazy imports are not per-track cost
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    for tid, rel, _ in rows:
+        np.save(out / f"{tid}.npy", load(audio / rel))
+    seconds = time.perf_counter() - t0
+    return {"path": how, "seconds": round(seconds, 3), "cpu_seconds": round(_cpu_seconds() - c0, 3),
+            "bytes": sum(f.stat().st_size for f in out.glob("*.npy"))}
+
+
+def _decode_floor(path: Path) -> dict:
+    from focaltag.audio.decode import load_audio
+
+    t0 = time.perf_counter()
+    sf.read(path, dtype="float32")
+    t1 = time.perf_counter()
+    load_audio(path)
+    t2 = time.perf_counter()
+    return {"decode_s": round(t1 - t0, 3), "decode_resample_s": round(t2 - t1, 3)}
+
+
+def _loader_rate(cache_dir: Path, tsv: Path, workers: int, seconds: float = 2.0) -> float:
+    """Chunks/s; the main process uses 1 torch thread as DataLoader workers do (collate's torch.stack with
+    several OpenMP threads on a loaded 2-core machine is 400x slower)."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from focaltag.data.metadata import TagVocabulary, read_tracks
+    from focaltag.data.torch_dataset import TrainChunkDataset
+
+    tracks = read_tracks(tsv)
+    ds = TrainChunkDataset(cache_dir, tracks, TagVocabulary.from_tracks(tracks), CHUNK, seed=0)
+    sampler = RandomSampler(ds, replacement=True, num_samples=10**7, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=16, sampler=sampler, num_workers=workers)
+    it = iter(loader)
+    next(it)  # worker start-up is not loader throughput
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            x, _ = next(it)
+            n += x.shape[0]
+        rate = n / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    del it
+    return rate
+
+
+def _train_step_rate(batch: int = 8) -> dict:
+    import torch
+
+    try:
+        from focaltag import create_model
+
+        model, name = create_model("short_chunk_resnet", n_tags=56), "short_chunk_resnet (paper, focaltag)"
+    except (ImportError, AttributeError):  # pragma: no cover - models not built yet
+        from focaltag.audio.features import LogMelSpectrogram
+
+        model = torch.nn.Sequential(LogMelSpectrogram(), torch.nn.Unflatten(1, (1, 128)),
+                                    torch.nn.Conv2d(1, 128, 3, padding=1), torch.nn.ReLU(),
+                                    torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 56))
+        name = "local stand-in conv net (focaltag.create_model unavailable)"
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, CHUNK), (torch.rand(batch, 56) > 0.9).float()
+    times = []
+    for _ in range(2):  # first step warms up allocators / kernels
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return {"model": name, "batch": batch, "torch_threads": torch.get_num_threads(),
+            "seconds_per_step": round(times[-1], 3), "chunks_per_s": round(batch / times[-1], 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", type=int, default=4, help="number of 30 s MP3s")
+    parser.add_argument("--long", type=int, default=2, help="number of 240 s MP3s")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each path; the fastest counts")
+    args = parser.parse_args(argv)
+    from focaltag.audio.cache import prepare_cache
+    from focaltag.data.metadata import read_tracks
+
+    t_start = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="focaltag-bench-prepare-"))
+    try:
+        tsv, audio, rows = _make_dataset(root, args.short, args.long)
+        audio_s = sum(r[2] for r in rows)
+        floor = _decode_floor(audio / rows[-1][1]) if args.long else None
+        # alternate the contenders and keep each one's fastest run: the machine may be shared
+        refs, runs = [], []
+        for rep in range(args.repeats):
+            refs.append(_reference(audio, rows, root / f"npy{rep}"))
+            shutil.rmtree(root / f"npy{rep}")
+            c0 = _cpu_seconds()
+            summary = prepare_cache(read_tracks(tsv), audio, root / f"cache{rep}", workers=args.workers,
+                                    progress=False)
+            runs.append((summary, _cpu_seconds() - c0))
+            if summary.failed:
+                raise SystemExit(f"prepare failed on {summary.failures}")
+            if rep < args.repeats - 1:
+                shutil.rmtree(root / f"cache{rep}")
+        ref = min(refs, key=lambda r: r["seconds"])
+        summary, prep_cpu = min(runs, key=lambda r: r[0].seconds)
+        cache_dir = root / f"cache{args.repeats - 1}"
+        busy = summary.seconds * summary.workers
+        result = {
+            "machine": {"cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2),
+                        "python": sys.version.split()[0]},
+            "repeats": args.repeats,
+            "files": {"n_30s": args.short, "n_240s": args.long, "format": "MP3 44.1 kHz stereo (generated)",
+                      "audio_seconds": audio_s},
+            "reference": {**ref, "audio_s_per_s": round(audio_s / ref["seconds"], 1)},
+            "prepare": {"workers": summary.workers, "seconds": summary.seconds, "cpu_seconds": round(prep_cpu, 3),
+                        "audio_s_per_s": round(audio_s / summary.seconds, 1), "bytes": summary.bytes,
+                        "decode_resample_wall_seconds": summary.decode_seconds,
+                        "decode_resample_cpu_seconds": summary.decode_cpu_seconds,
+                        "share_outside_decode_resample_cpu": round(1 - summary.decode_cpu_seconds / prep_cpu, 3),
+                        "share_outside_decode_resample_wall": round(1 - summary.decode_seconds / busy, 3)},
+            "throughput_ratio": round(ref["seconds"] / summary.seconds, 3),
+            "throughput_ratio_target": 1.7,
+            # what the ratio becomes on idle cores: CPU cost per audio second, times the parallel workers
+            "throughput_ratio_cpu_projection": round(summary.workers * ref["cpu_seconds"] / prep_cpu, 3),
+            "bytes_ratio": round(summary.bytes / ref["bytes"], 4),
+            "bytes_ratio_target": 0.5,
+            "decode_floor_one_240s_file": floor,
+        }
+        loader0 = _loader_rate(cache_dir, tsv, 0)
+        loader2 = _loader_rate(cache_dir, tsv, 2)
+        train = _train_step_rate()
+        best = max(loader0, loader2)
+        result["loader"] = {"chunk_samples": CHUNK, "batch": 16, "chunks_per_s_workers0": round(loader0, 1),
+                            "chunks_per_s_workers2": round(loader2, 1)}
+        result["train_step_cpu"] = train
+        result["loader_vs_cpu_train_ratio"] = round(best / train["chunks_per_s"], 1)
+        result["loader_vs_cpu_train_ratio_target"] = 20
+        result["loader_vs_gpu_2000_chunks_per_s"] = round(best / 2000.0, 2)
+        result["bench_seconds"] = round(time.perf_counter() - t_start, 1)
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Decode any audio file to float32 mono at 16 kHz (soundfile + soxr), whole or streamed in blocks.
+
+Formats: whatever the bundled libsndfile reads -- MP3, OGG Vorbis, OGG Opus, FLAC, WAV (and AIFF etc.), any
+sample rate and channel count. Channels are averaged (the same downmix as ``librosa.load(mono=True)``).
+
+Resampling uses soxr quality ``"HQ"`` (20-bit precision): it is librosa's default ``res_type="soxr_hq"``,
+so ``load_audio(p)`` equals ``librosa.load(p, sr=16000)`` sample for sample (up to librosa's one zero sample
+of length rounding); its precision is far below the 16-bit quantisation of the training cache (``VHQ`` differs
+from it by > 110 dB SNR below 7 kHz, only the transition band near 8 kHz differs, and costs ~50 % more
+resampling time). Streaming (:func:`iter_audio_blocks`) gives the same samples as one-shot resampling, so an
+hour-long file never needs its decoded hour at the input rate in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from focaltag.errors import AudioDecodeError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_audio", "iter_audio_blocks", "audio_info", "AudioInfo", "RESAMPLE_QUALITY"]
+
+RESAMPLE_QUALITY = "HQ"
+"""soxr quality preset used everywhere (librosa's default ``soxr_hq``)."""
+
+_FORMATS_HINT = "expected MP3, OGG Vorbis/Opus, FLAC or WAV; the file may be corrupt, truncated or not audio"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts about an audio file (for MP3 ``frames``/``duration`` are the decoder's estimate)."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    format: str
+    subtype: str
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioDecodeError(f"audio file not found: {path}")
+    if path.is_dir():
+        raise AudioDecodeError(f"{path} is a folder; pass an audio file")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"{path}: empty file (0 bytes); re-download or remove it")
+
+
+def _open(path: Path) -> sf.SoundFile:
+    _check_file(path)
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioDecodeError(f"{path}: cannot decode ({_reason(err)}); {_FORMATS_HINT}") from None
+    if handle.samplerate <= 0 or handle.channels <= 0:
+        handle.close()
+        raise AudioDecodeError(f"{path}: invalid header (sample rate {handle.samplerate}, "
+                               f"{handle.channels} channels); {_FORMATS_HINT}")
+    return handle
+
+
+def _reason(err: BaseException) -> str:
+    """libsndfile's message without the ``Error opening '...':`` prefix (the path is already in ours)."""
+    lines = str(err).strip().splitlines()
+    text = lines[-1] if lines else type(err).__name__
+    if text.startswith("Error opening") and "': " in text:
+        text = text.split("': ", 1)[1]
+    if "does not exist or is not a regular file" in text:  # libsndfile's wording for an unparsable stream
+        text = "no recognisable audio stream"
+    return text.rstrip(".")
+
+
+def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Sample rate, channels and duration from the header, without decoding; raises AudioDecodeError."""
+    path = Path(path)
+    with _open(path) as fh:
+        frames = int(fh.frames)
+        return AudioInfo(str(path), int(fh.samplerate), int(fh.channels), frames, frames / fh.samplerate,
+                         str(fh.format), str(fh.subtype))
+
+
+def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
+                      block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """Yield the file as consecutive float32 mono blocks at ``sr`` (about ``block_seconds`` each).
+
+    Memory stays bounded by one input block whatever the file length. Concatenating the blocks gives exactly
+    :func:`load_audio`'s result. Raises AudioDecodeError naming the file when it cannot be decoded, also
+    when the damage is found mid-file (blocks already yielded are then incomplete: discard them).
+
+    Args:
+        path (str or PathLike): audio file.
+        sr (int, optional): output sample rate in Hz. (Default: ``16000``)
+        block_seconds (float, optional): input seconds decoded per step. (Default: ``30.0``)
+    """
+    if sr <= 0:
+        raise AudioDecodeError(f"sr must be a positive sample rate in Hz, got sr={sr}")
+    if block_seconds <= 0:
+        raise AudioDecodeError(f"block_seconds must be > 0, got block_seconds={block_seconds}")
+    path = Path(path)
+    with _open(path) as fh:
+        sr_in = int(fh.samplerate)
+        block = max(1, int(round(block_seconds * sr_in)))
+        stream = None if sr_in == sr else soxr.ResampleStream(sr_in, sr, 1, dtype="float32",
+                                                               quality=RESAMPLE_QUALITY)
+        n_in = 0
+        pending = _read_block(fh, path, block)
+        while pending is not None:
+            nxt = _read_block(fh, path, block) if len(pending) == block else None
+            n_in += len(pending)
+            mono = _downmix(pending)
+            out = mono if stream is None else stream.resample_chunk(mono, last=nxt is None)
+            if out.size:
+                yield np.ascontiguousarray(out, dtype=np.float32)
+            pending = nxt
+    if n_in == 0:
+        raise AudioDecodeError(f"{path}: contains no audio samples; re-download or remove it")
+
+
+def _downmix(block: np.ndarray) -> np.ndarray:
+    """Mean over channels of a ``(frames, channels)`` block, as contiguous float32.
+
+    Adding columns is ~10x faster than ``block.mean(axis=1)`` (a strided reduction over a 2-wide axis) and
+    gives the same float32 values as numpy's mean for up to 8 channels (sequential sum, then divide).
+    """
+    n_ch = block.shape[1]
+    if n_ch == 1:
+        return np.ascontiguousarray(block[:, 0])
+    acc = block[:, 0].copy()
+    for ch in range(1, n_ch):
+        acc += block[:, ch]
+    acc /= np.float32(n_ch)
+    return acc
+
+
+def _read_block(fh: sf.SoundFile, path: Path, frames: int) -> np.ndarray | None:
+    """Next ``(frames, channels)`` float32 block, ``None`` at the end; decode errors become AudioDecodeError."""
+    try:
+        data = fh.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioDecodeError(f"{path}: decoding failed mid-file ({_reason(err)}); {_FORMATS_HINT}") from None
+    if data.shape[0] == 0:
+        return None
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(f"{path}: decoded samples contain NaN or infinity; the file is corrupt")
+    return data
+
+
+def load_audio(path: str | os.PathLike[str], sr: int = 16000) -> np.ndarray:
+    """Decode a whole file to a 1-D float32 mono waveform at ``sr`` of the file's true length.
+
+    A 1.5 s file gives ``round(1.5 * sr)`` samples (soxr's length: ``round(n_in * sr / sr_in)``).
+    Raises AudioDecodeError naming the file for a missing, empty, corrupt or non-audio file.
+
+    Args:
+        path (str or PathLike): audio file (MP3, OGG Vorbis/Opus, FLAC, WAV, ...).
+        sr (int, optional): output sample rate in Hz. (Default: ``16000``)
+
+    Returns:
+        np.ndarray: float32, shape ``(n_samples,)``.
+    """
+    blocks = list(iter_audio_blocks(path, sr, block_seconds=60.0))
+    if len(blocks) == 1:
+        return blocks[0]
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)

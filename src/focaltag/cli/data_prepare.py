@@ -1,0 +1,62 @@
+"""``focaltag data prepare``: decode the tracks of one or more split TSVs into the training waveform cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from focaltag.cli._common import add_command, parse_shard
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers, "prepare", func=run,
+        help="decode listed tracks once into a 16 kHz float16 cache for training (resumable, parallel)",
+        description="Decode every track listed in the TSVs to 16 kHz mono float16 in CACHE. A killed run "
+                    "continues where it stopped when rerun; undecodable files are listed in "
+                    "CACHE/failures.tsv and the rest completes (exit code 1 then).",
+    )
+    parser.add_argument("--tsv", action="append", required=True, type=Path, metavar="SPLIT.tsv",
+                        help="metadata file listing the tracks (repeat for several splits)")
+    parser.add_argument("--audio-dir", required=True, type=Path, metavar="DIR",
+                        help="folder the TSV's PATH column is relative to")
+    parser.add_argument("--cache", required=True, type=Path, metavar="DIR", help="cache folder (created, or continued)")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="decoding processes; None = one per CPU core")
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                        help="only do shard I of N (0-based; for cluster array jobs, each given the same TSVs); "
+                             "None = all tracks")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from focaltag.audio.cache import prepare_cache
+    from focaltag.data.metadata import read_tracks
+    tracks = [rec for tsv in args.tsv for rec in read_tracks(tsv, allow_untagged=True)]
+    summary = prepare_cache(tracks, args.audio_dir, args.cache, workers=args.workers, shard=args.shard or (0, 1),
+                            progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    else:
+        shard = "" if summary.shard[1] == 1 else f" (shard {summary.shard[0]}/{summary.shard[1]})"
+        print(f"cache {summary.cache_dir}{shard}: {summary.tracks} tracks, {summary.prepared} decoded now, "
+              f"{summary.skipped} already cached, {summary.failed} failed; {summary.hours:.2f} h of audio, "
+              f"{summary.bytes / 1e9:.3f} GB on disk, {summary.seconds:.1f} s")
+        if summary.failed:
+            print(f"failures ({summary.failed}) listed in {summary.failures_file}")
+    return 1 if summary.failed else 0
