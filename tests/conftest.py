@@ -11,6 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared")).resolve()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep exported ONNX files and other caches of the tests out of the user's ~/.cache."""
+    os.environ.setdefault("FOCALTAG_CACHE_DIR", str(tmp_path_factory.mktemp("focaltag-cache")))
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"reference data not available: {path} (the ../shared folder beside the checkout is absent)")

@@ -57,6 +57,9 @@ _LAZY: dict[str, str] = {
     # inference
     "Tagger": "focaltag.inference",
     "TagResult": "focaltag.inference",
+    "save_ensemble": "focaltag.inference",
+    "export_onnx": "focaltag.inference",
+    "predict_split": "focaltag.inference",
 }
 
 __all__ = [

@@ -1,0 +1,186 @@
+"""``focaltag tag``, ``predict``, ``export`` and ``import-reference``: thin layer over ``focaltag.inference``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from focaltag.cli._common import add_command
+
+logger = logging.getLogger(__name__)
+
+_MODEL_HELP = ("checkpoint (.pt), run folder (its best.pt), ensemble folder (with ensemble.json) or .onnx file "
+               "(--runtime onnx); repeat to average several models")
+
+
+def register(subparsers: Any) -> None:
+    _register_tag(subparsers)
+    _register_predict(subparsers)
+    _register_export(subparsers)
+    _register_import(subparsers)
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", dest="models", action="append", required=True, type=Path, metavar="M",
+                   help=_MODEL_HELP)
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch, or onnxruntime: ~2x faster on CPU; a checkpoint is exported once and cached in "
+                   "~/.cache/focaltag/onnx (requires pip install 'focaltag[onnx]')")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="chunks per forward pass")
+    p.add_argument("--device", default="cpu", help="torch device (torch runtime only)")
+
+
+def _register_tag(subparsers: Any) -> None:
+    p = add_command(subparsers, "tag", func=run_tag, help="tag audio files with mood/theme probabilities",
+                    description="Tag audio files and folders (searched recursively): each track is covered by "
+                    "evenly spaced chunks (or a sliding window), and the sigmoid probabilities of the chunks and "
+                    "models are averaged. A file that cannot be decoded is reported and the rest go on; the exit "
+                    "code is 1 if any file failed.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
+    _add_models(p)
+    cover = p.add_mutually_exclusive_group()
+    cover.add_argument("--chunks", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="evenly spaced chunks per track, the positions evaluation uses (default: 16)")
+    cover.add_argument("--hop", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                       help="sliding window with this hop instead of evenly spaced chunks")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table: top-k tags per file; json: a JSON array (file, duration, tags, top, decisions); "
+                   "csv: every tag's probability")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="tags listed per file (table, json 'top')")
+    p.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions")
+    p.add_argument("--taggram", type=Path, default=None, metavar="OUT.png",
+                   help="plot tag probabilities over time (needs exactly one input file; uses a sliding window "
+                   "with a hop of half a chunk unless --chunks/--hop is given)")
+    p.add_argument("--optimize", choices=("none", "channels_last", "compile"), default="channels_last",
+                   help="torch speed-ups (compile pays a one-off compilation, worth it for many files)")
+    _add_runtime(p)
+
+
+def _positive(parser_name: str, **values: float | None) -> None:
+    from focaltag.errors import ConfigError
+
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"{parser_name}: --{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    from focaltag.errors import ConfigError
+    from focaltag.inference.files import collect_audio
+    from focaltag.inference.tagger import Tagger, TagResult
+    from focaltag.inference.writers import get_writer
+
+    chunks, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
+    _positive("tag", chunks=chunks, hop=hop, batch_size=args.batch_size)
+    if args.top_k < 0:
+        raise ConfigError(f"tag: --top-k must be >= 0, got {args.top_k}")
+    files = collect_audio(args.paths)
+    if args.taggram is not None and len(files) != 1:
+        raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
+    tagger = Tagger(args.models, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
+                    runtime=args.runtime, device=args.device, optimize=args.optimize,
+                    thresholds=args.thresholds, top_k=args.top_k)
+    if args.taggram is not None and hop is None and chunks is None:
+        tagger.hop_seconds = tagger.chunk_samples / tagger.sample_rate / 2  # a finer time axis for the plot
+    logger.info("tagging %d file(s) with %d model(s), %s", len(files), len(tagger.members),
+                f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else f"{tagger.n_chunks} chunks per track")
+    from focaltag._progress import progress
+
+    writer = get_writer(args.format, sys.stdout, tag_names=tagger.tag_names, top_k=args.top_k,
+                        decisions=tagger.thresholds is not None)
+    last: Any = None
+    with writer, progress(total=len(files), desc="tag", unit="file") as bar:
+        for result in tagger.tag_many(files):
+            writer.write(result)
+            last = result
+            bar.update(1)
+    if args.taggram is not None and isinstance(last, TagResult):
+        from focaltag.inference.taggram import plot_taggram
+
+        plot_taggram(last, args.taggram)
+        logger.info("taggram stored in %s", args.taggram)
+    if writer.n_failed:
+        print(f"focaltag: {writer.n_failed} of {writer.n_written} file(s) could not be tagged (see above)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _register_predict(subparsers: Any) -> None:
+    p = add_command(subparsers, "predict", func=run_predict,
+                    help="prediction matrix of a split (tracks x tags) for 'focaltag evaluate'",
+                    description="Score every track of a split TSV from the waveform cache ('focaltag data "
+                    "prepare'): rows in TSV order, columns in the canonical (sorted) tag order. Writes PRED.npy "
+                    "and PRED.tracks.txt (the track ids); score it with 'focaltag evaluate --tsv SPLIT.tsv "
+                    "--predictions PRED.npy'.")
+    _add_models(p)
+    p.add_argument("--tsv", type=Path, required=True, metavar="SPLIT.tsv", help="split metadata (official TSV)")
+    p.add_argument("--cache", type=Path, required=True, metavar="DIR", help="waveform cache folder")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="PRED.npy", help="matrix to write")
+    p.add_argument("--chunks", type=int, default=32, metavar="N", help="evenly spaced chunks per track")
+    _add_runtime(p)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from focaltag.inference.predict import predict_split, save_predictions
+
+    _positive("predict", chunks=args.chunks, batch_size=args.batch_size)
+    matrix, ids = predict_split(args.models, args.tsv, args.cache, n_chunks=args.chunks,
+                                batch_size=max(args.batch_size, args.chunks), runtime=args.runtime,
+                                device=args.device)
+    npy, txt = save_predictions(args.out, matrix, ids)
+    print(f"wrote {npy} ({matrix.shape[0]} tracks x {matrix.shape[1]} tags) and {txt}", file=sys.stderr)
+    return 0
+
+
+def _register_export(subparsers: Any) -> None:
+    p = add_command(subparsers, "export", func=run_export, help="export a model or ensemble to ONNX",
+                    description="Export waveform chunks (batch, chunk_samples) -> probabilities (batch, n_tags) "
+                    "with a dynamic batch (torch.onnx dynamo exporter, opset 18); several --model are exported "
+                    "as one averaged graph. The output is checked against torch (max difference 1e-4). Requires "
+                    "pip install 'focaltag[onnx]'.")
+    _add_models(p)
+    p.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="ONNX file to write")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from focaltag.inference.export import export_onnx
+
+    info = export_onnx(args.models, args.onnx)
+    print(f"wrote {info['path']} ({info['n_tags']} tags, {info['members']} model(s), opset {info['opset']}; "
+          f"max |onnx - torch| = {info['max_abs_diff']:.1e})", file=sys.stderr)
+    return 0
+
+
+def _register_import(subparsers: Any) -> None:
+    p = add_command(subparsers, "import-reference", func=run_import,
+                    help="convert a checkpoint of the paper's reference code into a focaltag model",
+                    description="Convert a state_dict saved by the paper's reference implementation "
+                    "(ShortChunkCNN_Res) into a focaltag checkpoint usable by tag/predict/export. Its outputs are "
+                    "the 56 mood/theme tags in sorted order unless --tags says otherwise.")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT.pth", help="reference checkpoint (a state_dict)")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="MODEL.pt", help="focaltag checkpoint to write")
+    p.add_argument("--tags", type=Path, default=None, metavar="FILE",
+                   help="output tag names in the checkpoint's order, one per line")
+    p.add_argument("--variant", choices=("paper", "won2020"), default=None,
+                   help="receptive field, if the layer names do not tell it")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from focaltag.data.metadata import read_tag_list
+    from focaltag.models import load_model, save_model
+
+    tags = read_tag_list(args.tags) if args.tags is not None else None
+    model = load_model(args.checkpoint, tag_names=tags, variant=args.variant)
+    save_model(model, args.out)
+    cfg = model.pretrained_cfg
+    print(f"wrote {args.out} ({cfg.n_tags} tags, variant {cfg.variant}, width {cfg.width}, "
+          f"{cfg.chunk_samples} samples at {cfg.sample_rate} Hz)", file=sys.stderr)
+    return 0

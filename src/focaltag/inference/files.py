@@ -1,0 +1,37 @@
+"""Which files ``focaltag tag`` reads: given files as they are, folders searched recursively for audio."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from focaltag.errors import ConfigError
+
+__all__ = ["AUDIO_EXTENSIONS", "collect_audio"]
+
+AUDIO_EXTENSIONS = frozenset({".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff"})
+"""Extensions (compared case-insensitively) that a folder search picks up: what libsndfile decodes."""
+
+
+def collect_audio(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders into a sorted, de-duplicated list of audio files.
+
+    A file named explicitly is kept whatever its extension (a bad one is reported when it is decoded);
+    a folder contributes every file below it whose extension is in :data:`AUDIO_EXTENSIONS`.
+    Raises ConfigError for a path that does not exist or a folder without audio.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            if not found:
+                exts = ", ".join(sorted(AUDIO_EXTENSIONS))
+                raise ConfigError(f"no audio files under {path} (searched recursively for {exts})")
+            out.extend(found)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise ConfigError(f"no such file or folder: {path}")
+    return list(dict.fromkeys(out))
