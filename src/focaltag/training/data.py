@@ -1,0 +1,157 @@
+"""A training run's data: split files -> tracks -> tag vocabulary, class counts and the waveform cache.
+
+The vocabulary is the official training split's tags (under ``data.tag_category``), in sorted order; extra
+training lists and the validation split are restricted to it. Every track must be in the 16 kHz cache; a
+missing cache is built from the audio when ``data.auto_prepare`` is on and the audio is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from focaltag.data.metadata import TagVocabulary, TrackRecord, merge_track_lists, read_tracks, split_files
+from focaltag.errors import ConfigError, DataError
+from focaltag.training.config import DataConfig
+
+__all__ = ["RunData", "resolve_split_files", "load_run_tracks", "open_cache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Tracks and targets of a run (tags restricted to ``vocab``)."""
+
+    train: list[TrackRecord]
+    validation: list[TrackRecord]
+    vocab: TagVocabulary
+    train_labels: np.ndarray  # (n_train, n_tags) int64 multi-hot
+    class_counts: np.ndarray  # (n_tags,) training tracks per tag
+
+    def summary(self) -> dict[str, Any]:
+        present = self.class_counts[self.class_counts > 0]
+        return {"train_tracks": len(self.train), "validation_tracks": len(self.validation),
+                "tags": len(self.vocab),
+                "imbalance_factor": round(float(present.max() / present.min()), 2) if present.size else None}
+
+
+def resolve_split_files(cfg: DataConfig) -> tuple[Path, Path]:
+    """(train TSV, validation TSV): explicit files, else the dataset's ``splits/split-N`` files."""
+    train, validation = cfg.train_tsv, cfg.validation_tsv
+    if train is None or validation is None:
+        if cfg.dataset_dir is None:
+            raise ConfigError("data: set data.dataset_dir (a folder holding splits/split-N/) or both "
+                              "data.train_tsv and data.validation_tsv")
+        files = split_files(cfg.dataset_dir, cfg.split)
+        train = train or files["train"]
+        validation = validation or files["validation"]
+    return Path(train), Path(validation)
+
+
+def _restrict(tracks: list[TrackRecord], vocab: TagVocabulary) -> tuple[list[TrackRecord], int]:
+    """Drop tags outside ``vocab``; returns the tracks and how many were left with no tag at all."""
+    keep = set(vocab.tags)
+    out, emptied = [], 0
+    for rec in tracks:
+        tags = tuple(t for t in rec.tags if t in keep)
+        if len(tags) != len(rec.tags):
+            rec = dataclasses.replace(rec, tags=tags)
+        emptied += not tags
+        out.append(rec)
+    return out, emptied
+
+
+def load_run_tracks(cfg: DataConfig) -> RunData:
+    """Read the split (and extra training lists), build the vocabulary and the training targets."""
+    train_file, val_file = resolve_split_files(cfg)
+    official = read_tracks(train_file)
+    vocab = TagVocabulary.from_tracks(official, category=cfg.tag_category)
+    lists = [official] + [read_tracks(p) for p in cfg.extra_train]
+    train = merge_track_lists(*lists, names=[str(train_file)] + [str(p) for p in cfg.extra_train])
+    train, emptied = _restrict(train, vocab)
+    if emptied:
+        log.warning("%d training tracks have no tag under %r and are used as all-negative examples",
+                    emptied, cfg.tag_category)
+    validation, _ = _restrict(read_tracks(val_file, allow_untagged=True), vocab)
+    overlap = {r.track_id for r in train} & {r.track_id for r in validation}
+    if overlap:
+        raise DataError(f"{len(overlap)} track(s) are in both the training and the validation lists "
+                        f"(e.g. {sorted(overlap)[0]}); remove them from the extra training lists")
+    labels = vocab.encode(train)
+    return RunData(train, validation, vocab, labels, labels.sum(axis=0))
+
+
+def _audio_dirs(cfg: DataConfig) -> tuple[Path | None, Path | None]:
+    audio = cfg.audio_dir or (cfg.dataset_dir / "audio" if cfg.dataset_dir is not None else None)
+    return audio, cfg.extra_audio_dir
+
+
+def cache_dir_of(cfg: DataConfig) -> Path:
+    """``data.cache_dir``, else ``<dataset_dir>/cache``."""
+    if cfg.cache_dir is not None:
+        return Path(cfg.cache_dir)
+    if cfg.dataset_dir is None:
+        raise ConfigError("data.cache_dir is not set and there is no data.dataset_dir to put it under; set "
+                          "data.cache_dir")
+    return Path(cfg.dataset_dir) / "cache"
+
+
+def _missing(cache_dir: Path, tracks: list[TrackRecord]) -> list[TrackRecord]:
+    """Tracks not (yet) in the cache at ``cache_dir`` (all of them when there is no cache)."""
+    from focaltag.audio.cache import WaveformCache
+
+    try:
+        cache = WaveformCache(cache_dir)
+    except (DataError, FileNotFoundError, OSError):
+        return list(tracks)
+    try:
+        return [r for r in tracks if r.track_id not in cache]
+    finally:
+        close = getattr(cache, "close", None)
+        if callable(close):
+            close()
+
+
+def prepare_missing(cfg: DataConfig, data: RunData) -> None:
+    """Build the cache entries that are missing (main process only), or say how to build them."""
+    cache_dir = cache_dir_of(cfg)
+    extra_ids = {r.track_id for p in cfg.extra_train for r in read_tracks(p)} if cfg.extra_train else set()
+    missing = _missing(cache_dir, data.train + data.validation)
+    if not missing:
+        return
+    audio_dir, extra_audio = _audio_dirs(cfg)
+    main = [r for r in missing if r.track_id not in extra_ids]
+    extra = [r for r in missing if r.track_id in extra_ids]
+    hint = (f"run `focaltag data prepare` for the split files into {cache_dir} first, or set data.audio_dir "
+            "(and data.extra_audio_dir for extra lists) with data.auto_prepare=true")
+    where = f"{len(missing)} of {len(data.train) + len(data.validation)} training/validation tracks are not " \
+            f"in the cache {cache_dir} (e.g. {missing[0].track_id})"
+    if not cfg.auto_prepare:
+        raise DataError(f"{where}; {hint}")
+    jobs = [(main, audio_dir, "data.audio_dir"), (extra, extra_audio, "data.extra_audio_dir")]
+    for tracks, folder, key in jobs:
+        if tracks and (folder is None or not Path(folder).is_dir()):
+            raise DataError(f"{where} and {key} ({folder}) is not a folder; {hint}")
+    from focaltag.audio.cache import prepare_cache
+
+    for tracks, folder, _ in jobs:
+        if tracks:
+            log.info("preparing the waveform cache: %d tracks from %s -> %s", len(tracks), folder, cache_dir)
+            prepare_cache(tracks, folder, cache_dir, workers=cfg.prepare_workers)
+    still = _missing(cache_dir, missing)
+    if still:
+        raise DataError(f"{len(still)} tracks could not be added to the cache {cache_dir} (e.g. "
+                        f"{still[0].track_id}: see the messages above); fix or remove them from the lists")
+
+
+def open_cache(cfg: DataConfig) -> Any:
+    """The read-only waveform cache of the run."""
+    from focaltag.audio.cache import WaveformCache
+
+    return WaveformCache(cache_dir_of(cfg))
