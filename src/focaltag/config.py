@@ -14,7 +14,7 @@ import yaml
 
 from focaltag.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override"]
+__all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override", "set_dotted"]
 
 T = TypeVar("T")
 
@@ -57,16 +57,22 @@ def apply_overrides(mapping: Mapping[str, Any], overrides: Sequence[str]) -> dic
     out = _deepcopy(mapping)
     for text in overrides:
         keys, value = parse_override(text)
-        node = out
-        for key in keys[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: {key!r} is not a section")
-            node = child
-        node[keys[-1]] = value
+        set_dotted(out, ".".join(keys), value, where=f"--set {text}")
     return out
+
+
+def set_dotted(mapping: dict[str, Any], key: str, value: Any, *, where: str) -> None:
+    """Set ``mapping["a"]["b"] = value`` for ``key="a.b"``, creating sections; a scalar in the way is an error."""
+    parts = key.split(".")
+    node = mapping
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {key!r} goes through {part!r}, which is not a section")
+        node = child
+    node[parts[-1]] = _deepcopy(value)
 
 
 def _deepcopy(obj: Any) -> Any:

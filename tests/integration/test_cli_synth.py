@@ -47,7 +47,7 @@ def test_layout_columns_and_tags_follow_mtg_jamendo(two_runs: tuple[Path, Path])
         tracks[s] = read_tracks(path, fmt="official")
     train_tags = Counter(t for r in tracks["train"] for t in r.tags)
     assert sorted(train_tags) == list(MOODTHEME_TAGS)  # all 56 real tags occur in train
-    for s, recs in tracks.items():
+    for recs in tracks.values():
         for r in recs:
             assert 1 <= len(r.tags) <= 4
             assert r.path == f"{int(r.track_id.split('_')[1]) % 100:02d}/{int(r.track_id.split('_')[1])}.mp3"

@@ -38,6 +38,7 @@ SPLIT_SHARE = {"train": 0.55, "validation": 0.21, "test": 0.24}  # official spli
 MIN_PER_TAG = {"train": 2, "validation": 1, "test": 1}
 TAGS_PER_TRACK_P = (0.45, 0.33, 0.16, 0.06)  # P(1..4 tags); the real mean is ~1.8 tags per track
 TAG_FREQ_RANGE = (180.0, 6500.0)
+TAG_LEVEL = (0.12, 0.25)  # peak amplitude of a tag signature (the background peaks around 0.5)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _render(plan: _TrackPlan, seed: int, out_rate: int) -> np.ndarray:
     for full in plan.tags:
         sig = sigs[full.split("---", 1)[1]]
         f, rate, timbre = sig["freq"] * rng.uniform(0.985, 1.015), sig["rate"], int(sig["timbre"])
-        amp = rng.uniform(0.05, 0.13)
+        amp = rng.uniform(*TAG_LEVEL)
         pulse = 0.55 + 0.45 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6.3))
         tone = np.sin(2 * np.pi * f * t + 0.3 * np.sin(2 * np.pi * 5.0 * t))
         if timbre == 1 and 2 * f < 7800:  # bright: add the octave
@@ -204,9 +205,9 @@ def _render(plan: _TrackPlan, seed: int, out_rate: int) -> np.ndarray:
         elif timbre == 2:  # breathy: noise amplitude-modulated by the tone
             tone = 0.6 * tone + 0.6 * tone * rng.standard_normal(n)
         gate = np.ones(n)
-        for _ in range(int(rng.integers(0, 3))):  # short gaps: the trace is not in every chunk
-            g0 = int(rng.uniform(0, max(plan.duration - 3, 0.1)) * sr)
-            gate[g0:g0 + int(rng.uniform(1.0, 3.0) * sr)] = 0.0
+        for _ in range(int(rng.integers(0, 2))):  # a short gap: the trace is not in every second
+            g0 = int(rng.uniform(0, max(plan.duration - 2, 0.1)) * sr)
+            gate[g0:g0 + int(rng.uniform(0.5, 1.5) * sr)] = 0.0
         mono += amp * pulse * tone * gate
     # a faint distractor: another tag's pitch at low level, so the task is not trivially separable
     if rng.random() < 0.3:

@@ -76,20 +76,14 @@ def resolve_groups(groups: Mapping[str, Sequence[str]], tag_names: Sequence[str]
 
 def load_groups(path: str | os.PathLike[str], tag_names: Sequence[str]) -> dict[str, list[str]]:
     """Read custom groups from a YAML file of ``name: [tag, ...]`` (e.g. valence / arousal groups)."""
-    import yaml
+    from focaltag.config import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"groups file not found: {path}; pass a YAML file of 'name: [tag, ...]'")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML; expected 'name: [tag, ...]' entries") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{path}: expected a mapping of group name to a list of tags, got "
-                          f"{type(data).__name__}")
+    data = load_yaml(path)
+    if not data:
+        raise ConfigError(f"{path}: expected a mapping of group name to a list of tags")
     return resolve_groups(data, tag_names, source=str(path))
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from focaltag.config import apply_overrides, from_dict, load_yaml, to_dict
+from focaltag.config import apply_overrides, from_dict, load_yaml, set_dotted, to_dict
 from focaltag.errors import ConfigError
 
 __all__ = [
@@ -285,16 +285,7 @@ def _base_mapping(spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def _set_dotted(mapping: dict[str, Any], key: str, value: Any, where: str) -> None:
-    parts = key.split(".")
-    node = mapping
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{where}: {key!r} goes through {part!r}, which is not a section")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
+    set_dotted(mapping, key, value, where=where)
 
 
 def run_config(base: dict[str, Any], preset_set: dict[str, Any], run: RunSpec, *, name: str,
