@@ -19,6 +19,7 @@ from focaltag.errors import (
     EvaluationError,
     FocaltagError,
     ModelError,
+    TrainingDivergedError,
 )
 
 # public name -> module that defines it
@@ -72,6 +73,7 @@ __all__ = [
     "CheckpointError",
     "EvaluationError",
     "ModelError",
+    "TrainingDivergedError",
     *_LAZY,
 ]
 

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "EvaluationError",
     "ModelError",
+    "TrainingDivergedError",
 ]
 
 
@@ -46,3 +47,9 @@ class ModelError(FocaltagError, ValueError):
 
 class EvaluationError(FocaltagError, ValueError):
     """Prediction / ground-truth matrices that cannot be scored (shape, NaN, non-binary labels)."""
+
+
+class TrainingDivergedError(FocaltagError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1

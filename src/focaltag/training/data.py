@@ -19,7 +19,8 @@ from focaltag.data.metadata import TagVocabulary, TrackRecord, merge_track_lists
 from focaltag.errors import ConfigError, DataError
 from focaltag.training.config import DataConfig
 
-__all__ = ["RunData", "resolve_split_files", "load_run_tracks", "open_cache"]
+__all__ = ["RunData", "resolve_split_files", "load_run_tracks", "cache_dir_of", "prepare_missing", "check_cache",
+           "open_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ def resolve_split_files(cfg: DataConfig) -> tuple[Path, Path]:
         if cfg.dataset_dir is None:
             raise ConfigError("data: set data.dataset_dir (a folder holding splits/split-N/) or both "
                               "data.train_tsv and data.validation_tsv")
-        files = split_files(cfg.dataset_dir, cfg.split)
+        try:
+            files = split_files(cfg.dataset_dir, cfg.split)
+        except DataError as err:
+            raise DataError(f"data.dataset_dir: {err}") from None
         train = train or files["train"]
         validation = validation or files["validation"]
     return Path(train), Path(validation)
@@ -118,18 +122,24 @@ def _missing(cache_dir: Path, tracks: list[TrackRecord]) -> list[TrackRecord]:
             close()
 
 
-def prepare_missing(cfg: DataConfig, data: RunData) -> None:
-    """Build the cache entries that are missing (main process only), or say how to build them."""
+def prepare_missing(cfg: DataConfig, data: RunData, *, shard: tuple[int, int] = (0, 1)) -> None:
+    """Build this shard's missing cache entries (``data.auto_prepare``), or say how to build them.
+
+    Under DDP every rank prepares its own shard of the missing tracks (``shard=(rank, world)``), then all
+    meet and :func:`check_cache` confirms nothing is missing.
+    """
     cache_dir = cache_dir_of(cfg)
-    extra_ids = {r.track_id for p in cfg.extra_train for r in read_tracks(p)} if cfg.extra_train else set()
     missing = _missing(cache_dir, data.train + data.validation)
     if not missing:
         return
     audio_dir, extra_audio = _audio_dirs(cfg)
+    extra_ids = {r.track_id for p in cfg.extra_train for r in read_tracks(p)} if cfg.extra_train else set()
     main = [r for r in missing if r.track_id not in extra_ids]
     extra = [r for r in missing if r.track_id in extra_ids]
-    hint = (f"run `focaltag data prepare` for the split files into {cache_dir} first, or set data.audio_dir "
-            "(and data.extra_audio_dir for extra lists) with data.auto_prepare=true")
+    train_file, val_file = resolve_split_files(cfg)
+    hint = (f"run `focaltag data prepare --tsv {train_file} --tsv {val_file} --audio-dir "
+            f"{audio_dir or 'AUDIO_DIR'} --cache {cache_dir}` first (and for each extra training list), or set "
+            "data.audio_dir (and data.extra_audio_dir) with data.auto_prepare=true")
     where = f"{len(missing)} of {len(data.train) + len(data.validation)} training/validation tracks are not " \
             f"in the cache {cache_dir} (e.g. {missing[0].track_id})"
     if not cfg.auto_prepare:
@@ -143,11 +153,16 @@ def prepare_missing(cfg: DataConfig, data: RunData) -> None:
     for tracks, folder, _ in jobs:
         if tracks:
             log.info("preparing the waveform cache: %d tracks from %s -> %s", len(tracks), folder, cache_dir)
-            prepare_cache(tracks, folder, cache_dir, workers=cfg.prepare_workers)
-    still = _missing(cache_dir, missing)
+            prepare_cache(tracks, folder, cache_dir, workers=cfg.prepare_workers, shard=shard)
+
+
+def check_cache(cfg: DataConfig, data: RunData) -> None:
+    """Every training and validation track is in the cache (after :func:`prepare_missing`)."""
+    cache_dir = cache_dir_of(cfg)
+    still = _missing(cache_dir, data.train + data.validation)
     if still:
-        raise DataError(f"{len(still)} tracks could not be added to the cache {cache_dir} (e.g. "
-                        f"{still[0].track_id}: see the messages above); fix or remove them from the lists")
+        raise DataError(f"{len(still)} tracks are not in the cache {cache_dir} (e.g. {still[0].track_id}; see "
+                        f"{cache_dir / 'failures.tsv'}); fix their audio or remove them from the lists")
 
 
 def open_cache(cfg: DataConfig) -> Any:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from focaltag._io import write_text
 from focaltag._progress import progress
-from focaltag.errors import CheckpointError, ConfigError, FocaltagError
+from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError
 from focaltag.training import distributed as ddp
 from focaltag.training.checkpoint import (
     build_checkpoint,
@@ -36,7 +36,7 @@ from focaltag.training.checkpoint import (
     save_checkpoint,
 )
 from focaltag.training.config import MixupConfig, RuntimeConfig, TrainConfig, train_config_from_dict
-from focaltag.training.data import RunData, load_run_tracks, open_cache, prepare_missing
+from focaltag.training.data import RunData, check_cache, load_run_tracks, open_cache, prepare_missing
 from focaltag.training.mixup import mixup_batch, mixup_loss
 from focaltag.training.samplers import ClassAwareSampler, ShuffleSampler
 from focaltag.training.schedule import change_phase, make_optimizer, phase_lr, phase_of_epoch
@@ -47,12 +47,6 @@ __all__ = ["train", "TrainingDivergedError", "compute_loss", "macro_scores", "ph
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, float], None]
-
-
-class TrainingDivergedError(FocaltagError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-    exit_code = 1
 
 
 def compute_loss(model: nn.Module, loss_fn: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -159,6 +153,8 @@ def train(config: TrainConfig | dict[str, Any], out_dir: str | os.PathLike[str],
     info = ddp.env_dist_info()
     device = ddp.resolve_device(cfg.runtime.device, info)
     info = ddp.init_distributed(device, info)
+    if not info.is_main:  # only rank 0 reports progress; warnings still come from every rank
+        logging.getLogger("focaltag").setLevel(logging.WARNING)
     try:
         trainer = _Trainer(cfg, Path(out_dir), info, device, resume=resume, on_step=on_step)
         return trainer.run()
@@ -206,9 +202,9 @@ class _Trainer:
 
     def _setup_data(self) -> None:
         self.data: RunData = load_run_tracks(self.cfg.data)
-        if self.main:
-            prepare_missing(self.cfg.data, self.data)
+        prepare_missing(self.cfg.data, self.data, shard=(self.info.rank, self.info.world_size))
         ddp.barrier()
+        check_cache(self.cfg.data, self.data)
         self.cache = open_cache(self.cfg.data)
 
     def _setup_model(self) -> None:
