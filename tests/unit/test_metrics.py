@@ -300,3 +300,17 @@ def test_tag_without_positives_is_excluded_with_warning(caplog: pytest.LogCaptur
     assert result["PR-AUC-macro"] == pytest.approx(average_precision_score(y[:, keep], s[:, keep]), abs=1e-12)
     assert result["per_tag"]["t2"]["PR-AUC"] is None and result["per_tag"]["t2"]["positives"] == 0
     assert result["ROC-AUC-micro"] == pytest.approx(roc_auc_score(y, s, average="micro"), abs=1e-12)
+
+
+def test_paired_p_value_ignores_a_shared_bootstrap_bias() -> None:
+    """A resampling bias that shifts every d* must not change the p-value; only the spread matters."""
+    from focaltag.evaluation.bootstrap import _two_sided_p
+
+    rng = np.random.default_rng(0)
+    spread = rng.normal(0.0, 0.01, size=2000)
+    p_unbiased = _two_sided_p(-0.0178 + spread, -0.0178)
+    p_biased = _two_sided_p(-0.0178 + 0.03 + spread, -0.0178)  # d* pushed across zero by a bias
+    assert p_unbiased == p_biased
+    # |d| = 1.78 standard deviations: two-sided normal p ~ 0.075
+    assert 0.05 < p_unbiased < 0.10
+    assert _two_sided_p(spread, 0.0) == 1.0
