@@ -6,9 +6,7 @@ torch is imported only when a model-side name is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from focaltag._lazy import lazy_exports
 from focaltag._version import __version__
 from focaltag.errors import (
     AudioDecodeError,
@@ -78,14 +76,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'focaltag' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

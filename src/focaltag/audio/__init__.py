@@ -5,8 +5,7 @@ Names are re-exported lazily so ``import focaltag.audio`` (for the constants) do
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from focaltag._lazy import lazy_exports
 
 SAMPLE_RATE: int = 16000
 """Every model and the cache work at 16 kHz (the paper resamples all audio to 16 kHz)."""
@@ -33,14 +32,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["SAMPLE_RATE", "CHUNK_SAMPLES", "WON2020_CHUNK_SAMPLES", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'focaltag.audio' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

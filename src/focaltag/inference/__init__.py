@@ -5,8 +5,7 @@ Names are re-exported lazily so ``import focaltag.inference`` does not import to
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from focaltag._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -28,14 +27,4 @@ _LAZY: dict[str, str] = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'focaltag.inference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
