@@ -98,7 +98,8 @@ def run_tag(args: argparse.Namespace) -> int:
     last: Any = None
     with writer, progress(total=len(files), desc="tag", unit="file") as bar:
         for result in tagger.tag_many(files):
-            writer.write(result)
+            with bar.external_write_mode(file=sys.stdout):  # rows never land inside the progress line
+                writer.write(result)
             last = result
             bar.update(1)
     if args.taggram is not None and isinstance(last, TagResult):
