@@ -33,7 +33,7 @@ __all__ = ["ExperimentResult", "run_experiment", "run_demo_experiment", "default
 
 log = logging.getLogger(__name__)
 
-PAPER_EXPERIMENT = Path(__file__).resolve().parents[3] / "configs" / "experiments" / "paper.yaml"
+PAPER_EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "paper.yaml"
 SUBSETS = ("validation", "test")
 
 _LABELS = {"bce": "BCE Loss", "focal": "Focal Loss", "focal_loss": "Focal Loss", "cb_focal": "CB Focal Loss",
