@@ -41,7 +41,24 @@ def _check_positive(name: str, value: int) -> None:
         raise DataError(f"{name} must be a positive integer, got {name}={value!r}")
 
 
-class TrainChunkDataset(Dataset):
+class _CachedTracks(Dataset):
+    """What both readers share: the opened cache, the checked track list and the multi-hot targets."""
+
+    def __init__(self, cache: WaveformCache | str | os.PathLike[str], tracks: Sequence[TrackRecord],
+                 vocab: TagVocabulary, chunk_samples: int, unknown_tags: Literal["error", "ignore"]) -> None:
+        _check_positive("chunk_samples", chunk_samples)
+        self.cache = _open_cache(cache)
+        self.tracks = list(tracks)
+        _check_tracks(self.cache, self.tracks)
+        self.vocab = vocab
+        self.chunk_samples = int(chunk_samples)
+        self.targets = vocab.encode(self.tracks, unknown=unknown_tags, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+
+class TrainChunkDataset(_CachedTracks):
     """Item ``i``: a random ``chunk_samples`` window of track ``i`` and its multi-hot target.
 
     The window start is drawn uniformly from ``[0, length - chunk_samples)`` as in the reference
@@ -65,19 +82,10 @@ class TrainChunkDataset(Dataset):
     def __init__(self, cache: WaveformCache | str | os.PathLike[str], tracks: Sequence[TrackRecord],
                  vocab: TagVocabulary, chunk_samples: int = 73600, seed: int = 0, *,
                  unknown_tags: Literal["error", "ignore"] = "error") -> None:
-        _check_positive("chunk_samples", chunk_samples)
-        self.cache = _open_cache(cache)
-        self.tracks = list(tracks)
-        _check_tracks(self.cache, self.tracks)
-        self.vocab = vocab
-        self.chunk_samples = int(chunk_samples)
+        super().__init__(cache, tracks, vocab, chunk_samples, unknown_tags)
         self.seed = int(seed)
-        self.targets = vocab.encode(self.tracks, unknown=unknown_tags, dtype=np.float32)
         self.lengths = np.array([self.cache.length(r.track_id) for r in self.tracks], dtype=np.int64)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    def __len__(self) -> int:
-        return len(self.tracks)
 
     @property
     def epoch(self) -> int:
@@ -102,7 +110,7 @@ class TrainChunkDataset(Dataset):
         return torch.from_numpy(wave), torch.from_numpy(self.targets[index])
 
 
-class EvalChunkDataset(Dataset):
+class EvalChunkDataset(_CachedTracks):
     """Item ``i``: the ``n_chunks`` evenly spaced windows of track ``i`` and its multi-hot target.
 
     Starts are ``chunk_starts(length, chunk_samples, n_chunks)`` (hop ``(length - chunk) // n_chunks``, the
@@ -124,18 +132,9 @@ class EvalChunkDataset(Dataset):
     def __init__(self, cache: WaveformCache | str | os.PathLike[str], tracks: Sequence[TrackRecord],
                  vocab: TagVocabulary, chunk_samples: int = 73600, n_chunks: int = 16, *,
                  unknown_tags: Literal["error", "ignore"] = "error") -> None:
-        _check_positive("chunk_samples", chunk_samples)
         _check_positive("n_chunks", n_chunks)
-        self.cache = _open_cache(cache)
-        self.tracks = list(tracks)
-        _check_tracks(self.cache, self.tracks)
-        self.vocab = vocab
-        self.chunk_samples = int(chunk_samples)
+        super().__init__(cache, tracks, vocab, chunk_samples, unknown_tags)
         self.n_chunks = int(n_chunks)
-        self.targets = vocab.encode(self.tracks, unknown=unknown_tags, dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.tracks)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         tid = self.tracks[index].track_id
