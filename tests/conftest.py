@@ -1,4 +1,8 @@
-"""Shared fixtures: the ../shared reference data (skipped cleanly when absent) and a small synthetic dataset."""
+"""Shared fixtures: the ../shared reference data (skipped cleanly when absent) and a small synthetic dataset.
+
+With ``FOCALTAG_REQUIRE_SHARED=1`` (set by ``.ci/run``) a test that needs ``../shared`` fails instead of
+skipping, so CI cannot pass without the reference data that the proofs rest on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared")).resolve()
+REQUIRE_SHARED = "FOCALTAG_REQUIRE_SHARED"
+
+
+def shared_required() -> bool:
+    """True when ``FOCALTAG_REQUIRE_SHARED`` is set to anything but empty / ``0``."""
+    return os.environ.get(REQUIRE_SHARED, "").strip() not in ("", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,7 +29,11 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"reference data not available: {path} (the ../shared folder beside the checkout is absent)")
+        reason = f"reference data not available: {path} (the ../shared folder beside the checkout is absent)"
+        if shared_required():
+            pytest.fail(f"{reason}; {REQUIRE_SHARED}=1 requires it (set FOCALTAG_SHARED to its location)",
+                        pytrace=False)
+        pytest.skip(reason)
     return path
 
 
@@ -39,6 +53,18 @@ def mtg_dir(shared_dir: Path) -> Path:
 def reference_predictions_dir(shared_dir: Path) -> Path:
     """The paper authors' published validation prediction matrices."""
     return _need(shared_dir / "data" / "reference-predictions")
+
+
+@pytest.fixture(scope="session")
+def mediaeval_baseline_dir(shared_dir: Path) -> Path:
+    """The official MediaEval VGG-ish baseline files (ground truth, predictions, thresholds, decisions, results)."""
+    return _need(shared_dir / "data" / "mediaeval-baseline")
+
+
+@pytest.fixture(scope="session")
+def won2020_models_dir(shared_dir: Path) -> Path:
+    """Won et al. (2020)'s eight published FCN / CRNN / Musicnn state_dicts and their tag lists."""
+    return _need(shared_dir / "models" / "won2020")
 
 
 @pytest.fixture(scope="session")

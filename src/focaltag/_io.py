@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -13,10 +14,31 @@ from typing import IO, Any
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+
+    A ``path`` that exists but is not a regular file (``/dev/stdout``, a pipe, ``/dev/full``) is written
+    directly: renaming over a device would replace it. Errors name ``path``, never the temp file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with open(path, mode) as fh:
+                yield fh
+        except OSError as err:
+            if err.filename is None and err.errno == errno.ENOSPC:
+                raise OSError(err.errno, err.strerror, str(path)) from None
+            raise
+        return
+    try:
+        for parent in (path.parent, *path.parent.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(parent))
+                break
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

@@ -14,7 +14,8 @@ import yaml
 
 from focaltag.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override", "set_dotted"]
+__all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override", "set_dotted", "resolve_config",
+           "shipped_configs", "shipped_config_path", "is_config_file_argument", "CONFIG_KINDS"]
 
 T = TypeVar("T")
 
@@ -185,3 +186,41 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return Path(value)
         raise ConfigError(f"{where}: expected a path, got {value!r}")
     return value
+
+
+# ------------------------------------------------------------------ shipped configs by name
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+CONFIG_KINDS: tuple[str, ...] = ("train", "experiments")
+
+
+def shipped_configs() -> dict[str, list[str]]:
+    """Names of the configs installed with the package, by kind: ``{"train": ["demo", "paper"], ...}``."""
+    return {kind: sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml")) for kind in CONFIG_KINDS}
+
+
+def is_config_file_argument(text: str | Path) -> bool:
+    """An argument with a ``/`` (or ``\\``) or ending in ``.yaml`` / ``.yml`` is a file; anything else a name."""
+    s = str(text)
+    return "/" in s or "\\" in s or s.endswith((".yaml", ".yml"))
+
+
+def shipped_config_path(kind: str, name: str) -> Path:
+    """The installed file of a shipped config; an unknown kind or name is a ConfigError listing the choices."""
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"unknown config kind {kind!r}; choose one of {', '.join(CONFIG_KINDS)}")
+    path = CONFIG_ROOT / kind / f"{name}.yaml"
+    if not path.is_file():
+        names = shipped_configs()[kind]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"no shipped {kind} config named {name!r}{hint}; shipped: {', '.join(names)} "
+                          f"(`focaltag config list`); a config file needs a '/' or a .yaml ending")
+    return path
+
+
+def resolve_config(arg: str | Path, kind: str) -> Path:
+    """``--config`` / experiment argument: a file path (see :func:`is_config_file_argument`) or the name of a
+    shipped config of ``kind`` (``paper`` -> ``<package>/configs/<kind>/paper.yaml``)."""
+    if is_config_file_argument(arg):
+        return Path(arg)
+    return shipped_config_path(kind, str(arg))

@@ -119,7 +119,7 @@ def test_thresholds_and_bootstrap(capsys, ref, tmp_path) -> None:
     thresholds = load_thresholds(thr_file)
     assert len(thresholds) == 56 and all(t.startswith("mood/theme---") for t in thresholds)
     gt, pred = np.load(ref["gt"]), np.load(ref["bce"])
-    decisions = pred >= np.array(list(thresholds.values()))
+    decisions = pred > np.array(list(thresholds.values()))
     p, r, f, _ = precision_recall_fscore_support(gt, decisions, average="macro", zero_division=0)
     assert result["F-score-macro"] == pytest.approx(f) and result["precision-macro"] == pytest.approx(p)
     intervals = result["ci"]["intervals"]

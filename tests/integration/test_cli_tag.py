@@ -149,7 +149,7 @@ def test_onnx_export_and_runtime_agree_with_torch(music_dir: Path, tiny_model: P
     assert "max |onnx - torch|" in capsys.readouterr().err
     track = str(music_dir / "battle-epic.ogg")
     outputs = {}
-    for name, argv in (("torch", ["--model", str(tiny_model)]),
+    for name, argv in (("torch", ["--model", str(tiny_model), "--precision", "fp32"]),
                        ("onnx file", ["--model", str(onnx_path), "--runtime", "onnx"]),
                        ("onnx from checkpoint", ["--model", str(tiny_model), "--runtime", "onnx"])):
         assert main(["tag", track, *argv, "--format", "json", "--chunks", "8", "-q"]) == 0
@@ -216,7 +216,7 @@ def test_predict_then_evaluate_round_trip(synth_dataset: Path, tiny_model: Path,
                  "--cache", str(cache), "--workers", "1", "-q"]) == 0
     pred = tmp_path / "pred.npy"
     assert main(["predict", "--model", str(tiny_model), "--tsv", str(test_tsv), "--cache", str(cache),
-                 "-o", str(pred), "--chunks", "4", "-q"]) == 0
+                 "-o", str(pred), "--chunks", "4", "--precision", "fp32", "-q"]) == 0
     capsys.readouterr()
     matrix = np.load(pred)
     ids = (tmp_path / "pred.tracks.txt").read_text().split()
@@ -225,7 +225,7 @@ def test_predict_then_evaluate_round_trip(synth_dataset: Path, tiny_model: Path,
     assert matrix.shape == (len(tracks), 56) and matrix.dtype == np.float32
     # row 0 equals tagging the cached waveform directly (same chunk positions, same models)
     wave = WaveformCache(cache).get(ids[0])
-    direct = Tagger(tiny_model, n_chunks=4).tag(np.asarray(wave, dtype=np.float32), sr=16000).as_array()
+    direct = Tagger(tiny_model, n_chunks=4, precision="fp32").tag(np.asarray(wave, dtype=np.float32), sr=16000).as_array()
     np.testing.assert_allclose(matrix[0], direct, atol=1e-5)
 
     assert main(["evaluate", "--tsv", str(test_tsv), "--predictions", str(pred), "--json"]) == 0

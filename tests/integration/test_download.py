@@ -157,8 +157,9 @@ def _write_manifests(mdir: Path, files: dict[str, bytes], tracks: dict[str, str]
 
 def _run(mirror: Mirror, out: Path, capsys: pytest.CaptureFixture[str], *extra: str,
          rc: int = 0) -> tuple[dict, str]:
-    argv = ["data", "download", "--out", str(out), "--manifest-dir", str(mirror.manifest_dir),  # type: ignore
-            "--base-url", mirror.url, "--backoff", "0", "--timeout", "10", "--json", "-q", *extra]
+    # ``out`` is the audio folder: --out is the dataset root, and the audio goes to <root>/audio
+    argv = ["data", "download", "--out", str(out.parent), "--manifest-dir", str(mirror.manifest_dir),  # type: ignore
+            "--base-url", mirror.url, "--backoff", "0", "--timeout", "10", "--json", "-q", "--audio-only", *extra]
     assert main(argv) == rc
     captured = capsys.readouterr()
     return (json.loads(captured.out) if captured.out.strip() else {}), captured.err
@@ -175,7 +176,7 @@ def test_faults_recovered_verified_and_idempotent(mirror: Mirror, tmp_path: Path
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     a0, a1, a2 = mirror.files
     mirror.faults = {a0: ["corrupt"], a1: ["drop"], a2: ["500"]}
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     rep, _ = _run(mirror, out, capsys)
     assert sorted(rep["fetched"]) == sorted(mirror.files) == sorted(rep["unpacked"])
     assert rep["failed"] == {} and rep["tracks_verified"] == len(mirror.tracks) == 9  # type: ignore[attr-defined]
@@ -195,7 +196,7 @@ def test_faults_recovered_verified_and_idempotent(mirror: Mirror, tmp_path: Path
 
 def test_resume_of_a_part_left_by_an_interrupted_run(mirror: Mirror, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     out.mkdir()
     name = next(iter(mirror.files))
     (out / f"{name}.part").write_bytes(mirror.files[name][:5000])
@@ -207,20 +208,20 @@ def test_resume_of_a_part_left_by_an_interrupted_run(mirror: Mirror, tmp_path: P
 
 def test_dry_run_reports_sizes_and_changes_nothing(mirror: Mirror, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     rep, _ = _run(mirror, out, capsys, "--dry-run")
     assert rep["dry_run"] and [p["action"] for p in rep["plan"]] == ["fetch"] * 3
     assert rep["total_bytes"] == sum(len(d) for d in mirror.files.values())
     assert all(p["url"] == f"{mirror.url}/{DATASET}/{TYPE}/{p['archive']}" for p in rep["plan"])
     assert {m for m, _, _ in mirror.log} == {"HEAD"} and not out.exists()
-    assert main(["data", "download", "--out", str(out), "--manifest-dir", str(mirror.manifest_dir),  # type: ignore
-                 "--base-url", mirror.url, "--dry-run", "-q"]) == 0
+    assert main(["data", "download", "--out", str(out.parent), "--manifest-dir", str(mirror.manifest_dir),  # type: ignore
+                 "--base-url", mirror.url, "--dry-run", "-q", "--audio-only"]) == 0
     assert "3 of 3 archives to process" in capsys.readouterr().out
 
 
 def test_no_unpack_then_unpack_with_keep_tars(mirror: Mirror, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     rep, _ = _run(mirror, out, capsys, "--no-unpack")
     assert sorted(rep["fetched"]) == sorted(mirror.files) and rep["unpacked"] == []
     for name, data in mirror.files.items():
@@ -246,7 +247,7 @@ def test_404_and_html_give_one_clear_error(mirror: Mirror, tmp_path: Path, capsy
                                            fault: str, fragment: str) -> None:
     name = list(mirror.files)[1]
     mirror.faults = {name: [fault] * 10}
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     _, err = _run(mirror, out, capsys, rc=2)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("focaltag: error:") and fragment in lines[0]
@@ -258,7 +259,7 @@ def test_persistent_failures_reported_rest_continues(mirror: Mirror, tmp_path: P
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     a0, a1, a2 = mirror.files
     mirror.faults = {a0: ["always-500"], a1: ["corrupt"] * 3}
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     rep, err = _run(mirror, out, capsys, "--retries", "2", rc=1)
     assert set(rep["failed"]) == {a0, a1} and rep["unpacked"] == [a2]
     assert "HTTP 500" in rep["failed"][a0] and "SHA-256 mismatch" in rep["failed"][a1]
@@ -277,7 +278,7 @@ def test_escaping_tar_refused_and_bad_track_checksum(mirror: Mirror, tmp_path: P
     wrong = next(n for n in tracks if n.startswith("01/"))
     tracks[wrong] = "0" * 64
     _write_manifests(mirror.manifest_dir, mirror.files, tracks)  # type: ignore[attr-defined]
-    out = tmp_path / "deep" / "out"
+    out = tmp_path / "deep" / "audio"
     rep, _ = _run(mirror, out, capsys, rc=1)
     assert "outside the output folder" in rep["failed"][evil]
     assert "does not match its SHA-256" in rep["failed"][f"{DATASET}_{TYPE}-01.tar"]
@@ -287,8 +288,9 @@ def test_escaping_tar_refused_and_bad_track_checksum(mirror: Mirror, tmp_path: P
 
 
 def test_bad_settings(mirror: Mirror, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    assert main(["data", "download", "--out", str(out), "--manifest-dir", str(tmp_path / "none"), "-q"]) == 2
+    out = tmp_path / "audio"
+    assert main(["data", "download", "--out", str(out.parent), "--manifest-dir", str(tmp_path / "none"), "-q",
+                 "--audio-only"]) == 2
     err = capsys.readouterr().err
     assert "git clone https://github.com/MTG/mtg-jamendo-dataset" in err and err.count("\n") == 1
     _, err = _run(mirror, out, capsys, "--only", "07", rc=2)
@@ -308,7 +310,7 @@ def test_bad_settings(mirror: Mirror, tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_archive_already_present_is_verified_not_fetched(mirror: Mirror, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "audio"
     out.mkdir()
     a0, a1, _ = mirror.files
     (out / a0).write_bytes(mirror.files[a0])  # e.g. copied from another machine

@@ -108,18 +108,30 @@ def test_train_writes_run_dir_and_best_pt_reproduces_its_validation(synth_datase
     assert scores["roc_auc"] == pytest.approx(best["val_roc_auc"], abs=1e-5)
 
 
+@pytest.fixture(scope="module")
+def learnable_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The experiment demo preset's synthetic set (300 tracks of 5-7 s): 163 train tracks, where the shared
+    120-track fixture has 57 and 25 of its 56 tags with a single training clip, too few to learn them from."""
+    from focaltag.data.synth import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("learnable")
+    synthesize_dataset(out, n_tracks=300, seed=0, min_duration=5.0, max_duration=7.0)
+    return out
+
+
 @pytest.mark.slow
-def test_tiny_model_beats_chance_on_validation(synth_dataset, cache_dir, tmp_path):
-    """Width-16 network, ~90 steps of BCE: macro ROC-AUC on the held-out validation split clearly above 0.5."""
-    cfg = tiny(synth_dataset, cache_dir, model={"width": 16, "variant": "paper"},
-               loss={"name": "bce", "bias_init": "class_prior"},
-               optim={"batch_size": 16, "epochs": 30, "adam_epochs": 30, "adam_lr": 3e-3},
+def test_tiny_model_beats_chance_on_validation(learnable_dataset, tmp_path):
+    """Width-16 network, 150 steps of BCE: macro ROC-AUC on the held-out validation split clearly above 0.5."""
+    cfg = tiny(learnable_dataset, tmp_path / "cache", data={"auto_prepare": True, "prepare_workers": 2},
+               model={"width": 16, "variant": "paper"}, loss={"name": "bce", "bias_init": "class_prior"},
+               optim={"batch_size": 16, "epochs": 15, "adam_epochs": 15, "adam_lr": 3e-3},
                validation={"n_chunks": 2}, runtime={"max_steps_per_epoch": None, "cpu_bf16": True})
     summary = train(cfg, tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
-    assert summary["steps"] >= 80
-    # chance: per-tag AUCs of ~1 positive among ~27 tracks average to 0.5 +- 0.04 over 56 tags
-    assert np.mean([r["val_roc_auc"] for r in rows[-5:]]) > 0.6
+    assert summary["steps"] >= 120
+    # chance (random scores on these 58 validation tracks, 56 tags, mostly 1-3 positives each): macro ROC-AUC
+    # 0.500 +- 0.032, 99.9th percentile 0.603; 0.65 is 4.6 sd above it. Trained: 0.74-0.79 (seeds 0-3, 1 or 2 threads).
+    assert np.mean([r["val_roc_auc"] for r in rows[-5:]]) > 0.65
 
 
 # --------------------------------------------------------------------------------------------- (b) resume

@@ -90,3 +90,24 @@ def test_summarize_splits_mean_and_sample_std():
     assert cv["splits"] == [0, 1, 2] and pr["n"] == 3
     assert pr["mean"] == pytest.approx(0.7 / 3)
     assert pr["std"] == pytest.approx(np.std([0.1, 0.2, 0.4], ddof=1))
+
+
+def test_every_printed_interval_contains_its_printed_estimate():
+    """Small test sets made the old percentile intervals miss their own point estimate; the normal intervals
+    (point +- z SE) contain it by construction, and the printed (rounded) ones still do."""
+    import re
+
+    gt, a, b = _data(seed=3, n=60)
+    counts = np.array([700, 300, 250, 100, 50])
+    results, _ = build_results({"a": a, "b": b}, gt, train_counts=counts, ensembles={"ens": ["a", "b"]},
+                               options=ReportOptions(bootstrap=200, seed=1, group_thresholds=(500, 120)))
+    assert results["meta"]["ci_method"].startswith("normal")
+    text = render_report(results)
+    cells = re.findall(r"(\d\.\d{4}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", text)
+    assert len(cells) >= 3 * 2 * 2  # Tables I and IV (PR and ROC) for three systems, plus groups
+    for value, lo, hi in cells:
+        assert float(lo) <= float(value) <= float(hi), (value, lo, hi)
+    for entry in results["systems"].values():
+        for metric, (lo, hi) in entry["ci"].items():
+            assert lo <= entry["metrics"][metric] <= hi
+    assert "outside their interval" not in text

@@ -30,8 +30,10 @@ from focaltag.evaluation import (
     weighted_ensemble,
 )
 from focaltag.evaluation.bootstrap import (
+    bootstrap_se,
     bootstrap_tag_scores,
     decision_tag_scores,
+    normal_interval,
     percentile_interval,
     resample_indices,
     resample_weights,
@@ -139,9 +141,51 @@ def test_evaluate_bootstrap_ci_is_seeded_and_brackets_estimate() -> None:
     assert a["ci"] == b["ci"]
     assert a["ci"]["intervals"] != c["ci"]["intervals"]
     assert a["ci"]["resamples"] == 200 and a["ci"]["level"] == 0.95
+    assert a["ci"]["method"].startswith("normal")
     for metric in ("ROC-AUC-macro", "PR-AUC-macro"):
         lo, hi = a["ci"]["intervals"][metric]
-        assert lo < hi and lo <= a[metric] + 0.02 and a[metric] - 0.02 <= hi
+        assert lo < a[metric] < hi
+        assert a[metric] - lo == pytest.approx(hi - a[metric], abs=1e-12)  # centred on the estimate
+
+
+def test_normal_interval_is_point_plus_minus_z_se() -> None:
+    values = np.array([1.0, 2.0, 3.0, 4.0, np.nan])  # sd (ddof=1) of 1..4 = 1.2909944
+    lo, hi = normal_interval(0.5, values * 0.01)
+    assert lo == pytest.approx(0.5 - 1.959964 * 0.012909944, abs=1e-6)
+    assert hi == pytest.approx(0.5 + 1.959964 * 0.012909944, abs=1e-6)
+    assert normal_interval(0.5, values * 0.01, level=0.5)[1] == pytest.approx(0.5 + 0.6744898 * 0.012909944)
+    # clipped to the metric's range, still containing the point
+    assert normal_interval(0.99, values * 0.01) == [pytest.approx(0.99 - 1.959964 * 0.012909944), 1.0]
+    assert normal_interval(0.0, values * 0.01)[0] == 0.0
+    assert normal_interval(0.9, values, bounds=(-1.0, 1.0)) == [-1.0, 1.0]
+    assert np.isnan(normal_interval(0.5, np.array([1.0, np.nan]))).all()
+    assert bootstrap_se(np.array([2.0, 4.0])) == pytest.approx(np.sqrt(2.0))
+
+
+def test_bootstrap_se_matches_sklearn_on_the_resamples() -> None:
+    """The interval's half-width is z times the SD of sklearn's macro scores on the drawn resamples."""
+    y, s = _random(n=150, seed=11)
+    result = evaluate(y, s, bootstrap=30, seed=4)
+    idx = resample_indices(len(y), 30, seed=4)
+    for metric, fn in (("PR-AUC-macro", average_precision_score), ("ROC-AUC-macro", roc_auc_score)):
+        reps = [fn(y[i], s[i], average="macro") for i in idx]
+        lo, hi = result["ci"]["intervals"][metric]
+        assert (hi - lo) / 2 == pytest.approx(1.959964 * np.std(reps, ddof=1), rel=1e-5)
+
+
+def test_every_interval_contains_its_estimate_groups_and_decisions_too() -> None:
+    y, s = _random(n=120, seed=12)
+    names = [f"t{j}" for j in range(y.shape[1])]
+    result = evaluate(y, s, tag_names=names, bootstrap=50, thresholds=np.full(y.shape[1], 0.6),
+                      train_counts=np.arange(y.shape[1]) * 150, groups={"odd": names[1::2]})
+    assert len(result["ci"]["intervals"]) == 5
+    for metric, (lo, hi) in result["ci"]["intervals"].items():
+        assert lo <= result[metric] <= hi, metric
+    for gname, g in result["groups"].items():
+        for metric in ("PR-AUC", "ROC-AUC"):
+            if g[metric] is not None:
+                lo, hi = g["ci"][metric]
+                assert lo <= g[metric] <= hi, (gname, metric)
 
 
 def test_percentile_interval_matches_numpy() -> None:
@@ -169,10 +213,14 @@ def test_best_f_threshold_hand_example() -> None:
     s = np.array([[0.9], [0.8], [0.7], [0.4], [0.2]])
     thr = best_f_thresholds(y, s)
     assert thr.tolist() == [0.4]
-    np.testing.assert_array_equal(apply_thresholds(s, thr)[:, 0], [True, True, True, True, False])
-    dm = decision_metrics(y, apply_thresholds(s, thr))
+    # the official rule is strict: the track whose score defined the threshold is left out
+    np.testing.assert_array_equal(apply_thresholds(s, thr)[:, 0], [True, True, True, False, False])
+    np.testing.assert_array_equal(apply_thresholds(s, thr, "ge")[:, 0], [True, True, True, True, False])
+    dm = decision_metrics(y, apply_thresholds(s, thr, "ge"))
     assert dm["precision-macro"] == pytest.approx(3 / 4) and dm["recall-macro"] == 1.0
     assert dm["F-score-macro"] == pytest.approx(6 / 7) and dm["F-score-micro"] == pytest.approx(6 / 7)
+    dm = decision_metrics(y, apply_thresholds(s, thr))  # 2 of 3 positives, 1 false positive: F = 2/3
+    assert dm["precision-macro"] == pytest.approx(2 / 3) and dm["recall-macro"] == pytest.approx(2 / 3)
 
 
 def test_tag_without_positives_gets_infinite_threshold(caplog: pytest.LogCaptureFixture) -> None:
@@ -185,13 +233,14 @@ def test_tag_without_positives_gets_infinite_threshold(caplog: pytest.LogCapture
 def test_evaluate_with_thresholds_matches_sklearn() -> None:
     y, s = _random(seed=6)
     thr = best_f_thresholds(y, s)
-    result = evaluate(y, s, thresholds=thr)
-    d = s >= thr
-    for average in ("macro", "micro"):
-        p, r, f, _ = precision_recall_fscore_support(y, d, average=average, zero_division=0)
-        assert result[f"precision-{average}"] == pytest.approx(p)
-        assert result[f"recall-{average}"] == pytest.approx(r)
-        assert result[f"F-score-{average}"] == pytest.approx(f)
+    for rule, d in (("gt", s > thr), ("ge", s >= thr)):
+        result = evaluate(y, s, thresholds=thr, **({} if rule == "gt" else {"decision_rule": rule}))
+        assert result["decision_rule"] == rule
+        for average in ("macro", "micro"):
+            p, r, f, _ = precision_recall_fscore_support(y, d, average=average, zero_division=0)
+            assert result[f"precision-{average}"] == pytest.approx(p)
+            assert result[f"recall-{average}"] == pytest.approx(r)
+            assert result[f"F-score-{average}"] == pytest.approx(f)
 
 
 def test_thresholds_tsv_round_trip(tmp_path) -> None:

@@ -86,7 +86,7 @@ def test_bad_plan_arguments_raise_config_errors() -> None:
 def test_short_track_is_zero_padded_to_one_chunk() -> None:
     probe = Probe()
     wave = np.linspace(0.1, 0.5, 700).astype(np.float32)
-    result = Tagger(probe, prefetch=False).tag(wave, sr=SR)
+    result = Tagger(probe, prefetch=False, precision="fp32").tag(wave, sr=SR)
     seen = torch.cat(probe.seen)
     assert seen.shape == (1, CHUNK)
     np.testing.assert_allclose(seen[0, :700].numpy(), wave, rtol=0, atol=0)
@@ -148,9 +148,9 @@ def test_ensemble_folder_round_trip_with_weights(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["member-00.pt", "member-01.pt"] and weights == [3.0, 1.0]
     assert tags == list(m1.pretrained_cfg.tag_names)
     wave = np.random.default_rng(2).uniform(-0.5, 0.5, 80000).astype(np.float32)
-    p1 = Tagger(m1, n_chunks=2).tag(wave, sr=SR).as_array()
-    p2 = Tagger(m2, n_chunks=2).tag(wave, sr=SR).as_array()
-    pe = Tagger(tmp_path / "ens", n_chunks=2).tag(wave, sr=SR).as_array()
+    p1 = Tagger(m1, n_chunks=2, precision="fp32").tag(wave, sr=SR).as_array()
+    p2 = Tagger(m2, n_chunks=2, precision="fp32").tag(wave, sr=SR).as_array()
+    pe = Tagger(tmp_path / "ens", n_chunks=2, precision="fp32").tag(wave, sr=SR).as_array()
     np.testing.assert_allclose(pe, 0.75 * p1 + 0.25 * p2, atol=1e-5)
 
 
@@ -191,10 +191,10 @@ def stereo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ])
 def test_block_and_seek_readers_equal_whole_decode(stereo_file: Path, chunk: int, n_chunks: int,
                                                    hop: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from focaltag.audio import chunks
     from focaltag.audio.decode import load_audio
-    from focaltag.inference import chunking
 
-    monkeypatch.setattr(chunking, "STREAM_BLOCK_SECONDS", 1.0)
+    monkeypatch.setattr(chunks, "STREAM_BLOCK_SECONDS", 1.0)
     plan = plan_file(stereo_file, sample_rate=SR, chunk_samples=chunk, n_chunks=n_chunks, hop_samples=hop)
     whole_wave = load_audio(stereo_file, sr=SR)
     assert plan.n_samples == len(whole_wave)

@@ -31,7 +31,7 @@ def test_shipped_configs_load(name):
     assert isinstance(cfg, TrainConfig)
     if name == "paper.yaml":
         assert cfg.optim == OptimConfig()  # the file spells out the defaults
-        assert cfg.data.split == 0 and cfg.data.tag_category == "mood/theme"
+        assert cfg.data.split == 0 and cfg.data.tagset == "moodtheme" and cfg.data.tag_category is None
 
 
 def test_unknown_key_error_names_it_and_the_file(tmp_path):

@@ -240,6 +240,9 @@ def _unique_tracks(tracks: Sequence, audio_dir: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for rec in tracks:
         path = os.path.abspath(audio_dir / rec.path)
+        low = "{}.low{}".format(*os.path.splitext(path))  # audio-low archives name NN/ID.mp3 NN/ID.low.mp3
+        if not os.path.isfile(path) and os.path.isfile(low):
+            path = low
         if out.setdefault(rec.track_id, path) != path:
             raise DataError(f"track {rec.track_id!r} is listed with two paths ({out[rec.track_id]} and {path}); "
                             "fix the TSVs so each id has one audio file")

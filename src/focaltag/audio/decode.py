@@ -23,11 +23,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from focaltag.errors import AudioDecodeError
+from focaltag.errors import AudioDecodeError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_audio", "iter_audio_blocks", "audio_info", "AudioInfo", "RESAMPLE_QUALITY"]
+__all__ = ["load_audio", "iter_audio_blocks", "audio_info", "AudioInfo", "RESAMPLE_QUALITY", "mono_at_rate"]
 
 RESAMPLE_QUALITY = "HQ"
 """soxr quality preset used everywhere (librosa's default ``soxr_hq``)."""
@@ -173,3 +173,28 @@ def load_audio(path: str | os.PathLike[str], sr: int = 16000) -> np.ndarray:
     if len(blocks) == 1:
         return blocks[0]
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def mono_at_rate(wave: object, sr: int | None, target_sr: int = 16000) -> np.ndarray:
+    """An in-memory waveform (1-D or ``(channels, samples)``, numpy or torch) as float32 mono at ``target_sr``.
+
+    Channels are averaged and the rate converted with the same soxr quality as files, so tagging a decoded array
+    gives what tagging its file gives. Raises ConfigError without ``sr`` and DataError for a bad array.
+    """
+    if sr is None:
+        raise ConfigError("sr is required when tagging a waveform (its sample rate in Hz)")
+    if hasattr(wave, "detach"):
+        wave = wave.detach().cpu().numpy()
+    arr = np.asarray(wave, dtype=np.float32)
+    if arr.ndim == 2:
+        if arr.shape[0] > 8:
+            raise DataError(f"waveform must be (samples,) or (channels, samples), got shape {arr.shape}; "
+                            "transpose a (samples, channels) array")
+        arr = arr.mean(axis=0)
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"waveform must be a non-empty 1-D or (channels, samples) array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError("waveform contains NaN or inf samples")
+    if int(sr) != target_sr:
+        arr = soxr.resample(arr, int(sr), target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+    return arr

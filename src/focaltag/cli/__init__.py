@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import importlib.util
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from focaltag._version import __version__
 from focaltag.errors import FocaltagError
@@ -21,7 +26,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "focaltag.cli.evaluate",
     "focaltag.cli.train",
     "focaltag.cli.tag",
+    "focaltag.cli.models",
+    "focaltag.cli.library",
     "focaltag.cli.experiment",
+    "focaltag.cli.serve",
+    "focaltag.cli.config",
 )
 
 
@@ -31,6 +40,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse drops write errors (help into a full disk would exit 0 having written nothing)
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,30 +68,104 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 1 some items failed, 2 usage/input error)."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _configure_logging(args)
-    from tqdm.contrib.logging import logging_redirect_tqdm
+# errno values that mean "the path you gave cannot be used" (bad input, exit 2); any other OSError (disk full,
+# I/O error, ...) is a failure while running (exit 1)
+_BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                              errno.ENAMETOOLONG, errno.EEXIST, errno.ELOOP})
+DETAILS_HINT = "run with -v for details"
 
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def _is_cuda_oom(err: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
+    if oom_type is not None and isinstance(err, oom_type):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _silence_stdout(*, only_if_broken: bool = False) -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of a broken stdout cannot fail again."""
+    if only_if_broken:
+        try:
+            sys.stdout.flush()
+            return
+        except (OSError, ValueError):
+            pass
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def describe_error(err: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code for an exception that reached the top of a command.
+
+    2 = bad input (a FocaltagError by default, a path that cannot be read or written), 1 = a failure while
+    running (disk full, out of memory, an unexpected error).
+    """
+    if isinstance(err, FocaltagError):
+        return str(err), err.exit_code
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err)):
+        return "out of memory; lower --batch-size (or --chunks / --workers) and try again", 1
+    if _is_cuda_oom(err):
+        return "CUDA out of memory; lower --batch-size (or use a smaller model / --device cpu) and try again", 1
+    if isinstance(err, OSError):
+        where = err.filename if err.filename is not None else "the output"
+        reason = err.strerror or _first_line(err)
+        if err.filename is None and err.errno != errno.ENOSPC:
+            return f"{reason} ({type(err).__name__}; {DETAILS_HINT})", 1 if err.errno not in _BAD_PATH_ERRNOS else 2
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{where}: {reason}; pick a path this user can read (inputs) or write (outputs)", 2
+        if err.errno in _BAD_PATH_ERRNOS:
+            return f"{where}: {reason}; check the path", 2
+        if err.errno == errno.ENOSPC:
+            return f"cannot write {where}: {reason}; free some disk space or write elsewhere", 1
+        return f"{where}: {reason}", 1
+    return f"unexpected {type(err).__name__}: {_first_line(err)} ({DETAILS_HINT})", 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 1 a failure while running, 2 usage/input error).
+
+    This is the one place where exceptions become messages: every error is one line on stderr; ``-v`` adds the
+    traceback of unexpected ones.
+    """
+    args_list = list(argv) if argv is not None else sys.argv[1:]
+    verbose = any(a in ("-v", "--verbose") for a in args_list)
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit:
+            sys.stdout.flush()  # --help / --version into a full disk: one line below, not a shutdown error
+            raise
+        if not getattr(args, "func", None):
+            parser.print_help()
+            sys.stdout.flush()
+            return 2
+        _configure_logging(args)
+        verbose = bool(getattr(args, "verbose", False))
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         with logging_redirect_tqdm():
-            return int(args.func(args) or 0)
-    except FocaltagError as err:
-        print(f"focaltag: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except FileNotFoundError as err:
-        print(f"focaltag: error: file not found: {err.filename or err}", file=sys.stderr)
-        return 2
-    except PermissionError as err:
-        print(f"focaltag: error: permission denied: {err.filename or err}", file=sys.stderr)
-        return 2
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk behind stdout (> /dev/full) fails here, inside the handler
+        return code
     except KeyboardInterrupt:
         print("focaltag: interrupted; finished work is kept, rerun the same command to continue", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # `focaltag ... | head`: the reader left, which is not an error
+        _silence_stdout()
         return 0
+    except Exception as err:
+        message, code = describe_error(err)
+        if isinstance(err, OSError):
+            _silence_stdout(only_if_broken=True)  # stdout itself may be the full disk; never fail again at exit
+        if verbose and not isinstance(err, FocaltagError):
+            traceback.print_exc(file=sys.stderr)
+        print(f"focaltag: error: {message}", file=sys.stderr)
+        return code

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from focaltag.cli._common import add_command
+from focaltag.cli.data_options import add_dataset_options, open_dataset_from_args
 
 
 def register(subparsers: Any) -> None:
@@ -17,15 +18,18 @@ def register(subparsers: Any) -> None:
                     description="Audit an official split: byte-identical tracks (from a tracks manifest's "
                     "SHA-256 or by hashing the audio), duplicate groups that cross train/validation/test, "
                     "tracks missing on disk and tracks with no tag of the vocabulary.")
-    p.add_argument("--split-dir", required=True, type=Path, metavar="DIR",
-                   help="folder with <dataset>-{train,validation,test}.tsv (a split-N folder, or the dataset "
-                   "folder holding splits/split-N)")
-    p.add_argument("--split", type=int, default=0, help="split number when --split-dir holds splits/")
-    p.add_argument("--dataset", default="autotagging_moodtheme", help="file name prefix of the split files")
+    add_dataset_options(p, part=False)
+    p.add_argument("--split-dir", default=None, type=Path, metavar="DIR",
+                   help="instead of --dataset-dir: a folder with <dataset>-{train,validation,test}.tsv (a split-N "
+                   "folder, or the folder holding splits/split-N)")
+    p.add_argument("--dataset", default="autotagging_moodtheme", help="with --split-dir: file name prefix of the "
+                   "split files")
     p.add_argument("--manifest", type=Path, default=None, metavar="SHA256_TRACKS.txt",
-                   help="official tracks manifest ('SHA256 NN/ID.low.mp3' lines)")
+                   help="official tracks manifest ('SHA256 NN/ID.low.mp3' lines); None with --dataset-dir: "
+                   "DIR/download/autotagging_moodtheme_audio-low_sha256_tracks.txt when it is there")
     p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
-                   help="audio folder: report missing files and hash tracks the manifest does not cover")
+                   help="audio folder: report missing files and hash tracks the manifest does not cover; None "
+                   "with --dataset-dir: the dataset's audio folder when it exists")
     p.add_argument("--category", default=None, metavar="PREFIX",
                    help="vocabulary = train tags under this prefix; unset: every train tag")
     p.add_argument("--workers", type=int, default=4, help="threads for hashing audio files")
@@ -51,6 +55,10 @@ def _text(r: dict[str, Any], show: int) -> str:
         lines.append(f"  ... {len(shown) - show} more (use --json for all)")
     if r["track_ids_in_several_subsets"]:
         lines.append(f"track ids in several subsets: {len(r['track_ids_in_several_subsets'])}")
+    if r.get("n_artists") is not None:
+        shared = r["artists_in_several_subsets"]
+        lines.append(f"artists in several subsets: {len(shared)} of {r['n_artists']}")
+        lines += [f"  {a}: {', '.join(subs)}" for a, subs in list(shared.items())[:show]]
     if r["n_missing_files"] is None:
         lines.append("missing files: not checked (pass --audio-dir)")
     else:
@@ -68,17 +76,42 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    vocab = None
-    if args.category:
-        train = read_tracks(split_files(args.split_dir, args.split, args.dataset)["train"], allow_untagged=True)
-        vocab = TagVocabulary.from_tracks(train, category=args.category)
-    report = audit_split(args.split_dir, manifest=args.manifest, audio_dir=args.audio_dir, split=args.split,
-                         dataset=args.dataset, vocab=vocab, workers=args.workers)
+    if args.dataset_dir is not None:
+        if args.split_dir is not None:
+            raise ConfigError("give --dataset-dir DIR or --split-dir DIR, not both")
+        report = _audit_dataset(args)
+    else:
+        if args.split_dir is None:
+            raise ConfigError("give --dataset-dir DIR (with --tagset, --split) or --split-dir DIR")
+        if args.tagset is not None:
+            raise ConfigError("--tagset chooses the split files of --dataset-dir; with --split-dir use --dataset")
+        split = 0 if args.split is None else args.split
+        vocab = None
+        if args.category:
+            train = read_tracks(split_files(args.split_dir, split, args.dataset)["train"], allow_untagged=True)
+            vocab = TagVocabulary.from_tracks(train, category=args.category)
+        report = audit_split(args.split_dir, manifest=args.manifest, audio_dir=args.audio_dir, split=split,
+                             dataset=args.dataset, vocab=vocab, workers=args.workers)
     if args.json:
         json.dump(report, sys.stdout)
         sys.stdout.write("\n")
     else:
         print(_text(report, args.show))
     issues = (report["duplicate_groups"] or report["n_missing_files"] or report["n_untagged"]
-              or report["track_ids_in_several_subsets"])
+              or report["track_ids_in_several_subsets"] or report["artists_in_several_subsets"])
     return 1 if args.fail_on_issues and issues else 0
+
+
+def _audit_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """Audit the three parts of --dataset-dir (MTG layout of a tag set and split, or a tracks.csv)."""
+    from focaltag.data.audit import audit_dataset
+    from focaltag.data.dataset import DEFAULT_TAGSET
+
+    ds = open_dataset_from_args(args)
+    manifest = args.manifest
+    if manifest is None and ds.kind == "mtg":
+        default = ds.root / "download" / f"autotagging_{DEFAULT_TAGSET}_audio-low_sha256_tracks.txt"
+        manifest = default if default.is_file() else None
+    if args.category:
+        ds.tag_category = args.category
+    return audit_dataset(ds, manifest=manifest, audio_dir=args.audio_dir, workers=args.workers)

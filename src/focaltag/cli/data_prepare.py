@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from focaltag.cli._common import add_command, parse_shard
+from focaltag.cli.data_options import add_dataset_options, open_dataset_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +22,16 @@ def register(subparsers: Any) -> None:
                     "continues where it stopped when rerun; undecodable files are listed in "
                     "CACHE/failures.tsv and the rest completes (exit code 1 then).",
     )
-    parser.add_argument("--tsv", action="append", required=True, type=Path, metavar="SPLIT.tsv",
-                        help="metadata file listing the tracks (repeat for several splits)")
-    parser.add_argument("--audio-dir", required=True, type=Path, metavar="DIR",
-                        help="folder the TSV's PATH column is relative to")
-    parser.add_argument("--cache", required=True, type=Path, metavar="DIR", help="cache folder (created, or continued)")
+    add_dataset_options(parser, part=False, parts=True)
+    parser.add_argument("--tsv", action="append", default=None, type=Path, metavar="SPLIT.tsv",
+                        help="metadata file listing the tracks (repeat for several splits); instead of, or beside, "
+                             "--dataset-dir")
+    parser.add_argument("--audio-dir", default=None, type=Path, metavar="DIR",
+                        help="folder the PATH column is relative to; None: the dataset's (DIR/audio, or DIR for a "
+                             "tracks.csv)")
+    parser.add_argument("--cache", default=None, type=Path, metavar="DIR",
+                        help="cache folder (created, or continued); None: DIR/cache of --dataset-dir (where "
+                             "training looks when data.cache_dir is null)")
     parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                         help="decoding processes; None = one per CPU core")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
@@ -46,9 +52,24 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from focaltag.audio.cache import prepare_cache
-    from focaltag.data.metadata import read_tracks
-    tracks = [rec for tsv in args.tsv for rec in read_tracks(tsv, allow_untagged=True)]
-    summary = prepare_cache(tracks, args.audio_dir, args.cache, workers=args.workers, shard=args.shard or (0, 1),
+    from focaltag.data.metadata import SUBSETS, read_tracks
+    from focaltag.errors import ConfigError
+
+    tracks = []
+    audio_dir, cache = args.audio_dir, args.cache
+    if args.dataset_dir is not None:
+        ds = open_dataset_from_args(args)
+        tracks += [rec for part in (args.parts or SUBSETS) for rec in ds.tracks(part)]
+        audio_dir = audio_dir or ds.audio_dir
+        cache = cache or ds.root / "cache"
+    elif args.tagset is not None or args.split is not None or args.parts:
+        raise ConfigError("--tagset, --split and --part choose tracks of --dataset-dir; give --dataset-dir DIR")
+    tracks += [rec for tsv in args.tsv or [] for rec in read_tracks(tsv, allow_untagged=True)]
+    if args.dataset_dir is None and not args.tsv:
+        raise ConfigError("give --dataset-dir DIR (optionally --tagset, --split, --part) or --tsv FILE")
+    if audio_dir is None or cache is None:
+        raise ConfigError("--tsv needs --audio-dir DIR and --cache DIR (or give --dataset-dir DIR)")
+    summary = prepare_cache(tracks, audio_dir, cache, workers=args.workers, shard=args.shard or (0, 1),
                             progress=not args.quiet)
     if args.json:
         print(json.dumps(summary.to_dict()))

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "synth", func=run,
                     help="write a SYNTHETIC demo dataset (real tag names and imbalance, generated audio) "
                          "in the exact MTG-Jamendo layout")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (audio/, splits/split-0/)")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (audio/, splits/split-0/ ... split-4/)")
     p.add_argument("--tracks", type=int, default=300, help="number of tracks (>= 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same dataset")
     p.add_argument("--min-duration", type=float, default=20.0, help="shortest track in seconds")

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from focaltag.cli._common import add_command
+from focaltag.training.loss_registry import PAPER_LOSSES
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_MEMBERS = ("bce", "focal", "cb_focal", "db_focal")
+ENSEMBLE_MEMBERS = PAPER_LOSSES  # the paper averages its four losses
 
 
 def register(subparsers: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from focaltag.cli._common import add_command
+from focaltag.data.groups import format_group_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ def _add_ground_truth(p: argparse.ArgumentParser) -> None:
     gt.add_argument("--ground-truth", type=Path, metavar="GT.npy", help="0/1 ground-truth matrix (tracks x tags)")
     gt.add_argument("--tsv", type=Path, metavar="SPLIT.tsv",
                     help="build the ground truth from a split TSV (rows in file order, canonical sorted tags)")
+    from focaltag.cli.data_options import add_dataset_part_options
+
+    add_dataset_part_options(p, gt, what="ground truth (rows as `focaltag predict --dataset-dir` writes them)")
     p.add_argument("--tags", type=Path, default=None, metavar="FILE",
                    help="tag names of the .npy columns, one per line (None: the 56 mood/theme tags if there are 56 "
                    "columns)")
@@ -53,7 +57,7 @@ def _register_evaluate(subparsers: Any) -> None:
     p.add_argument("--train-tsv", type=Path, action="append", default=None, metavar="FILE",
                    help="training metadata (official TSV or ID PATH TAG... list); repeat to sum counts; "
                    "adds head/middle/tail groups")
-    p.add_argument("--group-thresholds", default="550,200", metavar="HEAD,TAIL",
+    p.add_argument("--group-thresholds", default=format_group_thresholds(), metavar="HEAD,TAIL",
                    help="head: count > HEAD, middle: TAIL < count <= HEAD, tail: count <= TAIL")
     p.add_argument("--groups", type=Path, default=None, metavar="YAML",
                    help="custom groups, a YAML file of 'name: [tag, ...]'")
@@ -61,14 +65,22 @@ def _register_evaluate(subparsers: Any) -> None:
                    help="add PR-AUC, ROC-AUC, positives and training count per tag")
     thr = p.add_mutually_exclusive_group()
     thr.add_argument("--thresholds-from", nargs=2, type=Path, default=None, metavar=("VAL_GT", "VAL_PRED"),
-                     help="pick per-tag F-score-maximising thresholds on these validation matrices and add "
-                     "precision/recall/F-score (VAL_GT may be .npy or a split .tsv)")
+                     help="pick per-tag thresholds on these matrices as MediaEval's calculate_decisions.py does "
+                     "(F-score maximum of the precision-recall curve) and add precision/recall/F-score "
+                     "(VAL_GT may be .npy or a split .tsv)")
     thr.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
-                     help="apply thresholds saved earlier with --save-thresholds (tag<TAB>threshold)")
+                     help="apply a thresholds file, TAG<TAB>VALUE per line (the official format, also written "
+                     "by --save-thresholds)")
     p.add_argument("--save-thresholds", type=Path, default=None, metavar="FILE",
-                   help="write the thresholds picked by --thresholds-from as tag<TAB>threshold")
+                   help="write the thresholds picked by --thresholds-from as TAG<TAB>VALUE")
+    p.add_argument("--decision-rule", choices=("gt", "ge"), default="gt",
+                   help="gt: a tag is on when score > threshold (the official MediaEval rule, default); "
+                   "ge: score >= threshold")
+    p.add_argument("--save-decisions", type=Path, default=None, metavar="OUT.npy",
+                   help="write the yes/no decisions (bool, tracks x tags) made with the thresholds")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                   help="resamples for 95%% percentile intervals of every macro metric (0 = off; 1000 typical)")
+                   help="bootstrap resamples for 95%% intervals of every macro metric: point estimate +- 1.96 "
+                   "bootstrap standard errors (0 = off; 1000 typical)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
@@ -76,7 +88,8 @@ def _register_compare(subparsers: Any) -> None:
     p = add_command(subparsers, "compare", func=run_compare,
                     help="paired-bootstrap difference of two prediction matrices' macro metrics",
                     description="Compare model A with model B on the same tracks: macro ROC-AUC / PR-AUC of "
-                    "each, the difference A - B with its 95% paired-bootstrap interval and a two-sided p-value.")
+                    "each, the difference A - B with its 95% interval (difference +- 1.96 paired-bootstrap standard "
+                    "errors) and the matching two-sided p-value.")
     _add_ground_truth(p)
     p.add_argument("a", type=Path, metavar="A.npy", help="predictions of model A")
     p.add_argument("b", type=Path, metavar="B.npy", help="predictions of model B")
@@ -123,6 +136,13 @@ def _ground_truth(args: argparse.Namespace, n_cols_hint: int | None = None) -> t
     from focaltag.evaluation.inputs import ground_truth_from_tsv, load_matrix
     from focaltag.evaluation.metrics import default_tag_names
 
+    if getattr(args, "dataset_dir", None) is not None:
+        from focaltag.cli.data_options import dataset_ground_truth
+
+        if args.tags is not None:
+            raise ConfigError("--tags names the columns of a .npy ground truth; with --dataset-dir the tags come "
+                              "from the dataset, so drop --tags")
+        return dataset_ground_truth(args)
     if args.tsv is not None:
         if args.tags is not None:
             raise ConfigError("--tags names the columns of a .npy ground truth; with --tsv the tags come "
@@ -152,7 +172,7 @@ def _check_bootstrap(n: int, flag: str = "--bootstrap") -> None:
 def _thresholds(args: argparse.Namespace, names: list[str]) -> Any:
     from focaltag.errors import ConfigError
     from focaltag.evaluation.inputs import load_ground_truth, load_matrix
-    from focaltag.evaluation.thresholds import best_f_thresholds, load_thresholds, save_thresholds
+    from focaltag.evaluation.thresholds import load_thresholds, mediaeval_thresholds, save_thresholds
 
     if args.save_thresholds is not None and args.thresholds_from is None:
         raise ConfigError("--save-thresholds needs --thresholds-from VAL_GT VAL_PRED to pick the thresholds")
@@ -167,7 +187,7 @@ def _thresholds(args: argparse.Namespace, names: list[str]) -> Any:
                           "tag set for validation and evaluation")
     val_pred = load_matrix(val_pred_path, what="validation predictions")
     _check_width(names, val_pred, val_pred_path, "validation predictions")
-    thr = best_f_thresholds(val_gt, val_pred, tag_names=names)
+    thr = mediaeval_thresholds(val_gt, val_pred, tag_names=names)
     mapping = dict(zip(names, (float(t) for t in thr), strict=True))
     if args.save_thresholds is not None:
         save_thresholds(args.save_thresholds, mapping)
@@ -175,7 +195,22 @@ def _thresholds(args: argparse.Namespace, names: list[str]) -> Any:
     return mapping
 
 
+def _save_decisions(path: Path, pred: Any, thresholds: Any, names: list[str], rule: str) -> None:
+    """The yes/no matrix behind the precision/recall/F-score, as a bool ``.npy`` (like the official
+    ``*_decisions.npy``)."""
+    import numpy as np
+
+    from focaltag._io import atomic_write
+    from focaltag.evaluation.thresholds import decide, thresholds_array
+
+    decisions = decide(pred, thresholds_array(thresholds, names), rule)
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, decisions)
+    logger.info("wrote %d x %d decisions to %s", *decisions.shape, path)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from focaltag.errors import ConfigError
     from focaltag.evaluation import evaluate
     from focaltag.evaluation.groups import count_training_tags, load_groups, parse_group_thresholds
     from focaltag.evaluation.inputs import load_matrix
@@ -187,10 +222,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_width(names, pred, args.predictions, "predictions")
     counts = count_training_tags(args.train_tsv, names) if args.train_tsv else None
     groups = load_groups(args.groups, names) if args.groups is not None else None
+    if args.save_decisions is not None and args.thresholds is None and args.thresholds_from is None:
+        raise ConfigError("--save-decisions needs thresholds: add --thresholds FILE or --thresholds-from "
+                          "VAL_GT VAL_PRED")
     thresholds = _thresholds(args, names)
     result = evaluate(gt, pred, tag_names=names, train_counts=counts, group_thresholds=group_thresholds,
                       groups=groups, per_tag=args.per_tag, bootstrap=args.bootstrap, seed=args.seed,
-                      thresholds=thresholds)
+                      thresholds=thresholds, decision_rule=args.decision_rule)
+    if args.save_decisions is not None:
+        _save_decisions(args.save_decisions, pred, thresholds, names, args.decision_rule)
     if args.json:
         _print_json(result)
     else:
@@ -236,6 +276,7 @@ def render_evaluation(result: dict[str, Any], *, markdown: bool = False) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
     from focaltag.evaluation import paired_bootstrap
+    from focaltag.evaluation.bootstrap import INTERVAL_METHOD
     from focaltag.evaluation.inputs import load_matrix
     from focaltag.evaluation.tables import fmt_interval, format_table
 
@@ -248,7 +289,7 @@ def run_compare(args: argparse.Namespace) -> int:
     _check_width(names, b, args.b, "predictions B")
     stats = paired_bootstrap(gt, a, b, n_resamples=args.bootstrap, seed=args.seed, tag_names=names)
     result = {"A": str(args.a), "B": str(args.b), "resamples": args.bootstrap, "seed": args.seed,
-              "level": 0.95, **stats}
+              "level": 0.95, "method": INTERVAL_METHOD, **stats}
     if args.json:
         _print_json(result)
         return 0
@@ -256,7 +297,8 @@ def run_compare(args: argparse.Namespace) -> int:
             for m, s in stats.items()]
     print(f"A = {args.a}\nB = {args.b}")
     print(format_table(["metric", "A", "B", "A - B", "95% CI of A - B", "p"], rows, markdown=args.markdown))
-    print(f"(paired bootstrap over tracks, {args.bootstrap} resamples, seed {args.seed}; two-sided p-value)")
+    print(f"(paired bootstrap over tracks, {args.bootstrap} resamples, seed {args.seed}; interval "
+          "A - B +- 1.96 bootstrap SE, two-sided p-value from the same SE)")
     return 0
 
 

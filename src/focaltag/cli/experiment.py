@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from focaltag.cli._common import add_command, add_group
+from focaltag.cli._common import add_command, add_group, is_main_process
+from focaltag.data.groups import format_group_thresholds
 from focaltag.errors import ConfigError, EvaluationError
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def register(subparsers: Any) -> None:
         description="Train the named runs of an experiment file (finished runs are skipped, a killed run "
                     "resumes), predict validation (16 chunks) and test (32 chunks) matrices, form the "
                     "ensembles and write DIR/report.md, DIR/results.json and DIR/figures/.")
-    run.add_argument("config", type=Path, metavar="CONFIG.yaml", help="experiment file, e.g. "
-                     "configs/experiments/paper.yaml")
+    run.add_argument("config", metavar="NAME|FILE", help="a shipped experiment by name (paper, genre, instrument, "
+                     "top50tags: `focaltag config list`) or an experiment YAML file (a path with '/' or ending .yaml)")
     run.add_argument("--out", type=Path, required=True, metavar="DIR", help="experiment folder (reused to resume)")
     run.add_argument("--only", nargs="+", metavar="NAME", default=None, help="train only these runs")
     run.add_argument("--preset", default=None, help="a preset of the experiment file, e.g. demo")
@@ -65,7 +66,7 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--no-ensemble", action="store_true", help="do not add the mean ensemble")
     rep.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: none)")
     rep.add_argument("--seed", type=int, default=0)
-    rep.add_argument("--group-thresholds", default="550,200", metavar="HEAD,TAIL",
+    rep.add_argument("--group-thresholds", default=format_group_thresholds(), metavar="HEAD,TAIL",
                      help="head: count > HEAD, tail: count <= TAIL; 'auto' keeps the paper's shares")
     rep.add_argument("--subset", default="validation", help="name of the scored split, for the report text")
     rep.add_argument("--synthetic", action="store_true", help="mark the report as synthetic data")
@@ -75,23 +76,29 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from focaltag.config import resolve_config
     from focaltag.experiments.runner import run_experiment
     from focaltag.experiments.spec import load_experiment, parse_splits
 
-    spec = load_experiment(args.config)
+    spec = load_experiment(resolve_config(args.config, "experiments"))
     splits = parse_splits(args.splits) if args.splits else None
     if args.bootstrap is not None and args.bootstrap < 0:
         raise ConfigError(f"--bootstrap: expected >= 0 resamples, got {args.bootstrap}")
     overrides = list(args.overrides)
     if args.init_from is not None:
-        if not args.init_from.is_file():
-            raise ConfigError(f"--init-from {args.init_from}: checkpoint not found")
-        overrides.append(f"model.init_from={args.init_from.resolve()}")
+        from focaltag.models.catalogue import is_catalogue_name
+
+        named = is_catalogue_name(args.init_from)  # e.g. won2020-msd-short-res, pulled on first use
+        if not named and not args.init_from.is_file():
+            raise ConfigError(f"--init-from {args.init_from}: checkpoint not found (nor a catalogue name, see "
+                              "'focaltag models list')")
+        overrides.append(f"model.init_from={args.init_from if named else args.init_from.resolve()}")
     result = run_experiment(spec, args.out, only=args.only, preset=args.preset, splits=splits,
                             bootstrap=args.bootstrap, overrides=overrides,
                             figures=not args.no_figures)
-    print(result.report_text)
-    print(f"report: {result.report_path}", file=sys.stderr)
+    if is_main_process():  # under torchrun every rank finishes the grid; the report is printed once
+        print(result.report_text)
+        print(f"report: {result.report_path}", file=sys.stderr)
     return 1 if result.failed else 0
 
 

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from focaltag.cli import library as _library
 from focaltag.cli._common import add_command
 
 logger = logging.getLogger(__name__)
 
-_MODEL_HELP = ("checkpoint (.pt), run folder (its best.pt), ensemble folder (with ensemble.json) or .onnx file "
-               "(--runtime onnx); repeat to average several models")
+_MODEL_HELP = ("checkpoint (.pt), run folder (its best.pt), ensemble folder (with ensemble.json), .onnx file "
+               "(--runtime onnx) or catalogue name ('focaltag models list'; pulled on first use); repeat to "
+               "average several models")
 
 
 def register(subparsers: Any) -> None:
@@ -23,17 +25,23 @@ def register(subparsers: Any) -> None:
     _register_import(subparsers)
 
 
-def _add_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", dest="models", action="append", required=True, type=Path, metavar="M",
-                   help=_MODEL_HELP)
+def _add_models(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("-m", "--model", dest="models", action="append", required=required, type=Path, metavar="M",
+                   help=_MODEL_HELP + ("" if required else " (default: usc-sail-2020, the paper's ensemble)"))
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
+def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = 16,
+                 batch_help: str = "chunks per forward pass") -> None:
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="torch, or onnxruntime: ~2x faster on CPU; a checkpoint is exported once and cached in "
-                   "~/.cache/focaltag/onnx (requires pip install 'focaltag[onnx]')")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="chunks per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device (torch runtime only)")
+                   help="torch, or onnxruntime (about as fast as eager torch on CPU in bench/tag.py); a "
+                   "checkpoint is exported once and cached in ~/.cache/focaltag/onnx (requires pip install "
+                   "'focaltag[onnx]')")
+    p.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help=batch_help)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (torch runtime "
+                   "only)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast on CPUs with AMX / AVX512-BF16 (about 3x faster there, same top tags) "
+                   "and on bf16 GPUs, float32 elsewhere; fp32 opts out (torch runtime only)")
 
 
 def _register_tag(subparsers: Any) -> None:
@@ -43,7 +51,7 @@ def _register_tag(subparsers: Any) -> None:
                     "models are averaged. A file that cannot be decoded is reported and the rest go on; the exit "
                     "code is 1 if any file failed.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
-    _add_models(p)
+    _add_models(p, required=False)
     cover = p.add_mutually_exclusive_group()
     cover.add_argument("--chunks", type=int, default=argparse.SUPPRESS, metavar="N",
                        help="evenly spaced chunks per track, the positions evaluation uses (default: 16)")
@@ -54,13 +62,18 @@ def _register_tag(subparsers: Any) -> None:
                    "csv: every tag's probability")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="tags listed per file (table, json 'top')")
     p.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
-                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions")
+                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions "
+                   "(probability > threshold). Default: the catalogue model's own, where it has them "
+                   "(usc-sail-2020 and its members); 'none' turns decisions off")
     p.add_argument("--taggram", type=Path, default=None, metavar="OUT.png",
                    help="plot tag probabilities over time (needs exactly one input file; uses a sliding window "
                    "with a hop of half a chunk unless --chunks/--hop is given)")
-    p.add_argument("--optimize", choices=("none", "channels_last", "compile"), default="channels_last",
-                   help="torch speed-ups (compile pays a one-off compilation, worth it for many files)")
+    p.add_argument("--optimize", choices=("none", "channels_last", "compile"), default="none",
+                   help="opt-in torch memory layout / compilation, off by default because channels_last was "
+                   "not faster than eager on CPU in bench/tag.py; measure on your machine first (compile pays a "
+                   "one-off compilation)")
     _add_runtime(p)
+    _library.add_library_options(p)
 
 
 def _positive(parser_name: str, **values: float | None) -> None:
@@ -69,6 +82,22 @@ def _positive(parser_name: str, **values: float | None) -> None:
     for name, value in values.items():
         if value is not None and not value > 0:
             raise ConfigError(f"{parser_name}: --{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def _models_and_thresholds(models: list[Path] | None, thresholds: Path | None) -> tuple[list[Path], Any]:
+    """No --model: the paper's ensemble; no --thresholds: a catalogue model's own ('none': no decisions)."""
+    from focaltag.models.catalogue import DEFAULT_MODEL, catalogue_thresholds
+
+    if not models:
+        logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
+        models = [Path(DEFAULT_MODEL)]
+    if thresholds is not None:
+        return models, None if str(thresholds).lower() == "none" else thresholds
+    own = catalogue_thresholds(models)
+    if own is not None:
+        logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
+                    "turns them off", models[0])
+    return models, own
 
 
 def run_tag(args: argparse.Namespace) -> int:
@@ -81,16 +110,22 @@ def run_tag(args: argparse.Namespace) -> int:
     _positive("tag", chunks=chunks, hop=hop, batch_size=args.batch_size)
     if args.top_k < 0:
         raise ConfigError(f"tag: --top-k must be >= 0, got {args.top_k}")
-    files = collect_audio(args.paths)
+    _library.check_library_args(args)
+    files = [] if args.output is not None else collect_audio(args.paths)
     if args.taggram is not None and len(files) != 1:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
-    tagger = Tagger(args.models, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
-                    runtime=args.runtime, device=args.device, optimize=args.optimize,
-                    thresholds=args.thresholds, top_k=args.top_k)
+    models, thresholds = _models_and_thresholds(args.models, args.thresholds)
+    tagger = Tagger(models, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
+                    runtime=args.runtime, device=args.device, optimize=args.optimize, precision=args.precision,
+                    thresholds=thresholds, top_k=args.top_k, **_library.tagger_extra(args))
+    if args.output is not None:
+        return _library.run_library(args, tagger)
+    file_tags = _library.file_tag_writer(args, tagger)
     if args.taggram is not None and hop is None and chunks is None:
         tagger.hop_seconds = tagger.chunk_samples / tagger.sample_rate / 2  # a finer time axis for the plot
-    logger.info("tagging %d file(s) with %d model(s), %s", len(files), len(tagger.members),
-                f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else f"{tagger.n_chunks} chunks per track")
+    logger.info("tagging %d file(s) with %d model(s), %s, precision %s", len(files), len(tagger.members),
+                f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else f"{tagger.n_chunks} chunks per track",
+                tagger.precision)
     from focaltag._progress import progress
 
     writer = get_writer(args.format, sys.stdout, tag_names=tagger.tag_names, top_k=args.top_k,
@@ -98,6 +133,8 @@ def run_tag(args: argparse.Namespace) -> int:
     last: Any = None
     with writer, progress(total=len(files), desc="tag", unit="file") as bar:
         for result in tagger.tag_many(files):
+            if file_tags is not None and isinstance(result, TagResult):
+                file_tags(result)
             with bar.external_write_mode(file=sys.stdout):  # rows never land inside the progress line
                 writer.write(result)
             last = result
@@ -107,6 +144,8 @@ def run_tag(args: argparse.Namespace) -> int:
 
         plot_taggram(last, args.taggram)
         logger.info("taggram stored in %s", args.taggram)
+    if file_tags is not None:
+        print(f"focaltag: {file_tags.summary()}", file=sys.stderr)
     if writer.n_failed:
         print(f"focaltag: {writer.n_failed} of {writer.n_written} file(s) could not be tagged (see above)",
               file=sys.stderr)
@@ -122,20 +161,38 @@ def _register_predict(subparsers: Any) -> None:
                     "and PRED.tracks.txt (the track ids); score it with 'focaltag evaluate --tsv SPLIT.tsv "
                     "--predictions PRED.npy'.")
     _add_models(p)
-    p.add_argument("--tsv", type=Path, required=True, metavar="SPLIT.tsv", help="split metadata (official TSV)")
-    p.add_argument("--cache", type=Path, required=True, metavar="DIR", help="waveform cache folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tsv", type=Path, metavar="SPLIT.tsv", help="split metadata (official TSV)")
+    from focaltag.cli.data_options import add_dataset_part_options
+
+    add_dataset_part_options(p, src)
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="waveform cache folder (None with --dataset-dir: DIR/cache)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="PRED.npy", help="matrix to write")
     p.add_argument("--chunks", type=int, default=32, metavar="N", help="evenly spaced chunks per track")
-    _add_runtime(p)
+    _add_runtime(p, batch_size=None,
+                 batch_help="chunks per forward pass (default: --chunks, one track per pass); tracks are packed "
+                 "whole into batches of at least N chunks")
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from focaltag.inference.predict import predict_split, save_predictions
 
     _positive("predict", chunks=args.chunks, batch_size=args.batch_size)
-    matrix, ids = predict_split(args.models, args.tsv, args.cache, n_chunks=args.chunks,
-                                batch_size=max(args.batch_size, args.chunks), runtime=args.runtime,
-                                device=args.device)
+    batch_size = args.batch_size if args.batch_size is not None else args.chunks
+    tsv, cache = args.tsv, args.cache
+    if args.dataset_dir is not None:  # the part's track list (official split file, or derived from tracks.csv)
+        from focaltag.cli.data_options import open_dataset_from_args
+
+        tsv = open_dataset_from_args(args).part_file(args.part)
+        cache = cache or args.dataset_dir / "cache"
+    if cache is None:
+        from focaltag.errors import ConfigError
+
+        raise ConfigError("predict --tsv needs --cache DIR (the waveform cache of `focaltag data prepare`)")
+    matrix, ids = predict_split(args.models, tsv, cache, n_chunks=args.chunks,
+                                batch_size=batch_size, runtime=args.runtime, device=args.device,
+                                precision=args.precision)
     npy, txt = save_predictions(args.out, matrix, ids)
     print(f"wrote {npy} ({matrix.shape[0]} tracks x {matrix.shape[1]} tags) and {txt}", file=sys.stderr)
     return 0
@@ -162,16 +219,18 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _register_import(subparsers: Any) -> None:
     p = add_command(subparsers, "import-reference", func=run_import,
-                    help="convert a checkpoint of the paper's reference code into a focaltag model",
+                    help="convert a published checkpoint (paper code, Won et al.) into a focaltag model",
                     description="Convert a state_dict saved by the paper's reference implementation "
-                    "(ShortChunkCNN_Res) into a focaltag checkpoint usable by tag/predict/export. Its outputs are "
-                    "the 56 mood/theme tags in sorted order unless --tags says otherwise.")
+                    "(ShortChunkCNN_Res) or one of Won et al. (2020)'s FCN / CRNN / Musicnn (the architecture is "
+                    "read from the keys) into a focaltag checkpoint usable by tag/predict/export. Its outputs are "
+                    "the 56 mood/theme tags in sorted order unless --tags says otherwise (Won et al.'s 50 tags "
+                    "need --tags).")
     p.add_argument("checkpoint", type=Path, metavar="CKPT.pth", help="reference checkpoint (a state_dict)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="MODEL.pt", help="focaltag checkpoint to write")
     p.add_argument("--tags", type=Path, default=None, metavar="FILE",
                    help="output tag names in the checkpoint's order, one per line")
     p.add_argument("--variant", choices=("paper", "won2020"), default=None,
-                   help="receptive field, if the layer names do not tell it")
+                   help="short-chunk ResNet receptive field, if the layer names do not tell it")
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -182,6 +241,8 @@ def run_import(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, tag_names=tags, variant=args.variant)
     save_model(model, args.out)
     cfg = model.pretrained_cfg
-    print(f"wrote {args.out} ({cfg.n_tags} tags, variant {cfg.variant}, width {cfg.width}, "
+    arch = (f"variant {cfg.variant}, width {cfg.width}" if cfg.variant is not None
+            else getattr(model, "model_name", type(model).__name__))
+    print(f"wrote {args.out} ({cfg.n_tags} tags, {arch}, "
           f"{cfg.chunk_samples} samples at {cfg.sample_rate} Hz)", file=sys.stderr)
     return 0

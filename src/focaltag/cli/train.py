@@ -8,30 +8,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from focaltag.cli._common import add_command
+from focaltag.cli._common import add_command, is_main_process
 from focaltag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 EPILOG = """examples:
-  focaltag train --config configs/train/paper.yaml --out runs/bce
-  focaltag train --config configs/train/paper.yaml --set loss.name=focal --set optim.adam_lr=1e-4 --out runs/focal
+  focaltag train --config paper --out runs/bce
+  focaltag train --config paper --set loss.name=focal --set optim.adam_lr=1e-4 --out runs/focal
   focaltag train --out runs/bce --resume
-  torchrun --nproc-per-node 4 -m focaltag train --config configs/train/paper.yaml --out runs/bce
+  torchrun --nproc-per-node 4 -m focaltag train --config paper --out runs/bce
 """
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and still show defaults."""
 
 
 def register(subparsers: Any) -> None:
     parser = add_command(subparsers, "train", help="train a tagger (Adam -> SGD recipe, validation every epoch)",
                          func=run)
     parser.epilog = EPILOG
-    parser.formatter_class = _Formatter
-    parser.add_argument("--config", type=Path, default=None,
-                        help="training config YAML (see configs/train/); with --resume defaults to RUN_DIR/config.yaml")
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help="a shipped config by name (paper, demo: `focaltag config list`) or a YAML file (a path "
+                        "with '/' or ending .yaml); with --resume defaults to RUN_DIR/config.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optim.epochs=10 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
@@ -46,10 +42,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from focaltag.config import resolve_config
     from focaltag.training.config import load_train_config
     from focaltag.training.loop import train
 
-    config_path = args.config
+    config_path = resolve_config(args.config, "train") if args.config is not None else None
     if config_path is None:
         if not args.resume:
             raise ConfigError("--config FILE is required (only --resume can reuse RUN_DIR/config.yaml)")
@@ -74,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if "init_from" in summary:
         init = summary["init_from"]
         report["init_from"] = {"path": init["path"], "loaded": init["loaded"], "skipped": len(init["skipped"])}
-    print(json.dumps(report))
+    if is_main_process():  # under torchrun every rank returns the summary; print it once
+        print(json.dumps(report))
     return 0

@@ -1,4 +1,5 @@
-"""Audit an official split: byte-identical tracks (and those leaking across subsets), missing files, untagged tracks."""
+"""Audit a split: byte-identical tracks (and those leaking across subsets), artists in several subsets, missing
+files, untagged tracks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from focaltag.data.manifest import metadata_path, read_manifest, sha256_file
 from focaltag.data.metadata import SUBSETS, TagVocabulary, TrackRecord, read_tracks, split_files
 from focaltag.errors import DataError
 
-__all__ = ["audit_split", "audit_tracks", "resolve_audio"]
+__all__ = ["audit_split", "audit_tracks", "audit_dataset", "resolve_audio"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,12 @@ def audit_tracks(subsets: Mapping[str, Sequence[TrackRecord]], *, hashes: Mappin
     for name, rec in entries:
         owners[rec.track_id].append(name)
     shared_ids = {tid: subs for tid, subs in owners.items() if len(subs) > 1}
+    artists: dict[str, set[str]] = defaultdict(set)
+    for name, rec in entries:
+        if rec.artist_id:
+            artists[rec.artist_id].add(name)
+    order = list(subsets)
+    shared_artists = {a: sorted(subs, key=order.index) for a, subs in sorted(artists.items()) if len(subs) > 1}
     untagged = [{"track_id": rec.track_id, "subset": name, "path": rec.path}
                 for name, rec in entries if not any(t in vocab.tags for t in rec.tags)]
     dup_tracks = sum(len(g["tracks"]) for g in duplicates)
@@ -108,6 +115,8 @@ def audit_tracks(subsets: Mapping[str, Sequence[TrackRecord]], *, hashes: Mappin
         "cross_split": cross,
         "duplicates": duplicates,
         "track_ids_in_several_subsets": shared_ids,
+        "n_artists": len(artists) if artists else None,
+        "artists_in_several_subsets": shared_artists,
         "missing_files": missing,
         "n_missing_files": len(missing) if audio_root is not None else None,
         "untagged": untagged,
@@ -133,4 +142,29 @@ def audit_split(split_dir: str | os.PathLike[str], *, manifest: str | os.PathLik
         if report["n_unhashed"]:
             logger.warning("%d track(s) of the split are not in %s%s", report["n_unhashed"], manifest,
                            "" if audio_dir else "; pass --audio-dir to hash them")
+    return report
+
+
+def audit_dataset(dataset: Any, *, manifest: str | os.PathLike[str] | None = None,
+                  audio_dir: str | os.PathLike[str] | None = None, workers: int = 4) -> dict[str, Any]:
+    """Audit the three parts of an opened :class:`focaltag.data.dataset.Dataset` (either layout).
+
+    Hashes come from ``manifest`` and from the audio (``audio_dir``, default the dataset's own audio folder when
+    it exists); with neither, duplicates are not looked for but everything else is checked.
+    """
+    audio = Path(audio_dir) if audio_dir is not None else dataset.audio_dir
+    if audio_dir is None and not audio.is_dir():
+        audio = None
+    subsets = {name: dataset.tracks(name) for name in SUBSETS}
+    hashes = read_manifest(manifest) if manifest is not None else None
+    report = audit_tracks(subsets, hashes=hashes, audio_dir=audio, vocab=dataset.vocabulary(), workers=workers)
+    report["dataset"] = {"root": str(dataset.root), "kind": dataset.kind, "tagset": dataset.tagset,
+                         "split": dataset.split}
+    report["files"] = {name: str(dataset.files[name]) if dataset.kind == "mtg" else str(dataset.label)
+                       for name in SUBSETS}
+    if manifest is not None:
+        report["manifest"] = str(manifest)
+    if audio is None and manifest is None:
+        logger.warning("no audio folder (%s) and no --manifest: duplicate tracks were not looked for",
+                       dataset.audio_dir)
     return report

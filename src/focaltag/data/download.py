@@ -11,24 +11,19 @@ into place. A state file under ``<out>/.focaltag/`` records finished archives, s
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import os
 import shutil
-import socket
 import tarfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from focaltag._io import write_json
 from focaltag._progress import progress
-from focaltag._version import __version__
+from focaltag.data._http import FetchSpec, Unreachable, WrongSettings, fetch_verified, head_size
 from focaltag.data.manifest import manifest_files, read_manifest, sha256_file
 from focaltag.errors import DownloadError
 
@@ -40,19 +35,10 @@ DEFAULT_BASE_URL = "https://cdn.freesound.org/mtg-jamendo"
 DATA_TYPES = ("audio", "audio-low", "melspecs")
 STATE_DIR = ".focaltag"
 _CHUNK = 1 << 20
-_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
-
-
-class _Transient(Exception):
-    """A failure worth retrying (dropped connection, 5xx, checksum mismatch)."""
-
-
-class _WrongSettings(DownloadError):
-    """404 or an HTML page: the URL settings are wrong, so stop at once with one error instead of 100."""
-
-
-class _Unreachable(DownloadError):
-    """Connection refused or unknown host after every retry."""
+_WHAT = "a tar archive"
+_HINT = "check --base-url, --dataset and --type against the official download script"
+_WrongSettings = WrongSettings  # HTTP primitives live in data/_http.py, shared with data/pinned.py
+_Unreachable = Unreachable
 
 
 @dataclass
@@ -116,81 +102,9 @@ def _archive_done(entry: dict[str, Any] | None, sha: str, out: Path, tar_path: P
 # --------------------------------------------------------------------------------------------- HTTP
 
 
-def _request(url: str, *, method: str = "GET", start: int = 0, timeout: float) -> Any:
-    headers = {"User-Agent": f"focaltag/{__version__}", "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method), timeout=timeout)
-
-
-def _check_not_html(url: str, content_type: str, head: bytes = b"") -> None:
-    sniff = head.lstrip()[:15].lower()
-    if "text/html" in content_type.lower() or sniff.startswith((b"<!doctype html", b"<html")):
-        raise _WrongSettings(f"{url} returned an HTML page instead of a tar archive; the mirror may have moved: "
-                            "check --base-url, --dataset and --type")
-
-
-def _http_error(url: str, err: urllib.error.HTTPError) -> Exception:
-    if err.code in _TRANSIENT_HTTP:
-        return _Transient(f"HTTP {err.code} {err.reason}")
-    if err.code == 404:
-        return _WrongSettings(f"{url} does not exist on the server (HTTP 404); check --base-url, --dataset and "
-                             "--type against the official download script")
-    return DownloadError(f"{url} failed with HTTP {err.code} {err.reason}")
-
-
 def _head_size(url: str, timeout: float) -> tuple[int | None, str | None]:
     """(size, problem) from a HEAD request; never raises."""
-    try:
-        with _request(url, method="HEAD", timeout=timeout) as resp:
-            _check_not_html(url, resp.headers.get("Content-Type", ""))
-            length = resp.headers.get("Content-Length")
-            return (int(length) if length and length.isdigit() else None), None
-    except DownloadError as err:
-        return None, str(err)
-    except urllib.error.HTTPError as err:
-        return None, f"HTTP {err.code} {err.reason}"
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        return None, f"unreachable ({err})"
-
-
-def _fetch_once(url: str, part: Path, *, timeout: float, chunk_size: int, desc: str,
-                report: DownloadReport) -> None:
-    """Append the rest of ``url`` to ``part`` (Range resume), counting bytes in ``report``; raises on a short body."""
-    start = part.stat().st_size if part.exists() else 0
-    try:
-        resp = _request(url, start=start, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and start:  # the part already holds the whole file (or more): let the hash decide
-            return
-        raise _http_error(url, err) from None
-    received = 0
-    with resp:
-        status = getattr(resp, "status", 200)
-        content_type = resp.headers.get("Content-Type", "")
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if start and status == 206:
-            crange = resp.headers.get("Content-Range", "")
-            if not crange.startswith(f"bytes {start}-"):
-                raise _Transient(f"server answered Range {start}- with Content-Range {crange!r}")
-            mode = "ab"
-        else:
-            start, mode = 0, "wb"  # the server ignored Range (200): start over
-        first = resp.read(min(chunk_size, 4096))
-        _check_not_html(url, content_type, first if start == 0 else b"")
-        total = start + length if length is not None else None
-        with part.open(mode) as fh, progress(desc=desc, total=total, unit="B", unit_scale=True,
-                                             unit_divisor=1024, initial=start) as bar:
-            block = first
-            while block:
-                fh.write(block)
-                received += len(block)
-                report.bytes_downloaded += len(block)
-                bar.update(len(block))
-                block = resp.read(chunk_size)
-    if length is not None and received < length:
-        raise _Transient(f"connection dropped after {start + received:,} of {start + length:,} bytes")
+    return head_size(url, timeout, what=_WHAT, hint=_HINT)
 
 
 # --------------------------------------------------------------------------------------------- tar handling
@@ -272,34 +186,17 @@ class _Job:
 def _fetch_verified(job: _Job, name: str, sha: str, report: DownloadReport) -> None:
     """Download ``name`` to ``out/name`` (via ``.part``) until its SHA-256 matches, or raise DownloadError."""
     url = archive_url(job.base_url, job.dataset, job.data_type, name)
-    final, part = job.out / name, job.out / (name + ".part")
-    last, unreachable = "no attempt", False
-    for attempt in range(job.retries + 1):
-        if attempt:
-            delay = job.backoff * 2 ** (attempt - 1)
-            logger.warning("%s: %s; retry %d/%d in %.1f s", name, last, attempt, job.retries, delay)
-            time.sleep(delay)
-        try:
-            _fetch_once(url, part, timeout=job.timeout, chunk_size=job.chunk_size, desc=name, report=report)
-        except _Transient as err:
-            last, unreachable = str(err), False
-            continue
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", err)
-            if isinstance(err, urllib.error.URLError) and not isinstance(reason, OSError):
-                raise DownloadError(f"{url}: {reason}") from None
-            # refused / unknown host: nothing was reached at all (a drop mid-transfer is not this)
-            unreachable = isinstance(reason, (ConnectionRefusedError, socket.gaierror))
-            last = f"connection problem ({reason})"
-            continue
+
+    def count(n: int) -> None:
+        report.bytes_downloaded += n
+
+    def check(part: Path, _resumed_from: int) -> str | None:
         digest = sha256_file(part)
-        if digest == sha:
-            os.replace(part, final)
-            return
-        last, unreachable = f"SHA-256 mismatch (got {digest[:12]}..., expected {sha[:12]}...)", False
-        part.unlink(missing_ok=True)
-    error = _Unreachable if unreachable else DownloadError
-    raise error(f"{name}: giving up after {job.retries + 1} attempts: {last}")
+        return None if digest == sha else f"SHA-256 mismatch (got {digest[:12]}..., expected {sha[:12]}...)"
+
+    spec = FetchSpec(what=_WHAT, hint=_HINT, retries=job.retries, backoff=job.backoff, timeout=job.timeout,
+                     chunk_size=job.chunk_size, on_bytes=count)
+    fetch_verified(url, job.out / name, check=check, spec=spec, desc=name, label=name)
 
 
 def _process(job: _Job, name: str, sha: str, state: dict[str, Any], report: DownloadReport) -> None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class TrackRecord:
     artist_id: str | None = None
     album_id: str | None = None
     duration: float | None = None
+    split: str | None = None  # train | validation | test, from a CSV's ``split`` column (own datasets)
 
 
 def _lines(path: Path) -> list[str]:
@@ -153,6 +154,8 @@ def _read_tsv(path: Path, lines: list[str], fmt: str) -> list[tuple[int, TrackRe
 
 
 def _read_csv(path: Path) -> list[tuple[int, TrackRecord]]:
+    """``path,tags`` CSV rows; optional columns ``track_id``, ``artist_id``, ``album_id``, ``duration`` and
+    ``split`` (train | validation | test, as in an own dataset's ``tracks.csv``)."""
     rows: list[tuple[int, TrackRecord]] = []
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -161,23 +164,43 @@ def _read_csv(path: Path) -> list[tuple[int, TrackRecord]]:
             missing = [c for c in ("path", "tags") if c not in fields]
             raise DataError(f"{path} line 1: a CSV needs the columns 'path' and 'tags'; missing "
                             f"{', '.join(repr(c) for c in missing)} in {reader.fieldnames}")
-        for row in reader:
-            lineno = reader.line_num
-            row = {k.strip().lower(): (v or "") for k, v in row.items() if isinstance(k, str)}
-            if not any(v.strip() for v in row.values()):
-                continue
-            p = row["path"].strip()
-            if not p:
-                raise DataError(f"{path} line {lineno}: empty path")
-            tags = tuple(t.strip() for t in row["tags"].split(";") if t.strip())
-            duration = None
-            if row.get("duration", "").strip():
-                try:
-                    duration = float(row["duration"])
-                except ValueError:
-                    raise DataError(f"{path} line {lineno}: duration {row['duration']!r} is not a number") from None
-            rows.append((lineno, TrackRecord(row.get("track_id", "").strip() or p, p, tags, duration=duration)))
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                rec = _csv_record(path, lineno, row, len(fields))
+                if rec is not None:
+                    rows.append((lineno, rec))
+        except csv.Error as err:
+            raise DataError(f"{path} line {reader.line_num}: not valid CSV ({err}); quote fields that hold "
+                            "commas or quotes") from None
     return rows
+
+
+def _csv_record(path: Path, lineno: int, raw: dict[Any, Any], n_fields: int) -> TrackRecord | None:
+    """One CSV row as a record (None for a blank row); a malformed row raises DataError naming the line."""
+    if raw.get(None):  # DictReader puts values beyond the header under the key None
+        extra = len(raw[None])
+        raise DataError(f"{path} line {lineno}: {n_fields + extra} fields but the header has {n_fields}; "
+                        "quote a field that holds a comma")
+    row = {k.strip().lower(): (v or "") for k, v in raw.items() if isinstance(k, str)}
+    if not any(v.strip() for v in row.values()):
+        return None
+    p = row["path"].strip()
+    if not p:
+        raise DataError(f"{path} line {lineno}: empty path")
+    tags = tuple(t.strip() for t in row["tags"].split(";") if t.strip())
+    duration = None
+    if row.get("duration", "").strip():
+        try:
+            duration = float(row["duration"])
+        except ValueError:
+            raise DataError(f"{path} line {lineno}: duration {row['duration']!r} is not a number") from None
+    split = row.get("split", "").strip().lower() or None
+    if "split" in row and split not in SUBSETS:
+        raise DataError(f"{path} line {lineno}: split {row['split']!r} must be one of {', '.join(SUBSETS)}")
+    return TrackRecord(row.get("track_id", "").strip() or p, p, tags,
+                       artist_id=row.get("artist_id", "").strip() or None,
+                       album_id=row.get("album_id", "").strip() or None, duration=duration, split=split)
 
 
 def read_tag_list(path: str | os.PathLike[str]) -> list[str]:

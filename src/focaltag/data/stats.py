@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from focaltag.data.groups import DEFAULT_GROUP_THRESHOLDS, frequency_groups
 from focaltag.data.metadata import TagVocabulary, TrackRecord, tag_counts
 from focaltag.data.tags import short_tag
 from focaltag.errors import DataError
@@ -18,22 +19,14 @@ __all__ = ["GROUP_THRESHOLDS", "dataset_stats", "tag_groups", "cooccurrence", "p
 
 logger = logging.getLogger(__name__)
 
-# The paper's groups: head > 550 training tracks, middle 201-550, tail <= 200.
-GROUP_THRESHOLDS: tuple[int, int] = (550, 200)
+# The paper's groups (head / middle / tail by training count) are defined once, in focaltag.data.groups.
+GROUP_THRESHOLDS: tuple[int, int] = DEFAULT_GROUP_THRESHOLDS
 
 
 def tag_groups(counts: dict[str, int], thresholds: tuple[int, int] = GROUP_THRESHOLDS) -> dict[str, list[str]]:
-    """Split tags into head (> hi), middle (lo < n <= hi) and tail (<= lo), each sorted by count descending."""
-    hi, lo = thresholds
-    if lo > hi:
-        raise DataError(f"group thresholds must be (head_above, tail_at_most) with head_above >= tail_at_most, "
-                        f"got {thresholds}")
+    """Head, middle and tail tags (``focaltag.data.groups``'s rule), each sorted by count descending."""
     order = sorted(counts, key=lambda t: (-counts[t], t))
-    return {
-        "head": [t for t in order if counts[t] > hi],
-        "middle": [t for t in order if lo < counts[t] <= hi],
-        "tail": [t for t in order if counts[t] <= lo],
-    }
+    return frequency_groups([counts[t] for t in order], order, thresholds=thresholds)
 
 
 def cooccurrence(y: np.ndarray, tags: Sequence[str], *, top: int = 10) -> tuple[list[dict[str, Any]],
@@ -148,7 +141,7 @@ def plot_tag_distribution(stats: dict[str, Any], out: str | os.PathLike[str], *,
     width = max(8.0, 0.2 * len(order) + 1.5)
     fig, ax = plt.subplots(figsize=(width, 4.8), layout="constrained")
     bottom = np.zeros(len(order))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for k, (label, src) in enumerate(sources.items()):
         values = np.array([src["tag_counts"].get(t, 0) for t in order], dtype=float)
         ax.bar(x, values, bottom=bottom, width=0.8, color=colors[k % len(colors)],
@@ -163,10 +156,11 @@ def plot_tag_distribution(stats: dict[str, Any], out: str | os.PathLike[str], *,
     ax.set_ylabel("number of tracks")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    imb = stats.get("imbalance_factor")
-    default_title = (f"Tag distribution: {stats['n_tracks']:,} tracks, {stats['n_tags']} tags"
-                     + (f", imbalance factor {imb:.1f}" if imb else ""))
-    ax.set_title(title or default_title, fontsize=11)
+    if title is None:
+        imb = stats.get("imbalance_factor")
+        title = (f"Tag distribution: {stats['n_tracks']:,} tracks, {stats['n_tags']} tags"
+                 + (f", imbalance factor {imb:.1f}" if imb else ""))
+    ax.set_title(title, fontsize=11)
     if len(sources) > 1:
         ax.legend(loc="upper right", fontsize=9, frameon=False, bbox_to_anchor=(1.0, 0.92))
     fmt = out.suffix.lower().lstrip(".")

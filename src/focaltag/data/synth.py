@@ -34,6 +34,7 @@ SYNTHETIC_NOTICE = (
     "not real music, and scores on it say nothing about MTG-Jamendo."
 )
 DATASET = "autotagging_moodtheme"
+N_SPLITS = 5  # like the official splits/split-0 ... split-4 (split-0 keeps the tag profile exactly)
 SPLIT_SHARE = {"train": 0.55, "validation": 0.21, "test": 0.24}  # official split-0: 9,949 / 3,802 / 4,231
 MIN_PER_TAG = {"train": 1, "validation": 1, "test": 1}
 TAGS_PER_TRACK_P = (0.45, 0.33, 0.16, 0.06)  # P(1..4 tags); the real mean is ~1.8 tags per track
@@ -156,6 +157,52 @@ def _plan(n_tracks: int, seed: int, min_duration: float, max_duration: float) ->
     return plans
 
 
+def _other_splits(plans: Sequence[_TrackPlan], seed: int, n_splits: int) -> list[dict[int, str]]:
+    """Subset of every track in splits 1..n-1, as the official splits: other artist partitions in which every
+    tag still occurs in train, validation and test and no artist crosses subsets.
+
+    Each split starts from split-0's partition and makes random swaps of two artists between subsets, keeping a
+    swap only when both subsets still carry every tag, so the number of artists per subset (the shares) stays
+    that of split-0. Small datasets have tags with one carrier per subset, which allows few such swaps; there,
+    once strict swaps are exhausted, validation and test may lose a rare tag (train never does, so the
+    vocabulary is the same in every split) until an eighth of the artists have moved.
+    """
+    from collections import Counter
+
+    n_artists = max(p.artist for p in plans) + 1
+    tags_of: list[set[str]] = [set() for _ in range(n_artists)]
+    split0: list[str] = [""] * n_artists
+    for p in plans:
+        tags_of[p.artist] |= set(p.tags)
+        split0[p.artist] = p.subset
+    out = []
+    for k in range(1, n_splits):
+        rng = np.random.default_rng([seed, 7919, k])
+        assign = list(split0)
+        carriers = {s: Counter(t for a in range(n_artists) if assign[a] == s for t in tags_of[a]) for s in SUBSETS}
+
+        def keeps(have: Counter[str], sub: str, leaving: int, coming: int, strict: bool) -> bool:
+            if not strict and sub != "train":
+                return True
+            return all(have[t] - 1 + (t in tags_of[coming]) >= 1 for t in tags_of[leaving])
+
+        for strict in (True, False):
+            for _ in range(30 * n_artists):
+                if not strict and sum(x != y for x, y in zip(assign, split0, strict=True)) >= n_artists / 8:
+                    break
+                a, b = (int(x) for x in rng.integers(0, n_artists, size=2))
+                sa, sb = assign[a], assign[b]
+                if sa == sb or not (keeps(carriers[sa], sa, a, b, strict) and keeps(carriers[sb], sb, b, a, strict)):
+                    continue
+                carriers[sa].subtract(tags_of[a])
+                carriers[sa].update(tags_of[b])
+                carriers[sb].subtract(tags_of[b])
+                carriers[sb].update(tags_of[a])
+                assign[a], assign[b] = sb, sa
+        out.append({p.index: assign[p.artist] for p in plans})
+    return out
+
+
 RENDER_RATE = 22050  # everything synthesized lies below 8 kHz; rendered here, then upsampled with soxr
 
 
@@ -245,7 +292,7 @@ def _tsv_text(plans: Sequence[_TrackPlan]) -> str:
 def synthesize_dataset(out_dir: str | os.PathLike[str], *, n_tracks: int = 300, seed: int = 0,
                        min_duration: float = 20.0, max_duration: float = 60.0, sample_rate: int = 44100,
                        workers: int | None = None) -> SynthSummary:
-    """Write a SYNTHETIC dataset in the exact MTG-Jamendo layout (audio/NN/ID.mp3 + splits/split-0/*.tsv).
+    """Write a SYNTHETIC dataset in the exact MTG-Jamendo layout (audio/NN/ID.mp3 + splits/split-{0..4}/*.tsv).
 
     Deterministic for a seed; existing audio files are kept, so an interrupted run continues.
     """
@@ -280,6 +327,10 @@ def synthesize_dataset(out_dir: str | os.PathLike[str], *, n_tracks: int = 300, 
     split_dir = out / "splits" / "split-0"
     for s in SUBSETS:
         write_text(split_dir / f"{DATASET}-{s}.tsv", _tsv_text([p for p in plans if p.subset == s]))
+    for k, subset_of in enumerate(_other_splits(plans, seed, N_SPLITS), start=1):
+        for s in SUBSETS:
+            write_text(out / "splits" / f"split-{k}" / f"{DATASET}-{s}.tsv",
+                       _tsv_text([p for p in plans if subset_of[p.index] == s]))
     write_text(out / f"{DATASET}.tsv", _tsv_text(plans))
     counts = {t: 0 for t in MOODTHEME_TRAIN_COUNTS}
     for p in plans:
@@ -289,7 +340,7 @@ def synthesize_dataset(out_dir: str | os.PathLike[str], *, n_tracks: int = 300, 
     present = [c for c in counts.values() if c]
     imbalance = max(present) / min(present)
     write_text(out / "SYNTHETIC_DATASET.txt", SYNTHETIC_NOTICE + "\nCreated by `focaltag data synth`; "
-               "layout and tag names follow MTG-Jamendo autotagging_moodtheme (split-0 only).\n")
+               "layout and tag names follow MTG-Jamendo autotagging_moodtheme (five splits, split-0 to split-4).\n")
     write_json(out / "synth.json", {
         "notice": SYNTHETIC_NOTICE, "seed": seed, "n_tracks": n_tracks, "min_duration": min_duration,
         "max_duration": max_duration, "sample_rate": sample_rate,

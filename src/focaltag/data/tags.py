@@ -8,6 +8,10 @@ from __future__ import annotations
 
 MOODTHEME_PREFIX = "mood/theme---"
 
+# MTG-Jamendo's four tag sets (file names autotagging_<tagset>-*.tsv); kept here, free of heavy imports, so the
+# command-line parsers can offer them as choices cheaply (focaltag.data.dataset uses them)
+TAGSETS: tuple[str, ...] = ("moodtheme", "genre", "instrument", "top50tags")
+
 # tag -> number of split-0 training tracks carrying it (source: MTG-Jamendo split-0 train TSV)
 MOODTHEME_TRAIN_COUNTS: dict[str, int] = {
     "action": 296, "adventure": 264, "advertising": 363, "background": 404, "ballad": 193, "calm": 267,

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from focaltag.audio.cache import WaveformCache
-from focaltag.audio.chunks import chunk_starts
+from focaltag.audio.chunks import eval_chunks
 from focaltag.data.metadata import TagVocabulary, TrackRecord
 from focaltag.errors import DataError
 
@@ -137,7 +137,5 @@ class EvalChunkDataset(_CachedTracks):
         self.n_chunks = int(n_chunks)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        tid = self.tracks[index].track_id
-        starts = chunk_starts(self.cache.length(tid), self.chunk_samples, self.n_chunks)
-        chunks = np.stack([self.cache.read(tid, s, self.chunk_samples) for s in starts])
+        chunks = eval_chunks(self.cache, self.tracks[index].track_id, self.chunk_samples, self.n_chunks)
         return torch.from_numpy(chunks), torch.from_numpy(self.targets[index])

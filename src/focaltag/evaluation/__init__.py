@@ -18,7 +18,9 @@ from focaltag.evaluation.metrics import (
 from focaltag.evaluation.thresholds import (
     apply_thresholds,
     best_f_thresholds,
+    decide,
     load_thresholds,
+    mediaeval_thresholds,
     save_thresholds,
 )
 
@@ -33,6 +35,8 @@ __all__ = [
     "frequency_groups",
     "load_groups",
     "count_training_tags",
+    "mediaeval_thresholds",
+    "decide",
     "best_f_thresholds",
     "apply_thresholds",
     "save_thresholds",

@@ -10,16 +10,18 @@ import numpy as np
 
 from focaltag.errors import EvaluationError
 from focaltag.evaluation.bootstrap import (
+    INTERVAL_METHOD,
     _check_level,
     _macro_rows,
     bootstrap_macro,
     decision_tag_scores,
-    percentile_interval,
+    normal_interval,
 )
 from focaltag.evaluation.groups import (
     DEFAULT_GROUP_THRESHOLDS,
     align_counts,
     frequency_groups,
+    group_rules,
     parse_group_thresholds,
     resolve_groups,
 )
@@ -30,7 +32,7 @@ from focaltag.evaluation.metrics import (
     per_tag_scores,
     undefined_tags,
 )
-from focaltag.evaluation.thresholds import apply_thresholds, decision_metrics, thresholds_array
+from focaltag.evaluation.thresholds import check_rule, decide, decision_metrics, thresholds_array
 
 __all__ = ["evaluate"]
 
@@ -70,6 +72,7 @@ def evaluate(
     seed: int = 0,
     thresholds: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
     level: float = 0.95,
+    decision_rule: str = "gt",
 ) -> dict:
     """Score a (n_tracks, n_tags) prediction matrix the MediaEval way and return a JSON-ready dict.
 
@@ -80,16 +83,18 @@ def evaluate(
             are 56 columns, else ``tag_000``...)
         train_counts (mapping or sequence, optional): training tracks per tag; adds head/middle/tail
             ``"groups"`` and the ``train_count`` column of ``"per_tag"``. (Default: ``None``)
-        group_thresholds ((int, int)): head is count > first, tail is count <= second. (Default: (550, 200))
+        group_thresholds ((int, int)): head is count > first, tail is count <= second. (Default: the paper's, ``focaltag.data.groups.DEFAULT_GROUP_THRESHOLDS``)
         groups (mapping name -> tags, optional): custom groups, reported alongside (or instead of) the
             frequency groups. (Default: ``None``)
         per_tag (bool): add ``"per_tag"``: PR-AUC, ROC-AUC, positives, train_count per tag. (Default: False)
-        bootstrap (int): resamples for 95% percentile intervals of every macro metric (0 = off).
-            (Default: 0)
+        bootstrap (int): resamples for the intervals of every macro metric (0 = off): point estimate
+            +- z * bootstrap standard error (``ci.method``; see ``focaltag.evaluation.bootstrap``). (Default: 0)
         seed (int): bootstrap seed. (Default: 0)
-        thresholds (mapping or sequence, optional): per-tag decision thresholds (``score >= t``); adds
-            ``precision-``, ``recall-``, ``F-score-`` ``macro``/``micro``. (Default: ``None``)
+        thresholds (mapping or sequence, optional): per-tag decision thresholds; adds ``precision-``,
+            ``recall-``, ``F-score-`` ``macro``/``micro`` and ``"decision_rule"``. (Default: ``None``)
         level (float): confidence level of the intervals. (Default: 0.95)
+        decision_rule (str): ``"gt"`` decides ``score > t`` (the official MediaEval rule), ``"ge"``
+            ``score >= t``. (Default: ``"gt"``)
 
     Returns:
         dict with ``"ROC-AUC-macro"``, ``"PR-AUC-macro"``, ``"ROC-AUC-micro"``, ``"PR-AUC-micro"`` and, when
@@ -99,6 +104,7 @@ def evaluate(
     if isinstance(bootstrap, bool) or int(bootstrap) < 0:
         raise EvaluationError(f"bootstrap must be a number of resamples >= 0, got {bootstrap!r}")
     _check_level(level)
+    check_rule(decision_rule)
     y, s = check_matrices(ground_truth, predictions, tag_names=tag_names)
     names = list(tag_names) if tag_names is not None else default_tag_names(y.shape[1])
     excluded = undefined_tags(y, tag_names=names)
@@ -112,13 +118,15 @@ def evaluate(
 
     decisions = None
     if thresholds is not None:
-        decisions = apply_thresholds(s, thresholds_array(thresholds, names))
+        decisions = decide(s, thresholds_array(thresholds, names), decision_rule)
         dm = decision_metrics(y, decisions, keep=keep)
         result.update({k: v for k, v in dm.items() if k.endswith("macro")})
     result["ROC-AUC-micro"] = roc_micro
     result["PR-AUC-micro"] = pr_micro
     if decisions is not None:
         result.update({k: v for k, v in dm.items() if k.endswith("micro")})
+    if decisions is not None:
+        result["decision_rule"] = decision_rule
     if excluded.any():
         result["excluded_tags"] = [names[j] for j in np.flatnonzero(excluded)]
 
@@ -126,8 +134,7 @@ def evaluate(
     group_map: dict[str, tuple[list[str], str | None]] = {}
     if counts is not None:
         head, tail = parse_group_thresholds(group_thresholds)
-        rules = {"head": f"train count > {head}", "middle": f"{tail} < train count <= {head}",
-                 "tail": f"train count <= {tail}"}
+        rules = group_rules((head, tail))
         for gname, members in frequency_groups(counts, names, thresholds=(head, tail)).items():
             group_map[gname] = (members, rules[gname])
     if groups is not None:
@@ -149,21 +156,26 @@ def evaluate(
         }
 
     if bootstrap:
-        result["ci"] = _bootstrap_ci(y, s, keep, int(bootstrap), seed, level, decisions, group_cols)
+        result["ci"] = _bootstrap_ci(y, s, keep, int(bootstrap), seed, level, decisions, group_cols, result)
         for gname, gci in result["ci"].pop("_groups").items():
             result["groups"][gname]["ci"] = gci
     return result
 
 
+def _point(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: int, seed: int, level: float,
-                  decisions: np.ndarray | None, group_cols: Mapping[str, np.ndarray]) -> dict:
-    """Percentile intervals of every macro metric (and of each group's mean) over shared resamples."""
+                  decisions: np.ndarray | None, group_cols: Mapping[str, np.ndarray], result: Mapping) -> dict:
+    """Normal intervals (point +- z * bootstrap SE) of every macro metric and of each group's mean, the
+    replicates coming from one shared set of resamples; each contains its point estimate by construction."""
     reps, weights = bootstrap_macro(y, s, n_resamples=n_resamples, seed=seed, keep=keep)
-    intervals = {"ROC-AUC-macro": percentile_interval(reps["ROC-AUC-macro"], level),
-                 "PR-AUC-macro": percentile_interval(reps["PR-AUC-macro"], level)}
+    intervals = {m: normal_interval(result[m], reps[m], level) for m in ("ROC-AUC-macro", "PR-AUC-macro")}
     if decisions is not None:
         for metric, per_tag in decision_tag_scores(y, decisions, weights).items():
-            intervals[f"{metric}-macro"] = percentile_interval(_macro_rows(per_tag, keep), level)
+            name = f"{metric}-macro"
+            intervals[name] = normal_interval(result[name], _macro_rows(per_tag, keep), level)
     group_ci = {}
     for gname, cols in group_cols.items():
         if cols.size == 0:
@@ -171,11 +183,12 @@ def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: i
             continue
         mask = np.zeros(y.shape[1], dtype=bool)
         mask[cols] = True
+        entry = result["groups"][gname]
         group_ci[gname] = {
-            "PR-AUC": percentile_interval(_macro_rows(reps["_per_tag_PR-AUC"], mask), level),
-            "ROC-AUC": percentile_interval(_macro_rows(reps["_per_tag_ROC-AUC"], mask), level),
+            m: normal_interval(_point(entry[m]), _macro_rows(reps[f"_per_tag_{m}"], mask), level)
+            for m in ("PR-AUC", "ROC-AUC")
         }
     intervals = {m: [_nan_to_none(v) for v in iv] for m, iv in intervals.items()}
     group_ci = {g: {m: [_nan_to_none(v) for v in iv] for m, iv in gci.items()} for g, gci in group_ci.items()}
-    return {"level": level, "resamples": n_resamples, "seed": seed, "method": "percentile bootstrap over tracks",
+    return {"level": level, "resamples": n_resamples, "seed": seed, "method": INTERVAL_METHOD,
             "intervals": intervals, "_groups": group_ci}

@@ -1,7 +1,8 @@
 """Tag groups for reporting: the paper's head / middle / tail split by training counts, or custom groups.
 
-The paper splits the 56 mood/theme tags by their number of training tracks (split-0 train plus the authors'
-Music4All list): head > 550 tracks, middle 201-550, tail <= 200, which gives 14 / 27 / 15 tags.
+The head / middle / tail rule and its thresholds are defined once, in ``focaltag.data.groups`` (re-exported
+here); this module adds what evaluation needs around it: training counts from metadata files, counts aligned
+to the matrices' columns, and custom groups from YAML.
 """
 
 from __future__ import annotations
@@ -12,50 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
+from focaltag.data.groups import (
+    DEFAULT_GROUP_THRESHOLDS,
+    frequency_groups,
+    group_rules,
+    parse_group_thresholds,
+)
 from focaltag.errors import ConfigError, DataError, EvaluationError
 
 __all__ = [
     "DEFAULT_GROUP_THRESHOLDS",
     "parse_group_thresholds",
     "frequency_groups",
+    "group_rules",
     "load_groups",
     "resolve_groups",
     "count_training_tags",
     "align_counts",
 ]
-
-DEFAULT_GROUP_THRESHOLDS: tuple[int, int] = (550, 200)
-
-
-def parse_group_thresholds(text: str | Sequence[int]) -> tuple[int, int]:
-    """``"550,200"`` -> (550, 200): head above the first, tail at or below the second."""
-    try:
-        parts = [int(p) for p in text.split(",")] if isinstance(text, str) else [int(p) for p in text]
-    except (TypeError, ValueError):
-        raise ConfigError(f"group thresholds must be two integers HEAD,TAIL like 550,200, got {text!r}") from None
-    if len(parts) != 2:
-        raise ConfigError(f"group thresholds must be two integers HEAD,TAIL like 550,200, got {text!r}")
-    head, tail = parts
-    if not head > tail >= 0:
-        raise ConfigError(f"group thresholds need HEAD > TAIL >= 0 (head: count > HEAD, tail: count <= TAIL), "
-                          f"got {head},{tail}")
-    return head, tail
-
-
-def frequency_groups(train_counts: Sequence[int] | np.ndarray, tag_names: Sequence[str], *,
-                     thresholds: Sequence[int] = DEFAULT_GROUP_THRESHOLDS) -> dict[str, list[str]]:
-    """Head (count > HEAD), middle (TAIL < count <= HEAD) and tail (count <= TAIL) tag lists, in column order."""
-    head, tail = parse_group_thresholds(thresholds)
-    counts = np.asarray(train_counts)
-    if counts.shape != (len(tag_names),):
-        raise EvaluationError(f"train_counts must have one count per tag ({len(tag_names)}), got shape "
-                              f"{counts.shape}")
-    return {
-        "head": [t for t, c in zip(tag_names, counts, strict=True) if c > head],
-        "middle": [t for t, c in zip(tag_names, counts, strict=True) if tail < c <= head],
-        "tail": [t for t, c in zip(tag_names, counts, strict=True) if c <= tail],
-    }
-
 
 def resolve_groups(groups: Mapping[str, Sequence[str]], tag_names: Sequence[str], *,
                    source: str = "groups") -> dict[str, list[str]]:

@@ -1,10 +1,15 @@
-"""Per-tag decision thresholds, chosen as in the MediaEval task: the point of each tag's validation
-precision-recall curve with the highest F-score; then precision / recall / F-score of the decisions.
+"""Per-tag decision thresholds and decisions, the MediaEval way; then precision / recall / F-score.
 
-MediaEval's ``calculate_decisions.py`` takes ``thresholds[argmax(F)]`` from sklearn's
-``precision_recall_curve``. That curve's point ``k`` counts tracks with ``score >= thresholds[k]``, so
-focaltag decides ``score >= threshold`` and the chosen F-score is exactly the one reached on validation (the
-MediaEval script used ``>``, which differs only for scores exactly equal to a threshold).
+The official ``calculate_decisions.py`` (MTG/mtg-jamendo-dataset, ``scripts/mediaeval/``) takes, per tag, the
+threshold of scikit-learn's ``precision_recall_curve`` at the maximum F-score (NaN F-scores counted as 0) and
+decides ``prediction > threshold`` (strict). The chosen threshold *is* one of the validation scores, so the
+strict rule leaves out at least the track that defined it: ``>`` and ``>=`` differ on every tag, not only
+for rare ties. focaltag follows the official rule by default (``rule="gt"``) so its F-scores are comparable
+with published MediaEval numbers; ``rule="ge"`` (``score >= threshold``, the rule under which the curve's
+point was counted) stays available explicitly.
+
+Threshold files use the official format, one ``TAG<TAB>VALUE`` line per tag, as written by
+``calculate_decisions.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ import numpy as np
 from focaltag.errors import EvaluationError
 
 __all__ = [
+    "DECISION_RULES",
+    "mediaeval_thresholds",
+    "decide",
+    "check_rule",
     "best_f_thresholds",
     "apply_thresholds",
     "decision_metrics",
@@ -31,15 +40,31 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def best_f_thresholds(y_true: object, y_score: object, *,
-                      tag_names: Sequence[str] | None = None) -> np.ndarray:
-    """Per-tag threshold maximising F-score on (validation) data; ``inf`` (never on) for a tag without
-    positives, with a warning naming it."""
+DECISION_RULES = ("gt", "ge")
+"""``gt``: ``score > threshold`` (the official MediaEval rule, the default); ``ge``: ``score >= threshold``."""
+
+
+def check_rule(rule: str) -> str:
+    """Validate a decision rule name (one error line naming the choices)."""
+    if rule not in DECISION_RULES:
+        raise EvaluationError(f"decision rule must be 'gt' (score > threshold, the official MediaEval rule) "
+                              f"or 'ge' (score >= threshold), got {rule!r}")
+    return rule
+
+
+def mediaeval_thresholds(ground_truth: object, predictions: object, *,
+                         tag_names: Sequence[str] | None = None) -> np.ndarray:
+    """Per-tag thresholds as the official ``calculate_decisions.py`` picks them: the threshold of sklearn's
+    ``precision_recall_curve`` at the maximum F-score, NaN F-scores counted as 0 (first maximum on ties).
+
+    A tag without a positive track gets ``inf`` (never on) with a warning naming it: its curve has no
+    meaningful maximum, and turning such a tag on for every track would only add false positives.
+    """
     from sklearn.metrics import precision_recall_curve
 
     from focaltag.evaluation.metrics import check_matrices
 
-    y, s = check_matrices(y_true, y_score, tag_names=tag_names)
+    y, s = check_matrices(ground_truth, predictions, tag_names=tag_names)
     names = list(tag_names) if tag_names is not None else [f"column {j}" for j in range(y.shape[1])]
     out = np.full(y.shape[1], np.inf)
     for j in range(y.shape[1]):
@@ -50,8 +75,31 @@ def best_f_thresholds(y_true: object, y_score: object, *,
         precision, recall, thr = precision_recall_curve(y[:, j], s[:, j])
         with np.errstate(divide="ignore", invalid="ignore"):
             f = np.nan_to_num(2 * precision * recall / (precision + recall))
-        out[j] = float(thr[int(np.argmax(f[:-1]))])  # the last curve point (recall 0) has no threshold
+        # the curve's last point (recall 0, F 0) has no threshold; it can only win when every F is 0,
+        # and then argmax is 0 anyway, so limiting to f[:-1] picks what the official script picks
+        out[j] = float(thr[int(np.argmax(f[:-1]))])
     return out
+
+
+def best_f_thresholds(y_true: object, y_score: object, *,
+                      tag_names: Sequence[str] | None = None) -> np.ndarray:
+    """Former name of :func:`mediaeval_thresholds` (same values)."""
+    return mediaeval_thresholds(y_true, y_score, tag_names=tag_names)
+
+
+def decide(predictions: object, thresholds: object, rule: str = "gt") -> np.ndarray:
+    """Yes/no decisions per tag: ``predictions > thresholds`` (``rule="gt"``, official) or ``>=`` (``"ge"``).
+
+    ``predictions`` is (n_tracks, n_tags) or (n_tags,); ``thresholds`` is (n_tags,) in the same column order.
+    Everyone in focaltag who turns probabilities into yes/no goes through here, so one rule holds everywhere.
+    """
+    check_rule(rule)
+    p = np.asarray(predictions)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim != 1 or p.shape[-1:] != t.shape:
+        raise EvaluationError(f"decide: need one threshold per tag column; predictions have shape {p.shape}, "
+                              f"thresholds {t.shape}")
+    return np.greater(p, t) if rule == "gt" else np.greater_equal(p, t)
 
 
 def thresholds_array(thresholds: Mapping[str, float] | Sequence[float] | np.ndarray,
@@ -75,9 +123,9 @@ def thresholds_array(thresholds: Mapping[str, float] | Sequence[float] | np.ndar
     return arr
 
 
-def apply_thresholds(y_score: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Binary decisions ``score >= threshold`` per tag, shape (n_tracks, n_tags)."""
-    return np.asarray(y_score) >= np.asarray(thresholds)[None, :]
+def apply_thresholds(y_score: np.ndarray, thresholds: np.ndarray, rule: str = "gt") -> np.ndarray:
+    """Binary decisions per tag, shape (n_tracks, n_tags): :func:`decide` (official strict ``>`` by default)."""
+    return decide(y_score, thresholds, rule)
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,7 +157,7 @@ def decision_metrics(y_true: np.ndarray, decisions: np.ndarray, *,
 
 
 def save_thresholds(path: str | os.PathLike[str], thresholds: Mapping[str, float]) -> None:
-    """Write ``tag<TAB>threshold`` lines (exact float repr, so a reload decides identically)."""
+    """Write the official ``TAG<TAB>VALUE`` lines (exact float repr, so a reload decides identically)."""
     from focaltag._io import write_text
 
     lines = [f"{tag}\t{float(value)!r}\n" for tag, value in thresholds.items()]
@@ -117,7 +165,8 @@ def save_thresholds(path: str | os.PathLike[str], thresholds: Mapping[str, float
 
 
 def load_thresholds(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Read a ``tag<TAB>threshold`` TSV (blank lines, ``#`` comments and a ``tag threshold`` header skipped)."""
+    """Read the official ``TAG<TAB>VALUE`` file (blank lines, ``#`` comments and a ``tag threshold`` header
+    skipped); tags may be full (``mood/theme---happy``) or short names."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"thresholds file not found: {path}; create it with "

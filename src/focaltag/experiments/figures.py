@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from focaltag.data.groups import GROUP_NAMES, group_labels, middle_range
 from focaltag.data.tags import short_tag
 
 __all__ = [
     "GROUP_COLORS",
     "tag_groups",
-    "plot_tag_distribution",
+    "plot_training_distribution",
     "plot_per_tag_pr_auc",
     "plot_validation_curves",
     "plot_group_pr_curves",
@@ -26,7 +27,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GROUP_COLORS = {"head": "#1f77b4", "middle": "#ff7f0e", "tail": "#2ca02c"}
-GROUPS = ("head", "middle", "tail")
+GROUPS = GROUP_NAMES
 
 
 def _pyplot():
@@ -39,14 +40,8 @@ def _pyplot():
 
 
 def tag_groups(counts: Sequence[int] | np.ndarray, thresholds: tuple[int, int]) -> list[str]:
-    """head (count > a), middle (b < count <= a), tail (count <= b) for each tag, as the paper's Table II."""
-    head, tail = thresholds
-    return ["head" if c > head else "tail" if c <= tail else "middle" for c in np.asarray(counts)]
-
-
-def middle_range(head: int, tail: int) -> str:
-    """Train counts of the middle group as text: ``201-550``, or ``3`` when it is a single value."""
-    return f"{tail + 1}" if head == tail + 1 else f"{tail + 1}-{head}"
+    """head / middle / tail for each count, by ``focaltag.data.groups``'s rule (the paper's Table II)."""
+    return group_labels(counts, thresholds)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -66,33 +61,24 @@ def _group_legend(ax: Any, groups: Sequence[str], thresholds: tuple[int, int], *
     ax.legend(handles=handles, **kwargs)
 
 
-def plot_tag_distribution(distributions: Mapping[str, np.ndarray], tag_names: Sequence[str],
-                          thresholds: tuple[int, int], path: Path, *, note: str = "") -> Path:
-    """Fig. 1/2 style: training tracks per tag, sorted by the first distribution, one panel per training set."""
-    plt = _pyplot()
-    names = list(distributions)
-    first = np.asarray(distributions[names[0]])
-    order = np.argsort(-first, kind="stable")
-    labels = [short_tag(tag_names[i]) for i in order]
-    n = len(labels)
-    fig, axes = plt.subplots(len(names), 1, figsize=(max(10.0, 0.22 * n + 2), 3.6 * len(names)), squeeze=False)
-    for ax, name in zip(axes[:, 0], names, strict=True):
-        counts = np.asarray(distributions[name])[order]
-        groups = tag_groups(counts, thresholds)
-        ax.bar(range(n), counts, color=[GROUP_COLORS[g] for g in groups], width=0.8)
-        nz = counts[counts > 0]
-        imbalance = f"{nz.max() / nz.min():.1f}" if nz.size else "n/a"
-        ax.set_title(f"{name}: {int(counts.sum()):,} tag occurrences, imbalance factor {imbalance}", fontsize=11)
-        ax.set_ylabel("training tracks")
-        ax.set_xlim(-0.7, n - 0.3)
-        ax.set_xticks(range(n))
-        ax.set_xticklabels(labels, rotation=90, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        _group_legend(ax, groups, thresholds, loc="upper right", fontsize=9)
-    if note:
-        fig.suptitle(note, fontsize=10, color="#b00")
-    fig.tight_layout()
-    return _save(fig, path)
+def plot_training_distribution(distributions: Mapping[str, np.ndarray], tag_names: Sequence[str],
+                               thresholds: tuple[int, int], path: Path, *, note: str = "") -> Path:
+    """Fig. 1/2 style: training tracks per tag, several training sets stacked.
+
+    Drawn by ``focaltag.data.stats.plot_tag_distribution`` (the same picture as ``focaltag data stats
+    --plot``); this only turns the report's count arrays into the statistics it reads.
+    """
+    from focaltag.data.stats import plot_tag_distribution
+
+    sources = {name: {"tag_counts": {t: int(c) for t, c in zip(tag_names, np.asarray(counts), strict=True)}}
+               for name, counts in distributions.items()}
+    total = np.sum([np.asarray(c) for c in distributions.values()], axis=0)
+    nz = total[total > 0]
+    imbalance = f", imbalance factor {nz.max() / nz.min():.1f}" if nz.size else ""
+    stats = {"sources": sources, "group_thresholds": {"head_above": int(thresholds[0]),
+                                                      "tail_at_most": int(thresholds[1])}}
+    title = f"Training tracks per tag ({len(tag_names)} tags{imbalance})" + (f"\n{note}" if note else "")
+    return plot_tag_distribution(stats, path, title=title, dpi=110)
 
 
 def plot_per_tag_pr_auc(per_tag: Mapping[str, np.ndarray], tag_names: Sequence[str], counts: np.ndarray | None,

@@ -4,6 +4,7 @@ paired bootstrap tests against BCE, cross-validation summaries, figures; ``repor
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from focaltag._io import write_json, write_text
+from focaltag.data.groups import DEFAULT_GROUP_THRESHOLDS, GROUP_NAMES, auto_group_thresholds
 from focaltag.errors import EvaluationError
 from focaltag.experiments import figures
 from focaltag.experiments.spec import TableSpec
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PR, ROC = "PR-AUC-macro", "ROC-AUC-macro"
 METRICS = (PR, ROC, "PR-AUC-micro", "ROC-AUC-micro")
-GROUPS = ("head", "middle", "tail")
+GROUPS = GROUP_NAMES
 # Paper Table IV (MediaEval 2020, TEST split): quoted for orientation only, never recomputed here.
 PUBLISHED_TABLE_IV = (
     ("ensemble all data (paper)", 0.161, 0.781),
@@ -50,23 +52,11 @@ class ReportOptions:
     baseline: str = "bce"  # the system paired tests compare against
     bootstrap: int = 1000
     seed: int = 0
-    group_thresholds: Any = (550, 200)  # (head_above, tail_at_most) or "auto"
+    group_thresholds: Any = DEFAULT_GROUP_THRESHOLDS  # (head_above, tail_at_most) or "auto"
     subset: str = "validation"
     synthetic: bool = False
     title: str = "focaltag experiment report"
     notes: list[str] = field(default_factory=list)
-
-
-def auto_group_thresholds(counts: np.ndarray) -> tuple[int, int]:
-    """Thresholds that keep the paper's shares (14 head and 15 tail tags of 56) on any tag-count profile."""
-    c = np.sort(np.asarray(counts))[::-1]
-    n = len(c)
-    n_head = max(1, round(n * 14 / 56))
-    n_tail = max(1, round(n * 15 / 56))
-    head = int(c[min(n_head, n - 1)])  # tags with more than this are head
-    tail = int(c[n - n_tail])  # tags with at most this are tail
-    tail = min(head, tail)
-    return max(head, tail + 1), tail
 
 
 def default_tables(systems: Sequence[str], ensembles: Mapping[str, Sequence[str]], *, baseline: str,
@@ -84,6 +74,12 @@ def default_tables(systems: Sequence[str], ensembles: Mapping[str, Sequence[str]
     tables["table4"] = TableSpec("ranking", "Table IV: systems ranked by PR-AUC", "", list(systems),
                                  baseline if baseline in systems else None)
     return tables
+
+
+def _ci_method() -> str:
+    from focaltag.evaluation.bootstrap import INTERVAL_METHOD
+
+    return INTERVAL_METHOD
 
 
 def _import_evaluation() -> Any:
@@ -153,11 +149,12 @@ def build_results(systems: Mapping[str, np.ndarray], ground_truth: np.ndarray, *
     thresholds = opts.group_thresholds
     if counts is not None and thresholds == "auto":
         thresholds = auto_group_thresholds(counts)
-    thresholds = tuple(int(t) for t in thresholds) if thresholds != "auto" else (550, 200)
+    thresholds = tuple(int(t) for t in thresholds) if thresholds != "auto" else DEFAULT_GROUP_THRESHOLDS
     labels = dict(labels or {})
     results: dict[str, Any] = {
         "meta": {"title": opts.title, "subset": opts.subset, "n_tracks": int(gt.shape[0]),
                  "n_tags": int(gt.shape[1]), "bootstrap": opts.bootstrap, "seed": opts.seed,
+                 "ci_method": _ci_method() if opts.bootstrap > 0 else None,
                  "baseline": opts.baseline, "synthetic": opts.synthetic, "notes": list(opts.notes),
                  "group_thresholds": list(thresholds), "auto_thresholds": opts.group_thresholds == "auto"},
         "tag_names": tag_names,
@@ -219,9 +216,12 @@ def _f(x: Any, nd: int = 4) -> str:
 
 
 def _with_ci(value: Any, ci: Sequence[float] | None) -> str:
+    """``value [lo, hi]``; the interval is rounded outwards to 3 decimals so the printed interval still
+    contains the printed 4-decimal value (ordinary rounding could print ``0.3138 [0.314, ...]``)."""
     if ci is None or value is None or ci[0] is None:
         return _f(value)
-    return f"{_f(value)} [{_f(ci[0], 3)}, {_f(ci[1], 3)}]"
+    lo, hi = math.floor(ci[0] * 1000 + 1e-9) / 1000, math.ceil(ci[1] * 1000 - 1e-9) / 1000
+    return f"{_f(value)} [{_f(lo, 3)}, {_f(hi, 3)}]"
 
 
 def _p(p: float) -> str:
@@ -334,13 +334,13 @@ def render_report(results: Mapping[str, Any], *, figure_paths: Sequence[str] = (
                "macro PR-AUC / ROC-AUC as scikit-learn `average_precision_score` / `roc_auc_score` "
                "(MediaEval).")
     if meta["bootstrap"] > 0:
-        out.append(f"- 95 % intervals: percentile bootstrap over tracks, {meta['bootstrap']} resamples "
-                   f"(seed {meta['seed']}). Δ columns: paired bootstrap (same resampled tracks for both "
-                   "systems), two-sided p-value; * marks p < 0.05.")
-        if _any_outside_ci(results):
-            out.append("- Some point estimates lie outside their interval: with few positive tracks per tag, "
-                       "resampling duplicates tracks and biases bootstrap PR-AUC upwards; read such intervals "
-                       "as a measure of spread only.")
+        out.append(f"- 95 % intervals: point estimate ± 1.96 bootstrap standard errors (resampling tracks, "
+                   f"{meta['bootstrap']} resamples, seed {meta['seed']}): the range of the score expected on "
+                   "another test set of the same size (coverage measured by bench/coverage.py). Δ columns: "
+                   "paired bootstrap (same resampled tracks for both systems), two-sided p-value from the same "
+                   "standard error; * marks p < 0.05.")
+        if _any_outside_ci(results):  # cannot happen with centred intervals; kept as a guard
+            out.append("- WARNING: some point estimates lie outside their interval; the intervals are invalid.")
     else:
         out.append("- No bootstrap requested: no intervals or paired tests.")
     if meta.get("group_sizes"):
@@ -400,8 +400,8 @@ def make_figures(results: Mapping[str, Any], preds: Mapping[str, np.ndarray], gr
     paths: list[Path] = []
     if counts is not None:
         dists = dict(distributions) if distributions else {"training set": counts}
-        paths.append(figures.plot_tag_distribution(dists, names, thresholds, fig_dir / "tag_distribution.png",
-                                                   note=note))
+        paths.append(figures.plot_training_distribution(dists, names, thresholds,
+                                                        fig_dir / "tag_distribution.png", note=note))
     for tname, table in results["tables"].items():
         if table["kind"] != "metrics":
             continue

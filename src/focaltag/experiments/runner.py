@@ -28,6 +28,7 @@ from focaltag._io import atomic_write, write_json, write_text
 from focaltag.config import to_dict
 from focaltag.errors import ConfigError, FocaltagError
 from focaltag.experiments.spec import ExperimentSpec, ResolvedExperiment, ResolvedRun, resolve_experiment
+from focaltag.training.loss_registry import LOSS_LABELS
 
 __all__ = ["ExperimentResult", "run_experiment", "run_demo_experiment", "default_label", "PAPER_EXPERIMENT"]
 
@@ -36,9 +37,8 @@ log = logging.getLogger(__name__)
 PAPER_EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "paper.yaml"
 SUBSETS = ("validation", "test")
 
-_LABELS = {"bce": "BCE Loss", "focal": "Focal Loss", "focal_loss": "Focal Loss", "cb_focal": "CB Focal Loss",
-           "cb_focal_loss": "CB Focal Loss", "db_focal": "DB Focal Loss", "db_focal_loss": "DB Focal Loss",
-           "asl": "ASL", "ensemble": "Ensemble"}
+# loss labels from the registry; ``*_loss`` are the published matrices' file names (focal_loss_predictions.npy)
+_LABELS = {**LOSS_LABELS, **{f"{n}_loss": label for n, label in LOSS_LABELS.items()}, "ensemble": "Ensemble"}
 _SUFFIXES = {"_class_aware": "class-aware", "_ca": "class-aware", "_mixup": "mixup",
              "_won2020": "3.69 s receptive field", "_jamendo": "Jamendo only"}
 
@@ -96,11 +96,9 @@ def _predict(run_dir: Path, tsv: Path, config: Any, *, n_chunks: int, batch_size
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+    from focaltag.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(name, option="runtime.device")
 
 
 def _cache_dir(config: Any) -> Path:
@@ -123,8 +121,10 @@ def _prepare_tracks(config: Any, tsv: Path) -> None:
         missing = tracks
     if not missing:
         return
+    from focaltag.training.data import audio_dir_of
+
     data = config.data
-    audio = data.audio_dir or (Path(data.dataset_dir) / "audio" if data.dataset_dir else None)
+    audio = audio_dir_of(data)
     if audio is None or not Path(audio).is_dir() or not data.auto_prepare:
         raise ConfigError(f"{len(missing)} tracks of {tsv} are not in the cache {cache_dir}; run `focaltag data "
                           "prepare` for that split, or set data.audio_dir with data.auto_prepare=true")
@@ -149,16 +149,26 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _split_tsvs(config: Any) -> dict[str, Path]:
-    from focaltag.data.metadata import split_files
+    from focaltag.training.data import part_files
 
     data = config.data
     if data.dataset_dir is None:
         raise ConfigError("experiment runs need data.dataset_dir (an MTG-Jamendo-layout folder with "
-                          "splits/split-N/); set it in the base training config")
-    files = split_files(data.dataset_dir, data.split)
-    if data.validation_tsv is not None:
-        files["validation"] = Path(data.validation_tsv)
-    return files
+                          "splits/split-N/, or a folder with tracks.csv); set it in the base training config")
+    return part_files(data)
+
+
+def _check_splits_apply(configs: dict[str, Any], splits: Sequence[int]) -> None:
+    """An own ``tracks.csv`` dataset has one split: cross-validation over ``--splits`` would repeat it."""
+    if len(splits) < 2:
+        return
+    from focaltag.data.dataset import is_own_dataset
+
+    for config in configs.values():
+        root = config.data.dataset_dir
+        if root is not None and is_own_dataset(root):
+            raise ConfigError(f"--splits {','.join(map(str, splits))}: {root} is an own dataset (tracks.csv) with "
+                              "one split; run it without --splits")
 
 
 def _train_config(run: ResolvedRun, split: int) -> Any:
@@ -223,7 +233,7 @@ def _ensure_ground_truth(split_dir: Path, subset: str, tsv: Path, tags: Sequence
         known = tag_file.read_text(encoding="utf-8").split()
         if known != list(tags):
             raise ConfigError(f"the runs of {split_dir} predict different tag lists; every run of an "
-                              "experiment must use the same tags (check data.tag_category)")
+                              "experiment must use the same tags (check data.tagset and data.tag_category)")
     else:
         write_text(tag_file, "\n".join(tags) + "\n")
     path = gt_dir / f"{subset}.npy"
@@ -252,6 +262,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, only: Sequence[
     out.mkdir(parents=True, exist_ok=True)
     data_dir = _prepare_synthetic(res, out)
     configs = {name: _train_config(run, res.splits[0]) for name, run in res.runs.items()}  # fail fast
+    _check_splits_apply(configs, res.splits)
     for split in res.splits:  # every split's files must exist before anything trains
         for name in res.runs:
             _split_tsvs(_train_config(res.runs[name], split))
@@ -324,11 +335,13 @@ def _train_counts(configs: dict[str, Any], split: int, tags: list[str]) -> tuple
 
 
 def _split_tsvs_for(config: Any, split: int) -> dict[str, Path]:
-    from focaltag.data.metadata import split_files
+    import dataclasses
+
+    from focaltag.training.data import part_files
 
     if config.data.train_tsv is not None:
         return {"train": Path(config.data.train_tsv)}
-    return split_files(config.data.dataset_dir, split)
+    return part_files(dataclasses.replace(config.data, split=split))
 
 
 def experiment_report(res: ResolvedExperiment, out: Path, configs: dict[str, Any], *, synthetic: bool,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from focaltag.config import apply_overrides, from_dict, load_yaml, set_dotted, to_dict
+from focaltag.data.groups import DEFAULT_GROUP_THRESHOLDS
 from focaltag.errors import ConfigError
 
 __all__ = [
@@ -104,9 +105,9 @@ class EvaluationSpec:
     bootstrap: int = 1000  # bootstrap resamples for the 95 % intervals and the paired tests (0 = none)
     seed: int = 0
     baseline: str = "bce"  # the run every system is tested against (paired bootstrap)
-    # head: train count > a; tail: <= b (the paper's 550 / 200); "auto" keeps the paper's head/tail shares
-    # (14 and 15 of 56 tags) for datasets far smaller than MTG-Jamendo, such as the synthetic demo
-    group_thresholds: list[int] | Literal["auto"] = field(default_factory=lambda: [550, 200])
+    # head: train count > a; tail: <= b (default: the paper's, focaltag.data.groups); "auto" keeps the paper's
+    # head/tail shares for datasets far smaller than MTG-Jamendo, such as the synthetic demo
+    group_thresholds: list[int] | Literal["auto"] = field(default_factory=lambda: list(DEFAULT_GROUP_THRESHOLDS))
     val_chunks: int = 16
     test_chunks: int = 32
     batch_size: int = 32  # chunks per inference forward pass
@@ -291,8 +292,13 @@ def _set_dotted(mapping: dict[str, Any], key: str, value: Any, where: str) -> No
 def run_config(base: dict[str, Any], preset_set: dict[str, Any], run: RunSpec, *, name: str,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The training-config mapping of one run: base, preset ``set``, ``--set`` overrides, run shortcuts, run
-    ``set`` (later wins)."""
-    cfg = copy.deepcopy(base)
+    ``set`` (later wins). A ``model.name`` set by a later layer drops the base's arguments of another
+    architecture (``width`` of a ResNet base for ``model.name: fcn``)."""
+    from focaltag.training.config import drop_arguments_of_replaced_model, override_model_name
+
+    names = [preset_set.get("model.name"), override_model_name(overrides), run.set.get("model.name")]
+    new_name = next((str(n) for n in reversed(names) if n is not None), None)
+    cfg = drop_arguments_of_replaced_model(copy.deepcopy(base), new_name)
     for key, value in preset_set.items():
         _set_dotted(cfg, key, value, f"preset set {key}")
     cfg = apply_overrides(cfg, overrides)

@@ -24,13 +24,14 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from focaltag.errors import CheckpointError, ConfigError, ModelError
+from focaltag.inference.meta import ModelMeta, model_meta
+from focaltag.inference.precision import Precision, autocast, fp32_modules, keep_fp32, resolve_precision
 
 __all__ = [
     "ENSEMBLE_MANIFEST",
@@ -41,6 +42,7 @@ __all__ = [
     "load_members",
     "check_members",
     "model_meta",
+    "model_label",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,36 +64,20 @@ class Member(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class ModelMeta:
-    """What inference needs to know about a model besides its weights."""
-
-    tag_names: tuple[str, ...]
-    sample_rate: int
-    chunk_samples: int
-
-
-def model_meta(model: Any) -> ModelMeta:
-    """Tag names, sample rate and chunk length from ``model.pretrained_cfg``."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg is None:
-        raise ModelError(f"{type(model).__name__} has no pretrained_cfg; build models with "
-                         "focaltag.create_model or load them with focaltag.load_model")
-    tags = tuple(getattr(cfg, "tag_names", None) or ())
-    if not tags:
-        raise ModelError("the model has no tag names (pretrained_cfg.tag_names is empty); "
-                         "pass tag_names= to create_model")
-    return ModelMeta(tags, int(cfg.sample_rate), int(cfg.chunk_samples))
-
-
 class TorchMember:
-    """A torch model in eval mode, optionally channels_last and/or ``torch.compile``d."""
+    """A torch model in eval mode, optionally channels_last and/or ``torch.compile``d, run in ``precision``.
 
-    def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none") -> None:
+    ``precision`` ``"auto"`` is bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, else float32
+    (:func:`focaltag.inference.precision.resolve_precision`); ``self.precision`` is the resolved one.
+    """
+
+    def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none",
+                 precision: Precision = "auto") -> None:
         import torch
 
         meta = model_meta(model)
         self.name = name
+        self.precision = resolve_precision(precision, device)
         self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
@@ -99,11 +85,16 @@ class TorchMember:
             raise ConfigError(f"optimize must be 'none', 'channels_last' or 'compile', got {optimize!r}")
         if optimize in ("channels_last", "compile"):
             self.model = self.model.to(memory_format=torch.channels_last)
+        # the precision-sensitive layers of known architectures stay float32 under autocast (hooks: no effect
+        # on float32 calls, so ``precision="fp32"`` is bit-identical to a model without them)
+        self.fp32_modules = fp32_modules(self.model) if self.precision == "bf16" and optimize != "compile" else ()
+        self._hooks = keep_fp32(self.model, self.fp32_modules)
         self._fn = torch.compile(self.model, dynamic=False) if optimize == "compile" else self.model
         # a compiled graph is specialised to one batch size: later batches are padded to the first one's size
         self._fixed_batch: int | None = None if optimize == "compile" else 0
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, *, precision: str | None = None) -> np.ndarray:
+        """Sigmoid probabilities of a batch; ``precision`` overrides ``self.precision`` for this call."""
         import torch
 
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -112,13 +103,16 @@ class TorchMember:
             self._fixed_batch = n
         if self._fixed_batch and n != self._fixed_batch:
             if n > self._fixed_batch:
-                return np.concatenate([self(batch[i:i + self._fixed_batch]) for i in range(0, n, self._fixed_batch)])
+                return np.concatenate([self(batch[i:i + self._fixed_batch], precision=precision)
+                                       for i in range(0, n, self._fixed_batch)])
             batch = np.concatenate([batch, np.zeros((self._fixed_batch - n, batch.shape[1]), dtype=np.float32)])
         with torch.inference_mode(), warnings.catch_warnings():
             # inductor notes once that the STFT's complex ops stay in eager mode; nothing for the user to do
             warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             x = torch.from_numpy(batch).to(self.device)
-            return torch.sigmoid(self._fn(x)).float().cpu().numpy()[:n]
+            with autocast(self.device, precision or self.precision):
+                logits = self._fn(x)
+            return torch.sigmoid(logits.float()).cpu().numpy()[:n]
 
 
 def _load_torch(path: Path) -> Any:
@@ -228,10 +222,12 @@ def _expand(spec: Any) -> list[tuple[Any, float]]:
     """One model spec -> [(model-or-path, weight)]; ensemble folders expand to their members."""
     if hasattr(spec, "state_dict") or callable(getattr(spec, "run", None)):
         return [(spec, 1.0)]
-    path = Path(spec)
+    from focaltag.models.catalogue import resolve_spec
+
+    path = Path(resolve_spec(spec))  # a catalogue name -> its cached path, pulled on first use
     if not path.exists():
         raise CheckpointError(f"model not found: {path}; pass a checkpoint (.pt), a run folder, an ensemble "
-                              "folder or an .onnx file")
+                              "folder, an .onnx file or a catalogue name ('focaltag models list')")
     from focaltag.inference.files import AUDIO_EXTENSIONS
 
     if path.suffix.lower() in AUDIO_EXTENSIONS:
@@ -246,11 +242,36 @@ def _expand(spec: Any) -> list[tuple[Any, float]]:
     return [(path, 1.0)]
 
 
+def model_label(specs: Any) -> str:
+    """What ``tag --format json`` calls the model: the catalogue name, else the checkpoint's file name (or the
+    run / ensemble folder's name); several are joined with ``+``."""
+    if isinstance(specs, (str, os.PathLike)) or not isinstance(specs, Sequence):
+        specs = [specs]
+    names = []
+    for spec in specs:
+        if isinstance(spec, (str, os.PathLike)):
+            names.append(Path(spec).name)
+        else:
+            names.append(str(getattr(spec, "catalogue_name", None) or getattr(spec, "model_name", None)
+                             or type(spec).__name__))
+    return "+".join(names)
+
+
 def load_members(specs: Any, *, runtime: Runtime = "torch", device: str = "cpu",
-                 optimize: Optimize = "none") -> tuple[list[Member], np.ndarray]:
-    """Resolve model specs (models, paths, ensemble dirs, ``.onnx`` files) into members and normalised weights."""
+                 optimize: Optimize = "none", precision: Precision = "auto") -> tuple[list[Member], np.ndarray]:
+    """Resolve model specs (models, paths, ensemble dirs, ``.onnx`` files) into members and normalised weights.
+
+    Torch members run in ``precision`` (see :class:`TorchMember`); onnxruntime members always in float32.
+    """
     if runtime not in ("torch", "onnx"):
         raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if runtime == "onnx" and precision == "bf16":
+        raise ConfigError("precision bf16 needs the torch runtime (onnxruntime runs float32); use --precision auto "
+                          "or fp32 with --runtime onnx")
+    if runtime == "torch":
+        from focaltag.devices import resolve_device
+
+        device = resolve_device(device)  # one line for 'gpu', or cuda on a CPU-only machine
     if isinstance(specs, (str, os.PathLike)) or not isinstance(specs, Sequence):
         specs = [specs]
     if not specs:
@@ -261,7 +282,7 @@ def load_members(specs: Any, *, runtime: Runtime = "torch", device: str = "cpu",
         name = str(item) if isinstance(item, Path) else f"model {i}"
         is_onnx = isinstance(item, Path) and item.suffix.lower() == ".onnx"
         if runtime == "onnx":
-            from focaltag.inference.export import OnnxMember
+            from focaltag.inference.onnx_model import OnnxMember
 
             if is_onnx:
                 members.append(OnnxMember.from_file(item))
@@ -273,7 +294,7 @@ def load_members(specs: Any, *, runtime: Runtime = "torch", device: str = "cpu",
             raise ConfigError(f"{item} is an ONNX model; tag it with runtime='onnx' (--runtime onnx)")
         else:
             model = _load_torch(item) if isinstance(item, Path) else item
-            members.append(TorchMember(model, name=name, device=device, optimize=optimize))
+            members.append(TorchMember(model, name=name, device=device, optimize=optimize, precision=precision))
     check_members(members)
     weights = np.asarray([w for _, w in expanded], dtype=np.float64)
     return members, weights / weights.sum()

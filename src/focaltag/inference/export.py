@@ -1,220 +1,27 @@
-"""ONNX export (waveform chunks -> probabilities, dynamic batch) and the onnxruntime path of the tagger.
+"""``focaltag export``: a model, checkpoint, run folder or ensemble folder -> one ONNX file.
 
-The graph is the whole model, log-mel front end included: input ``waveform`` float32 (batch, chunk_samples) at
-the model's sample rate, output ``probabilities`` float32 (batch, n_tags) after the sigmoid; an ensemble exports
-as one graph computing the weighted mean of its members' probabilities. torch.onnx's dynamo exporter
-(needs onnxscript) writes the STFT at opset 18. The model's tag names, sample rate and chunk length are stored
-in the ONNX metadata (``focaltag.tag_names`` as JSON, ``focaltag.sample_rate``, ``focaltag.chunk_samples``),
-so an ``.onnx`` file alone is enough to tag with ``--runtime onnx``.
+The graph and the onnxruntime member live in ``focaltag.inference.onnx_model``; this module only resolves the
+model specs with the ensemble loader and hands the torch models over. It checks the ONNX extra before anything
+imports ``onnx``, so a missing extra is one line naming ``pip install 'focaltag[onnx]'``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import os
-import warnings
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
+from focaltag.inference.onnx_model import (
+    INSTALL_HINT,
+    ONNX_OPSET,
+    OnnxMember,
+    cached_onnx,
+    onnx_cache_dir,
+    require_onnx,
+    write_onnx,
+)
 
-from focaltag.errors import CheckpointError, ConfigError, ModelError
-from focaltag.inference.ensemble import ModelMeta, model_meta
-
-__all__ = ["export_onnx", "OnnxMember", "require_onnx", "cached_onnx", "onnx_cache_dir", "ONNX_OPSET"]
-
-logger = logging.getLogger(__name__)
-
-ONNX_OPSET = 18  # the first opset with an STFT the exporter can emit
-INPUT_NAME, OUTPUT_NAME = "waveform", "probabilities"
-_INSTALL_HINT = "pip install 'focaltag[onnx]'"
-
-
-def require_onnx(*, export: bool = False) -> Any:
-    """Import onnxruntime (and onnx/onnxscript for export) or raise one line saying how to install them."""
-    names = ("onnxruntime", "onnx", "onnxscript") if export else ("onnxruntime",)
-    for name in names:
-        try:
-            __import__(name)
-        except ImportError:
-            raise ConfigError(f"the ONNX {'export' if export else 'runtime'} needs {name}, which is not "
-                              f"installed; {_INSTALL_HINT}") from None
-    import onnxruntime
-
-    return onnxruntime
-
-
-class _MeanProbabilities:
-    """Factory for the exported module (kept lazy so importing this file does not import torch)."""
-
-    @staticmethod
-    def build(models: Sequence[Any], weights: Sequence[float]) -> Any:
-        import torch
-        from torch import nn
-
-        class MeanProbabilities(nn.Module):
-            """Weighted mean of the members' sigmoid probabilities."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.members = nn.ModuleList(models)
-                self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32), persistent=False)
-
-            def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-                out = self.weights[0] * torch.sigmoid(self.members[0](waveform))
-                for i in range(1, len(self.members)):
-                    out = out + self.weights[i] * torch.sigmoid(self.members[i](waveform))
-                return out
-
-        return MeanProbabilities().eval()
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs torchvision notes and deprecation warnings that say nothing to a focaltag user."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration",
-                                               "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) -> Any:
-    """Export ``models`` (already in eval mode, on CPU) as one ONNX ModelProto with focaltag metadata."""
-    require_onnx(export=True)
-    import onnx
-    import torch
-
-    module = _MeanProbabilities.build(models, weights)
-    example = torch.zeros(2, meta.chunk_samples)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        opset_version=ONNX_OPSET, verbose=False)
-    except Exception as err:  # exporter failures come as many types; one line with the cause
-        raise ModelError(f"ONNX export failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})") from None
-    proto = program.model_proto
-    onnx.helper.set_model_props(proto, {
-        "focaltag.tag_names": json.dumps(list(meta.tag_names)),
-        "focaltag.sample_rate": str(meta.sample_rate),
-        "focaltag.chunk_samples": str(meta.chunk_samples),
-        "focaltag.output": "sigmoid probabilities, weighted mean over members",
-    })
-    return proto
-
-
-def _session(model: bytes | str, threads: int | None = None) -> Any:
-    ort = require_onnx()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # idle threads sleep instead of spinning: the decoding thread (and other processes) get the cores
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-class OnnxMember:
-    """An onnxruntime session behaving like a tagger member (chunks -> probabilities)."""
-
-    def __init__(self, session: Any, meta: ModelMeta, *, name: str = "onnx") -> None:
-        self.session, self.name = session, name
-        self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> OnnxMember:
-        """Open an ``.onnx`` file written by :func:`export_onnx`."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"ONNX model not found: {path}")
-        try:
-            session = _session(str(path))
-        except ConfigError:
-            raise
-        except Exception as err:
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0][:160]})") from None
-        props = session.get_modelmeta().custom_metadata_map
-        try:
-            meta = ModelMeta(tuple(json.loads(props["focaltag.tag_names"])), int(props["focaltag.sample_rate"]),
-                             int(props["focaltag.chunk_samples"]))
-        except (KeyError, ValueError):
-            raise CheckpointError(f"{path}: no focaltag metadata (tag names, sample rate); export it with "
-                                  "'focaltag export --model M --onnx OUT.onnx'") from None
-        return cls(session, meta, name=str(path))
-
-    @classmethod
-    def from_torch(cls, model: Any, *, name: str = "model") -> OnnxMember:
-        """Export a torch model in memory and open it in onnxruntime (takes a few seconds)."""
-        meta = model_meta(model)
-        proto = _to_proto([model.eval().cpu()], [1.0], meta)
-        return cls(_session(proto.SerializeToString()), meta, name=name)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str]) -> OnnxMember:
-        """Open a torch checkpoint (file or run dir) in onnxruntime, exporting it once into the ONNX cache."""
-        cached = cached_onnx(path)
-        if cached is not None:
-            return cls.from_file(cached)
-        from focaltag.models import load_model
-
-        return cls.from_torch(load_model(path), name=str(path))
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-
-
-def onnx_cache_dir() -> Path:
-    """Where exported checkpoints are kept: ``$FOCALTAG_CACHE_DIR/onnx``, else ``$XDG_CACHE_HOME/focaltag/onnx``
-    (``~/.cache/focaltag/onnx``)."""
-    root = os.environ.get("FOCALTAG_CACHE_DIR")
-    if root:
-        return Path(root) / "onnx"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "focaltag" / "onnx"
-
-
-def cached_onnx(path: str | os.PathLike[str]) -> Path | None:
-    """The ONNX export of checkpoint ``path``, made on first use and keyed by the checkpoint's sha256 (and the
-    torch / focaltag versions); ``None`` when the cache folder cannot be written (export in memory instead)."""
-    import hashlib
-
-    import torch
-
-    from focaltag._version import __version__
-    from focaltag.models import resolve_checkpoint_path
-
-    file = resolve_checkpoint_path(path)
-    digest = hashlib.sha256()
-    with file.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(f"torch={torch.__version__};focaltag={__version__};opset={ONNX_OPSET}".encode())
-    target = onnx_cache_dir() / f"{digest.hexdigest()[:32]}.onnx"
-    if target.is_file():
-        logger.debug("using cached ONNX export %s", target)
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        logger.warning("cannot create the ONNX cache %s (%s); exporting in memory", target.parent, err)
-        return None
-    logger.info("exporting %s to ONNX once (cached in %s)", file, target.parent)
-    export_onnx(file, target)
-    return target
+__all__ = ["export_onnx", "OnnxMember", "require_onnx", "cached_onnx", "onnx_cache_dir", "ONNX_OPSET",
+           "INSTALL_HINT"]
 
 
 def export_onnx(model_or_models: Any, path: str | os.PathLike[str], *, check: bool = True,
@@ -224,31 +31,12 @@ def export_onnx(model_or_models: Any, path: str | os.PathLike[str], *, check: bo
     With ``check`` the ONNX output on a random batch of 3 chunks is compared to torch and a difference above
     ``atol`` raises ModelError (the file is not kept).
     """
-    import onnx
-
-    from focaltag._io import atomic_write
-    from focaltag.inference.ensemble import TorchMember, load_members
-
     require_onnx(export=True)
+    from focaltag.inference.ensemble import TorchMember, load_members
+    from focaltag.inference.meta import ModelMeta
+
     members, weights = load_members(model_or_models, runtime="torch")
     torch_members = [m for m in members if isinstance(m, TorchMember)]
     meta = ModelMeta(members[0].tag_names, members[0].sample_rate, members[0].chunk_samples)
-    models = [m.model.cpu().eval() for m in torch_members]
-    proto = _to_proto(models, [float(w) for w in weights], meta)
-    data = proto.SerializeToString()
-    result: dict[str, Any] = {"path": str(path), "n_tags": len(meta.tag_names), "members": len(models),
-                              "opset": ONNX_OPSET, "max_abs_diff": None}
-    if check:
-        rng = np.random.default_rng(seed)
-        batch = (0.1 * rng.standard_normal((3, meta.chunk_samples))).astype(np.float32)
-        got = _session(data).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        want = sum(w * m(batch) for m, w in zip(torch_members, weights, strict=True))
-        diff = float(np.abs(got - want).max())
-        result["max_abs_diff"] = diff
-        if not diff <= atol:
-            raise ModelError(f"ONNX output differs from torch by {diff:.2e} (> atol={atol:g}); not writing {path}")
-    with atomic_write(path, "wb") as fh:
-        fh.write(data)
-    onnx.checker.check_model(str(path))
-    logger.info("exported %s (%d tags, %d member(s), opset %d)", path, len(meta.tag_names), len(models), ONNX_OPSET)
-    return result
+    return write_onnx([m.model for m in torch_members], [float(w) for w in weights], meta, path,
+                      check=check, atol=atol, seed=seed)

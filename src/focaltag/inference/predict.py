@@ -25,29 +25,18 @@ def _open_cache(cache: Any) -> Any:
     return WaveformCache(cache)
 
 
-def _track_chunks(cache: Any, track_id: str, chunk: int, n_chunks: int) -> np.ndarray:
-    """The evaluation chunks of one cached track (the positions ``EvalChunkDataset`` uses)."""
-    from focaltag.audio.chunks import chunk_starts, pad_to
-
-    length = int(cache.length(track_id))
-    starts = chunk_starts(length, chunk, n_chunks)
-    out = np.empty((len(starts), chunk), dtype=np.float32)
-    for i, s in enumerate(starts):
-        n = min(chunk, max(length - s, 0))
-        out[i] = pad_to(np.asarray(cache.read(track_id, s, n), dtype=np.float32), chunk)
-    return out
-
-
 def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks: int = 32, *,
-                  batch_size: int = 32, runtime: str = "torch", device: str = "cpu",
+                  batch_size: int = 32, runtime: str = "torch", device: str = "cpu", precision: str = "auto",
                   tagger: Any = None) -> tuple[np.ndarray, list[str]]:
     """Score every track of a split TSV: ``(matrix float32 (n_tracks, n_tags), track_ids)``.
 
     Rows follow the TSV's row order, columns the canonical tag order (sorted full names); each entry is the
     mean sigmoid probability over ``n_chunks`` evenly spaced chunks (and over ensemble members). Every track
-    must be in the cache (``focaltag data prepare``).
+    must be in the cache (``focaltag data prepare``). ``precision`` as :class:`~focaltag.inference.Tagger`'s
+    (``"auto"``: bf16 on CPUs with AMX / AVX512-BF16).
     """
     from focaltag._progress import progress
+    from focaltag.audio.chunks import eval_chunks
     from focaltag.data.metadata import read_tracks
     from focaltag.inference.tagger import Tagger
 
@@ -59,7 +48,10 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
     if missing:
         raise DataError(f"{len(missing)} of {len(tracks)} tracks of {tsv} are not in the cache (e.g. {missing[0]}); "
                         "run 'focaltag data prepare' for this split first")
-    tagger = tagger or Tagger(models, n_chunks=n_chunks, batch_size=batch_size, runtime=runtime, device=device)
+    tagger = tagger or Tagger(models, n_chunks=n_chunks, batch_size=batch_size, runtime=runtime, device=device,
+                              precision=precision)
+    logger.info("predicting %d tracks with %d model(s), %d chunks per track, precision %s", len(tracks),
+                len(tagger.members), n_chunks, tagger.precision)
     canonical = sorted(tagger.tag_names)
     columns = [tagger.tag_names.index(t) for t in canonical]
     chunk = tagger.chunk_samples
@@ -71,7 +63,7 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
         parts: list[np.ndarray] = []
         size = 0
         for row, rec in enumerate(tracks):
-            chunks = _track_chunks(cache, rec.track_id, chunk, n_chunks)
+            chunks = eval_chunks(cache, rec.track_id, chunk, n_chunks)
             owners.append((row, len(chunks)))
             parts.append(chunks)
             size += len(chunks)

@@ -15,23 +15,17 @@ import logging
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from focaltag.audio.chunks import cut_chunks
 from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagError
-from focaltag.inference.chunking import (
-    ChunkPlan,
-    ReadMethod,
-    chunks_from_waveform,
-    iter_chunks,
-    plan_file,
-    plan_starts,
-)
-from focaltag.inference.ensemble import Optimize, Runtime, load_members
+from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks, plan_file, plan_starts
+from focaltag.inference.ensemble import Optimize, Runtime, load_members, model_label
+from focaltag.inference.precision import Precision
 
 __all__ = ["Tagger", "TagResult", "TagFailure"]
 
@@ -44,7 +38,7 @@ class TagResult:
 
     ``probabilities`` maps every tag to its track-level probability (mean over chunks and models);
     ``chunk_probabilities`` (n_chunks, n_tags) and ``chunk_times`` (chunk start seconds) make a taggram;
-    ``decisions`` maps each tag to ``probability >= threshold`` when the tagger has thresholds.
+    ``decisions`` maps each tag to ``probability > threshold`` (the MediaEval rule) given thresholds.
     """
 
     file: str
@@ -56,6 +50,8 @@ class TagResult:
     chunk_times: np.ndarray = field(repr=False)
     chunk_seconds: float = 0.0
     decisions: dict[str, bool] | None = None
+    precision: str = "fp32"  # the network's precision: "bf16" (autocast) or "fp32"
+    model: str = ""  # the catalogue name or the checkpoint's file name ("+"-joined for several)
     ok: bool = field(default=True, init=False)
 
     def as_array(self) -> np.ndarray:
@@ -70,6 +66,7 @@ class TagFailure:
     file: str
     error: str
     exception: Exception | None = field(default=None, repr=False, compare=False)
+    model: str = ""
     ok: bool = field(default=False, init=False)
 
 
@@ -86,12 +83,23 @@ def _resolve_thresholds(thresholds: Any, tag_names: Sequence[str]) -> np.ndarray
     return thresholds_array(thresholds, tag_names)
 
 
+BF16_RECHECK_MARGIN = 0.006
+"""Probability gap under which a bf16 result is recomputed in float32 (see ``Tagger``'s ``recheck_margin``).
+
+On the six shared recordings bf16 moved a track's probabilities by at most 2.4e-3 with Won et al.'s FCN and 1.2e-3
+with Musicnn (the paper ResNet, random init: 5e-5), so two probabilities more than 0.006 apart keep their order
+(``tests/integration/test_precision.py`` asserts it); CRNN moved them by 6.2e-3, beyond that bound. About 1 track
+in 3 of the trained models is a close call (``bench/tag.py`` reports the rate and the cost)."""
+
+
 class _Pending:
     """Accumulates one file's chunk probabilities until every chunk has been through every model."""
 
-    def __init__(self, index: int, source: str, plan: ChunkPlan | None, n_tags: int) -> None:
-        self.index, self.source, self.plan = index, source, plan
+    def __init__(self, index: int, source: str, plan: ChunkPlan | None, n_tags: int,
+                 wave: np.ndarray | None = None) -> None:
+        self.index, self.source, self.plan, self.wave = index, source, plan, wave
         self.error: Exception | None = None
+        self.rechecked = False
         n = plan.n_chunks if plan else 0
         self.probs = np.zeros((n, n_tags), dtype=np.float64)
         self.remaining = n
@@ -109,20 +117,32 @@ class Tagger:
         batch_size (int): chunks per forward pass; chunks of several files share a batch. (Default: ``16``)
         runtime (str): ``"torch"`` or ``"onnx"`` (onnxruntime; needs ``pip install 'focaltag[onnx]'``).
         device (str): torch device. (Default: ``"cpu"``)
-        optimize (str): ``"none"``, ``"channels_last"`` (~1.3x faster on CPU, same outputs to 1e-7) or
-            ``"compile"`` (channels_last + ``torch.compile``; a one-off compilation of about a minute). The
-            model is put in eval mode and converted in place. (Default: ``"channels_last"``)
+        optimize (str): ``"none"``, ``"channels_last"`` (same outputs to 1e-7; measured 0.9x of ``none`` on
+            CPU, so not the default) or ``"compile"`` (channels_last + ``torch.compile``; a one-off compilation of
+            about a minute). The model is put in eval mode and converted in place. (Default: ``"none"``)
+        precision (str): ``"auto"`` (bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, where its
+            forward is up to ~3x faster, probabilities within ~2e-3; float32 elsewhere), ``"bf16"`` or ``"fp32"``. The resolved
+            value is ``self.precision`` and every result's ``precision``. (Default: ``"auto"``)
         thresholds: per-tag decision thresholds (dict, a file from ``focaltag evaluate --save-thresholds``,
             or one number); adds ``decisions`` to every result. (Default: ``None``)
         top_k (int): length of ``TagResult.top``. (Default: ``5``)
         read (str): how files are read: ``"auto"`` (seek when possible), ``"seek"``, ``"stream"``, ``"whole"``.
-        prefetch (bool): decode the next file in a background thread while the network runs. (Default: ``True``)
+        prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
+            calling thread (as ``workers=0``). (Default: ``True``)
+        workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
+            bounded by a queue of about two batches of chunks plus one file being read per worker.
+            (Default: ``1``)
+        recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
+            probability gap smaller than this is read again and recomputed in float32, so bf16 never changes
+            the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. ``0`` turns
+            it off. (Default: ``BF16_RECHECK_MARGIN`` = 0.006)
     """
 
     def __init__(self, model_or_models: Any, *, n_chunks: int = 16, hop_seconds: float | None = None,
                  batch_size: int = 16, runtime: Runtime = "torch", device: str = "cpu",
-                 optimize: Optimize = "channels_last", thresholds: Any = None, top_k: int = 5,
-                 read: ReadMethod = "auto", prefetch: bool = True) -> None:
+                 optimize: Optimize = "none", precision: Precision = "auto", thresholds: Any = None,
+                 top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 1,
+                 recheck_margin: float = BF16_RECHECK_MARGIN) -> None:
         if n_chunks < 1:
             raise ConfigError(f"n_chunks must be >= 1, got {n_chunks}")
         if hop_seconds is not None and not hop_seconds > 0:
@@ -133,17 +153,30 @@ class Tagger:
             raise ConfigError(f"top_k must be >= 0, got {top_k}")
         if read not in ("auto", "seek", "stream", "whole"):
             raise ConfigError(f"read must be 'auto', 'seek', 'stream' or 'whole', got {read!r}")
-        self.members, self.weights = load_members(model_or_models, runtime=runtime, device=device, optimize=optimize)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"workers must be an integer >= 0 (decoding threads), got {workers!r}")
+        if not 0 <= recheck_margin < 1:
+            raise ConfigError(f"recheck_margin must be in [0, 1), got {recheck_margin}")
+        self.members, self.weights = load_members(model_or_models, runtime=runtime, device=device, optimize=optimize,
+                                                  precision=precision)
+        self.precision: str = "+".join(sorted({getattr(m, "precision", "fp32") for m in self.members}))
+        self.model_name: str = model_label(model_or_models)
         first = self.members[0]
         self.tag_names: tuple[str, ...] = first.tag_names
         self.sample_rate, self.chunk_samples = first.sample_rate, first.chunk_samples
         self.n_chunks, self.hop_seconds, self.batch_size = n_chunks, hop_seconds, batch_size
         self.top_k, self.read, self.prefetch = top_k, read, prefetch
+        self.workers = workers if prefetch else 0
+        self.recheck_margin = float(recheck_margin)
+        self.n_rechecked = 0  # bf16 results recomputed in float32 so far (bench/tag.py reports the rate)
         self.thresholds = _resolve_thresholds(thresholds, self.tag_names)
 
     # -- the network ---------------------------------------------------------------------------------------
-    def predict_chunks(self, chunks: np.ndarray) -> np.ndarray:
-        """Ensemble probabilities (n, n_tags) of waveform chunks (n, chunk_samples) at ``sample_rate``."""
+    def predict_chunks(self, chunks: np.ndarray, *, precision: str | None = None) -> np.ndarray:
+        """Ensemble probabilities (n, n_tags) of waveform chunks (n, chunk_samples) at ``sample_rate``.
+
+        ``precision="fp32"`` runs bf16 members in float32 for this call (the close-call re-check).
+        """
         chunks = np.asarray(chunks, dtype=np.float32)
         if chunks.ndim != 2 or chunks.shape[1] != self.chunk_samples:
             raise DataError(f"chunks must have shape (n, {self.chunk_samples}), got {chunks.shape}")
@@ -151,8 +184,42 @@ class Tagger:
         for lo in range(0, len(chunks), self.batch_size):
             batch = chunks[lo:lo + self.batch_size]
             for member, weight in zip(self.members, self.weights, strict=True):
-                out[lo:lo + len(batch)] += weight * member(batch)
+                if precision is not None and getattr(member, "precision", "fp32") != precision:
+                    run: Any = member  # a TorchMember: only it has a precision to override
+                    out[lo:lo + len(batch)] += weight * run(batch, precision=precision)
+                else:
+                    out[lo:lo + len(batch)] += weight * member(batch)
         return out
+
+    # -- bf16 close calls ----------------------------------------------------------------------------------
+    def _close_call(self, track: np.ndarray) -> bool:
+        """True when bf16 rounding could change the top-k order or a decision of this track."""
+        margin = self.recheck_margin
+        if margin <= 0 or "bf16" not in self.precision:
+            return False
+        if self.top_k > 0 and track.size > 1:
+            top = np.sort(track)[::-1][: self.top_k + 1]
+            if float(np.min(top[:-1] - top[1:])) < margin:
+                return True
+        return self.thresholds is not None and bool(np.any(np.abs(track - self.thresholds) < margin))
+
+    def _recheck(self, item: _Pending) -> None:
+        """Read ``item`` again and recompute its chunk probabilities in float32."""
+        plan = item.plan
+        assert plan is not None
+        try:
+            if item.wave is not None:
+                pairs = cut_chunks(item.wave, plan.starts, plan.chunk_samples)
+            else:
+                pairs = iter_chunks(plan, method=self.read)
+            chunks = dict(pairs)
+            item.probs = self.predict_chunks(np.stack([chunks[i] for i in range(plan.n_chunks)]), precision="fp32")
+            item.rechecked = True
+            self.n_rechecked += 1
+        except FocaltagError as err:
+            item.error = err
+        except (OSError, RuntimeError, ValueError, TypeError, EOFError) as err:
+            item.error = AudioDecodeError(f"cannot decode {item.source}: {type(err).__name__}: {err}".splitlines()[0])
 
     # -- planning ------------------------------------------------------------------------------------------
     @property
@@ -161,24 +228,9 @@ class Tagger:
 
     def _plan_waveform(self, wave: Any, sr: int | None, name: str) -> tuple[ChunkPlan, np.ndarray]:
         """Mono float32 at the model rate plus its chunk plan."""
-        if sr is None:
-            raise ConfigError("sr is required when tagging a waveform (its sample rate in Hz)")
-        if hasattr(wave, "detach"):
-            wave = wave.detach().cpu().numpy()
-        wave = np.asarray(wave, dtype=np.float32)
-        if wave.ndim == 2:
-            if wave.shape[0] > 8:
-                raise DataError(f"waveform must be (samples,) or (channels, samples), got shape {wave.shape}; "
-                                "transpose a (samples, channels) array")
-            wave = wave.mean(axis=0)
-        if wave.ndim != 1 or wave.size == 0:
-            raise DataError(f"waveform must be a non-empty 1-D or (channels, samples) array, got shape {wave.shape}")
-        if not np.all(np.isfinite(wave)):
-            raise DataError("waveform contains NaN or inf samples")
-        if int(sr) != self.sample_rate:
-            import soxr
+        from focaltag.audio.decode import mono_at_rate
 
-            wave = soxr.resample(wave, int(sr), self.sample_rate).astype(np.float32, copy=False)
+        wave = mono_at_rate(wave, sr, self.sample_rate)
         starts = plan_starts(len(wave), self.chunk_samples, n_chunks=self.n_chunks, hop_samples=self.hop_samples)
         return ChunkPlan(name, self.sample_rate, len(wave), self.chunk_samples, tuple(starts)), wave
 
@@ -199,13 +251,14 @@ class Tagger:
     def tag_many(self, inputs: Iterable[Any], *, sr: int | None = None) -> Iterator[TagResult | TagFailure]:
         """Tag many files in input order; a file that fails becomes a ``TagFailure`` and the rest go on.
 
-        Chunks of consecutive files share forward passes, and the next file is decoded while the
-        network runs, so many short files go as fast as a few long ones.
+        ``workers`` threads decode the next files while the network runs; chunks of whichever files are ready
+        share forward passes, so many short files go as fast as a few long ones and a slow file does not
+        leave the network idle. Results still come out in input order.
         """
         n_tags = len(self.tag_names)
-        pending: deque[_Pending] = deque()
         by_index: dict[int, _Pending] = {}
         batch: list[tuple[_Pending, int, np.ndarray]] = []
+        next_out = 0  # index of the next result to yield
 
         def run_batch() -> None:
             if not batch:
@@ -216,25 +269,24 @@ class Tagger:
                 item.remaining -= 1
             batch.clear()
 
-        def drain(final: bool) -> Iterator[TagResult | TagFailure]:
-            while pending and (final or pending[0].error is not None
-                               or (pending[0].produced and pending[0].remaining == 0)):
-                item = pending.popleft()
-                by_index.pop(item.index, None)
+        def drain() -> Iterator[TagResult | TagFailure]:
+            nonlocal next_out
+            while (item := by_index.get(next_out)) is not None and (
+                    item.error is not None or (item.produced and item.remaining == 0)):
+                del by_index[next_out]
+                next_out += 1
+                if item.error is None and self._close_call(item.probs.mean(axis=0)):
+                    self._recheck(item)
                 yield self._finish(item)
 
         for event in self._events(inputs, sr):
             kind, index = event[0], event[1]
             if kind == "start":
-                item = _Pending(index, event[2].source, event[2], n_tags)
-                pending.append(item)
-                by_index[index] = item
+                by_index[index] = _Pending(index, event[2].source, event[2], n_tags, event[3])
             elif kind == "fail":
                 item = by_index.get(index)
                 if item is None:
-                    item = _Pending(index, event[2], None, n_tags)
-                    pending.append(item)
-                    by_index[index] = item
+                    item = by_index[index] = _Pending(index, event[2], None, n_tags)
                 item.error = event[3]
                 batch[:] = [b for b in batch if b[0] is not item]
             elif kind == "chunk":
@@ -243,22 +295,24 @@ class Tagger:
                     run_batch()
             elif kind == "end":
                 by_index[index].produced = True
-            yield from drain(final=False)
+            yield from drain()
         run_batch()
-        yield from drain(final=True)
+        yield from drain()
 
     # -- internals -----------------------------------------------------------------------------------------
     def _read_one(self, index: int, item: Any, sr: int | None) -> Iterator[tuple]:
-        """Events for one input: ("start", i, plan), ("chunk", i, ci, chunk)..., ("end", i) or ("fail", i, name, msg)."""
+        """Events for one input: ("start", i, plan, wave | None), ("chunk", i, ci, chunk)..., ("end", i) or
+        ("fail", i, name, error)."""
         name = str(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {index}>"
         try:
+            wave = None
             if isinstance(item, (str, os.PathLike)):
                 plan = self.plan(item)
                 chunks = iter_chunks(plan, method=self.read)
             else:
                 plan, wave = self._plan_waveform(item, sr, name)
-                chunks = chunks_from_waveform(wave, plan.starts, plan.chunk_samples)
-            yield ("start", index, plan)
+                chunks = cut_chunks(wave, plan.starts, plan.chunk_samples)
+            yield ("start", index, plan, wave)
             for ci, chunk in chunks:
                 yield ("chunk", index, ci, chunk)
             yield ("end", index)
@@ -269,14 +323,20 @@ class Tagger:
             yield ("fail", index, name, AudioDecodeError(msg))
 
     def _events(self, inputs: Iterable[Any], sr: int | None) -> Iterator[tuple]:
-        """All inputs' events in order; with ``prefetch`` a thread decodes ahead (bounded queue)."""
-        if not self.prefetch:
+        """All inputs' events; with ``workers`` threads decoding ahead into one bounded queue.
+
+        Each worker takes the next input, reads it and queues its events; a file's events stay in order, files
+        interleave. The queue holds about two batches of chunks, so memory stays bounded whatever the inputs.
+        """
+        if self.workers == 0:
             for index, item in enumerate(inputs):
                 yield from self._read_one(index, item, sr)
             return
-        q: queue.Queue = queue.Queue(maxsize=2 * self.batch_size)
+        q: queue.Queue = queue.Queue(maxsize=max(2 * self.batch_size, 2 * self.workers))
         stop = threading.Event()
         done = object()
+        source = enumerate(inputs)
+        lock = threading.Lock()
 
         def put(event: Any) -> bool:
             """Queue ``event`` unless the consumer has gone away (then False)."""
@@ -288,45 +348,58 @@ class Tagger:
                     continue
             return False
 
+        def take() -> tuple[int, Any] | None:
+            with lock:  # the caller's iterable is read by one thread at a time
+                return next(source, None)
+
         def produce() -> None:
             try:
-                for index, item in enumerate(inputs):
-                    for event in self._read_one(index, item, sr):
+                while not stop.is_set() and (job := take()) is not None:
+                    for event in self._read_one(job[0], job[1], sr):
                         if not put(event):
                             return
-                put(done)
             except BaseException as err:  # a bug in the reader must surface in the caller, not die here
                 put(("crash", err))
+            finally:
+                put(done)
 
-        thread = threading.Thread(target=produce, name="focaltag-decode", daemon=True)
-        thread.start()
+        threads = [threading.Thread(target=produce, name=f"focaltag-decode-{i}", daemon=True)
+                   for i in range(self.workers)]
+        for thread in threads:
+            thread.start()
         try:
-            while True:
+            finished = 0
+            while finished < len(threads):
                 event = q.get()
                 if event is done:
-                    return
-                if event[0] == "crash":
+                    finished += 1
+                elif event[0] == "crash":
                     raise event[1]
-                yield event
+                else:
+                    yield event
         finally:
             stop.set()
-            thread.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=5)
 
     def _finish(self, item: _Pending) -> TagResult | TagFailure:
         plan = item.plan
         if item.error is not None or plan is None:
             logger.warning("failed: %s", item.error)
-            return TagFailure(item.source, str(item.error or "unknown error"), item.error)
+            return TagFailure(item.source, str(item.error or "unknown error"), item.error, model=self.model_name)
         track = item.probs.mean(axis=0)
         tags = self.tag_names
         probabilities = {t: float(p) for t, p in zip(tags, track, strict=True)}
         order = np.argsort(-track, kind="stable")[: self.top_k]
         decisions = None
         if self.thresholds is not None:
-            decisions = {t: bool(p >= th) for t, p, th in zip(tags, track, self.thresholds, strict=True)}
+            from focaltag.evaluation.thresholds import decide  # the official rule (score > threshold)
+
+            decisions = dict(zip(tags, map(bool, decide(track, self.thresholds)), strict=True))
         return TagResult(
             file=plan.source, duration=plan.duration, tag_names=tags, probabilities=probabilities,
             top=[(tags[j], float(track[j])) for j in order], chunk_probabilities=item.probs.astype(np.float32),
             chunk_times=plan.times, chunk_seconds=self.chunk_samples / self.sample_rate, decisions=decisions,
+            precision="fp32" if item.rechecked else self.precision, model=self.model_name,
         )
 

@@ -1,4 +1,5 @@
-"""Checkpoints: focaltag's own format, run directories, and the paper code's plain state_dicts (converted)."""
+"""Checkpoints: focaltag's own format, run directories, and plain state_dicts (converted) of the paper code's
+short-chunk ResNet and of Won et al. (2020)'s FCN / CRNN / Musicnn."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ __all__ = [
     "save_model",
     "load_model",
     "read_checkpoint",
+    "checkpoint_version",
     "resolve_checkpoint_path",
     "convert_reference_state_dict",
+    "convert_won2020_state_dict",
+    "won2020_architecture",
     "load_matching_weights",
     "unwrap_model",
 ]
@@ -106,6 +110,24 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") 
         raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: "
                               f"{_first_line(err)})") from None
     return obj, file
+
+
+def checkpoint_version(obj: Any, file: str | os.PathLike[str]) -> int | None:
+    """The ``"focaltag_checkpoint"`` format version of a loaded checkpoint, ``None`` for other objects.
+
+    The one rule for the version field, used by ``load_model`` and the training loop alike: any version up to
+    ``CHECKPOINT_VERSION`` is read; a newer (or non-integer) one is a CheckpointError asking to upgrade.
+    """
+    if not isinstance(obj, Mapping) or "focaltag_checkpoint" not in obj:
+        return None
+    version = obj["focaltag_checkpoint"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{file}: damaged focaltag checkpoint (format version {version!r}, expected an "
+                              f"integer 1..{CHECKPOINT_VERSION})")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{file}: focaltag checkpoint format {version!r} is newer than this focaltag "
+                              f"reads ({CHECKPOINT_VERSION}); upgrade focaltag")
+    return version
 
 
 def _first_line(err: BaseException, limit: int = 160) -> str:
@@ -191,6 +213,57 @@ def _convert_key(key: str, blocks: dict[int, bool]) -> str | None:
     return None
 
 
+def won2020_architecture(state_dict: Mapping[str, Any]) -> str | None:
+    """``"fcn"``, ``"crnn"`` or ``"musicnn"`` when the keys are those of Won et al. (2020)'s published models.
+
+    The body keys are the same in their checkpoints and in focaltag's modules (only the front end differs:
+    ``spec.*`` upstream, ``frontend.*`` here), so both spellings are recognised. FCN has five ``layerN.conv``
+    blocks and ``dense``; CRNN four blocks, a GRU ``layer5`` and ``dense``; Musicnn the ``layers.N`` branches,
+    three ``layerN.conv`` back-end blocks and ``dense1``/``bn``/``dense2``.
+    """
+    keys = state_dict.keys()
+    if "layers.0.conv.weight" in keys and "dense2.weight" in keys and "layer1.conv.weight" in keys:
+        return "musicnn"
+    if "layer5.weight_ih_l0" in keys and "dense.weight" in keys and "layer1.conv.weight" in keys:
+        return "crnn"
+    if "layer5.conv.weight" in keys and "dense.weight" in keys and "layer6.conv.weight" not in keys:
+        return "fcn"
+    return None
+
+
+def convert_won2020_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """A Won et al. (2020) FCN / CRNN / Musicnn state_dict -> ``(model_name, model_args, converted, info)``.
+
+    Renames torchaudio's front-end buffers to focaltag's and reads the sizes the other arguments take from
+    the tensor shapes (tag count, GRU width, Musicnn back-end and dense widths).
+    """
+    sd = _strip_wrappers(state_dict)
+    name = won2020_architecture(sd)
+    if name is None:
+        raise CheckpointError("not a Won et al. (2020) FCN / CRNN / Musicnn state_dict")
+    out = {_REF_TOP.get(k, k): v for k, v in sd.items()}
+    classifier = out["dense2.weight" if name == "musicnn" else "dense.weight"]
+    args: dict[str, Any] = {"n_tags": int(classifier.shape[0])}
+    if name == "crnn" and "layer5.weight_hh_l0" in out:
+        args["hidden_size"] = int(out["layer5.weight_hh_l0"].shape[1])
+    if name == "musicnn":
+        args["backend_channels"] = int(out["layer1.conv.weight"].shape[0])
+        if "dense1.weight" in out:
+            args["dense_channels"] = int(out["dense1.weight"].shape[0])
+    fb = out.get("frontend.fb")
+    info = {
+        "layout": f"won2020-{name}",
+        "variant": None,
+        "n_tags": args["n_tags"],
+        "n_mels": int(fb.shape[1]) if fb is not None else None,
+        "n_fft": 2 * (int(fb.shape[0]) - 1) if fb is not None else None,
+        "unconverted": [],
+    }
+    return name, args, out, info
+
+
 def _plain_focaltag_info(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Architecture of a bare focaltag state_dict (``blocks.0.conv1.weight`` ... ``fc.weight``), else None."""
     if "blocks.0.conv1.weight" not in sd or "fc.weight" not in sd:
@@ -209,11 +282,7 @@ def _plain_focaltag_info(sd: Mapping[str, torch.Tensor]) -> dict[str, Any] | Non
 
 def _parse(obj: Any, file: Path) -> tuple[str, dict[str, Any], list[str] | None, dict[str, torch.Tensor], dict[str, Any]]:
     """Any supported checkpoint object -> (model_name, model_args, tag_names, state_dict, info)."""
-    if isinstance(obj, Mapping) and "focaltag_checkpoint" in obj:
-        version = obj["focaltag_checkpoint"]
-        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-            raise CheckpointError(f"{file}: focaltag checkpoint format {version!r} is newer than this focaltag "
-                                  f"reads ({CHECKPOINT_VERSION}); upgrade focaltag")
+    if checkpoint_version(obj, file) is not None:
         missing = [k for k in ("model_name", "model_args", "state_dict") if k not in obj]
         if missing or not isinstance(obj["model_args"], Mapping) or not _is_state_dict(obj["state_dict"]):
             raise CheckpointError(f"{file}: damaged focaltag checkpoint (missing or malformed "
@@ -226,6 +295,12 @@ def _parse(obj: Any, file: Path) -> tuple[str, dict[str, Any], list[str] | None,
     if not _is_state_dict(obj):
         raise CheckpointError(f"{file}: not a focaltag checkpoint or a state_dict (got {type(obj).__name__})")
     sd = _strip_wrappers(obj)
+    if won2020_architecture(sd) is not None:
+        name, won_args, sd, info = convert_won2020_state_dict(sd)
+        if (info["n_fft"], info["n_mels"]) not in ((None, None), (N_FFT, 96)):
+            raise CheckpointError(f"{file}: {name} mel filterbank is for n_fft={info['n_fft']}, "
+                                  f"{info['n_mels']} bands; Won et al.'s {name} uses n_fft={N_FFT}, 96 bands")
+        return name, won_args, None, sd, info
     if is_reference_layout(sd):
         sd, info = convert_reference_state_dict(sd)
     else:
@@ -233,7 +308,8 @@ def _parse(obj: Any, file: Path) -> tuple[str, dict[str, Any], list[str] | None,
         if info is None:
             shown = ", ".join(list(sd)[:4])
             raise CheckpointError(f"{file}: unknown state_dict layout (first keys: {shown}); expected a focaltag "
-                                  "checkpoint or the paper code's ShortChunkCNN_Res layout")
+                                  "checkpoint, the paper code's ShortChunkCNN_Res layout or Won et al.'s "
+                                  "FCN / CRNN / Musicnn")
     if info["n_fft"] not in (None, N_FFT):
         raise CheckpointError(f"{file}: mel filterbank is for n_fft={info['n_fft']}; focaltag models use "
                               f"n_fft={N_FFT}")
@@ -251,7 +327,11 @@ def load_model(
     variant: str | None = None,
     tag_names: Sequence[str] | None = None,
 ) -> nn.Module:
-    """Load a model in eval mode from a focaltag checkpoint, a run directory or a reference state_dict.
+    """Load a model in eval mode from a focaltag checkpoint, a run directory or a published state_dict.
+
+    Published state_dicts: the paper code's ``ShortChunkCNN_Res`` and Won et al. (2020)'s FCN, CRNN and
+    Musicnn (the architecture is read from the keys; tensors saved on CUDA load on ``map_location``). Their
+    tag names are not in the file: pass ``tag_names`` (e.g. the 50 MagnaTagATune tags).
 
     Args:
         path (path): A ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``).
@@ -276,6 +356,9 @@ def load_model(
     if names is not None and n_tags is not None and len(names) != n_tags:
         raise CheckpointError(f"{file}: the model has {n_tags} outputs but {len(names)} tag names were given")
     if variant is not None:
+        if not name.startswith("short_chunk_resnet"):
+            raise CheckpointError(f"{file}: variant applies to short-chunk ResNet checkpoints only; this one is "
+                                  f"a {name} ({info['layout']} layout); leave the variant out")
         args["variant"] = variant
     args.pop("tag_names", None)
     try:
@@ -285,7 +368,7 @@ def load_model(
     _load_strict(model, sd, file)
     if isinstance(map_location, str | torch.device):
         model.to(map_location)
-    logger.info("loaded %s (%s layout, %s, %d tags)", file, info["layout"], args.get("variant", "?"),
+    logger.info("loaded %s (%s layout, %s, %d tags)", file, info["layout"], args.get("variant", name),
                 model.pretrained_cfg.n_tags)
     return model.eval()
 

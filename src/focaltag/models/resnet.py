@@ -56,8 +56,8 @@ class PretrainedCfg:
     f_min: float
     f_max: float
     tag_names: tuple[str, ...]
-    variant: str
-    width: int
+    variant: str | None  # short-chunk ResNet receptive field; None for other architectures
+    width: int | None  # short-chunk ResNet first-block channels; None for other architectures
     n_tags: int
     license: str | None = None
 

@@ -1,6 +1,6 @@
 """Training checkpoints in the focaltag format: atomic saves, weights-only loads, RNG capture and restore.
 
-A checkpoint is a dict with ``"focaltag_checkpoint": 1``, ``"model_name"``, ``"model_args"`` (kwargs for
+A checkpoint is a dict with ``"focaltag_checkpoint": CHECKPOINT_VERSION``, ``"model_name"``, ``"model_args"`` (kwargs for
 ``create_model``), ``"tag_names"`` and ``"state_dict"`` (what ``focaltag.models.load_model`` needs), plus,
 from training, ``"config"``, ``"epoch"``, ``"step"``, ``"best"`` and, in ``last.pt`` only, ``"training"``
 (optimizer, schedule phase, sampler position, RNG states, metric history). Everything in it is plain
@@ -21,6 +21,7 @@ from focaltag._io import save_torch
 from focaltag._version import __version__
 from focaltag.errors import CheckpointError
 from focaltag.models import model_checkpoint, unwrap_model
+from focaltag.models._checkpoint import CHECKPOINT_VERSION, checkpoint_version, read_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -32,7 +33,7 @@ __all__ = [
     "restore_rng_state",
 ]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = CHECKPOINT_VERSION  # the models' format: one version field for every reader
 
 
 def build_checkpoint(model: torch.nn.Module, *, config: dict[str, Any] | None = None,
@@ -52,19 +53,18 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a focaltag checkpoint with ``weights_only=True``; anything else is a one-line CheckpointError."""
+    """Read a focaltag checkpoint with ``weights_only=True``; anything else is a one-line CheckpointError.
+
+    The reading and the version rule are ``focaltag.models``' (``read_checkpoint``, ``checkpoint_version``):
+    one checkpoint reader for inference and training.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("focaltag_checkpoint") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a focaltag training checkpoint (no 'focaltag_checkpoint': "
-                              f"{CHECKPOINT_FORMAT} entry)")
-    return ckpt
+    ckpt, file = read_checkpoint(path)
+    if checkpoint_version(ckpt, file) is None:
+        raise CheckpointError(f"{file}: not a focaltag training checkpoint (no 'focaltag_checkpoint' entry)")
+    return dict(ckpt)
 
 
 def capture_rng_state() -> dict[str, Any]:

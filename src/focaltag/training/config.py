@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from focaltag.config import apply_overrides, from_dict, load_yaml, to_dict
+from focaltag.devices import check_device_name
 from focaltag.errors import ConfigError
+from focaltag.training.loss_registry import LOSSES
 
 __all__ = [
     "DataConfig",
@@ -30,9 +32,12 @@ __all__ = [
     "load_train_config",
     "train_config_from_dict",
     "LOSS_NAMES",
+    "MODEL_ARGUMENTS",
+    "drop_arguments_of_replaced_model",
+    "override_model_name",
 ]
 
-LOSS_NAMES = ("bce", "focal", "cb_focal", "db_focal", "asl")
+LOSS_NAMES = tuple(LOSSES)  # the registry's names (focaltag.training.loss_registry)
 
 
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
@@ -45,14 +50,19 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
 class DataConfig:
     """Where the tracks, their tags and the 16 kHz waveform cache are.
 
-    ``dataset_dir`` is an MTG-Jamendo-layout folder (``splits/split-N/*.tsv`` and ``audio/``); ``train_tsv``
-    / ``validation_tsv`` override the split files. ``extra_train`` lists more training lists (the authors'
+    ``dataset_dir`` is an MTG-Jamendo-layout folder (``splits/split-N/autotagging_<tagset>-*.tsv`` and
+    ``audio/``, what ``focaltag data download --out`` writes) or an own dataset (a ``tracks.csv`` with
+    ``path,tags,split``; ``tagset``, ``tag_category`` and ``split`` do not apply to it). ``tagset`` picks one of
+    MTG-Jamendo's four tag sets (null: moodtheme, the paper's); its vocabulary is the tags of its split files,
+    optionally narrowed by ``tag_category`` (a tag prefix). ``train_tsv`` / ``validation_tsv`` override the split
+    files. ``extra_train`` lists more training lists (the authors'
     ``TRACK_ID PATH TAGS`` format or official TSVs) whose audio lies under ``extra_audio_dir``. Every training
     and validation track must be in the cache at ``cache_dir`` (default ``<dataset_dir>/cache``); with
     ``auto_prepare`` a missing cache is built from the audio first.
     """
 
     dataset_dir: Path | None = None
+    tagset: Literal["moodtheme", "genre", "instrument", "top50tags"] | None = None  # null = moodtheme
     split: int = 0
     train_tsv: Path | None = None
     validation_tsv: Path | None = None
@@ -60,7 +70,7 @@ class DataConfig:
     extra_audio_dir: Path | None = None
     audio_dir: Path | None = None  # default <dataset_dir>/audio
     cache_dir: Path | None = None  # default <dataset_dir>/cache
-    tag_category: str | None = "mood/theme"  # only tags under this prefix; null keeps every tag
+    tag_category: str | None = None  # optional extra filter: only the tag set's tags under this prefix
     auto_prepare: bool = True
     prepare_workers: int = 2
 
@@ -69,28 +79,79 @@ class DataConfig:
         _check(self.prepare_workers >= 1, "data.prepare_workers", "an integer >= 1", self.prepare_workers)
 
 
+_RESNETS = ("short_chunk_resnet", "short_chunk_resnet_won2020")
+# model argument -> the architectures that take it (None: every architecture)
+MODEL_ARGUMENTS: dict[str, tuple[str, ...] | None] = {
+    "variant": _RESNETS,
+    "width": _RESNETS,
+    "hidden_size": ("crnn",),
+    "backend_channels": ("musicnn",),
+    "dense_channels": ("musicnn",),
+    "drop_rate": None,
+}
+_RESNET_DEFAULTS: dict[str, dict[str, Any]] = {"short_chunk_resnet": {"variant": "paper", "width": 128},
+                                                 "short_chunk_resnet_won2020": {"width": 128}}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network (``focaltag.create_model`` arguments) and optional pretrained weights to start from."""
+    """Which network (``model.name``, a ``focaltag.create_model`` name), its arguments, and optional
+    pretrained weights to start from.
 
-    name: str = "short_chunk_resnet"
-    variant: Literal["paper", "won2020"] = "paper"  # 4.6 s (73,600 samples) or 3.69 s (59,049) input
-    width: int = 128
+    Arguments left null take the architecture's default. An argument the chosen architecture does not have
+    (``width`` for ``fcn``) is an error, so a config cannot silently train something other than it says.
+    The input chunk length comes from the architecture (``pretrained_cfg.chunk_samples``): 4.6 s for
+    ``short_chunk_resnet`` (3.69 s with ``variant: won2020``), 29 s for ``fcn`` and ``crnn``, 3 s for
+    ``musicnn``.
+    """
+
+    name: str = "short_chunk_resnet"  # short_chunk_resnet | short_chunk_resnet_won2020 | fcn | crnn | musicnn
+    variant: Literal["paper", "won2020"] | None = None  # short-chunk ResNet: 4.6 s (paper, default) or 3.69 s
+    width: int | None = None  # short-chunk ResNet: channels of the first block (default 128)
+    hidden_size: int | None = None  # crnn: GRU state size (default 32)
+    backend_channels: int | None = None  # musicnn: back-end channels (default 64; 512 is the MSD size)
+    dense_channels: int | None = None  # musicnn: hidden dense layer (default 200; 500 is the MSD size)
+    drop_rate: float | None = None  # every architecture: dropout before the output layer (default 0.5)
     init_from: Path | None = None  # checkpoint whose name- and shape-matching entries are loaded
 
     def __post_init__(self) -> None:
-        _check(self.width >= 1, "model.width", "an integer >= 1", self.width)
+        from focaltag.errors import ModelError
+        from focaltag.models._registry import model_entrypoint
+
+        try:
+            model_entrypoint(self.name)
+        except ModelError as err:
+            raise ConfigError(f"model.name: {err}") from None
+        for key, archs in MODEL_ARGUMENTS.items():
+            if getattr(self, key) is not None and archs is not None and self.name not in archs:
+                raise ConfigError(f"model.{key} applies to {' / '.join(archs)} only, not to model.name "
+                                  f"{self.name!r}; remove model.{key}")
+        for key, value in _RESNET_DEFAULTS.get(self.name, {}).items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen: fill the ResNet's documented defaults once
+        for key in ("width", "hidden_size", "backend_channels", "dense_channels"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"model.{key}", "null or an integer >= 1", value)
+        _check(self.drop_rate is None or 0 <= self.drop_rate < 1, "model.drop_rate", "null or a number in [0, 1)",
+               self.drop_rate)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The architecture arguments that are set, for ``create_model(name, n_tags=..., **model_kwargs())``."""
+        return {key: getattr(self, key) for key in MODEL_ARGUMENTS if getattr(self, key) is not None}
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """``focaltag.build_loss(name, class_counts, **hyper)``; hyper e.g. ``{gamma: 2, alpha: 0.25}``."""
 
-    name: Literal["bce", "focal", "cb_focal", "db_focal", "asl"] = "bce"
+    name: str = "bce"  # one of focaltag.training.loss_registry.LOSSES
     hyper: dict[str, Any] = field(default_factory=dict)
     # output-bias init: auto = the loss's own (-log((1-pi)/pi), pi=.01, for focal / cb_focal, as Lin et al.),
     # class_prior = log(p_c / (1 - p_c)) from the training tag frequencies (any loss), none = PyTorch's default
     bias_init: Literal["auto", "class_prior", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.name in LOSSES, "loss.name", f"one of {', '.join(LOSSES)}", self.name)
 
 
 @dataclass(frozen=True)
@@ -170,7 +231,7 @@ class ValidationConfig:
 class RuntimeConfig:
     """Hardware and bookkeeping: device, loader workers, precision/layout/compile switches, step limits."""
 
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
     num_workers: int = 4
     bf16: bool = True  # bf16 autocast on CUDA
     cpu_bf16: bool = False  # bf16 autocast on CPUs with AMX / AVX512-BF16 (bench/train.py: ~3.8x; changes numerics)
@@ -188,9 +249,7 @@ class RuntimeConfig:
         for key in ("max_steps_per_epoch", "max_steps", "checkpoint_every_steps"):
             value = getattr(self, key)
             _check(value is None or value >= 1, f"runtime.{key}", "null or an integer >= 1", value)
-        dev = self.device
-        ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        _check(ok, "runtime.device", "auto, cpu, cuda or cuda:N", dev)
+        check_device_name(self.device, option="runtime.device")  # the spelling; availability at train time
 
 
 @dataclass(frozen=True)
@@ -222,12 +281,40 @@ def train_config_from_dict(data: dict[str, Any] | None, *, source: str = "config
         raise ConfigError(f"{source}: {err}") from None
 
 
+def override_model_name(overrides: Sequence[str]) -> str | None:
+    """The last ``model.name=X`` among ``--set`` overrides, else None."""
+    from focaltag.config import parse_override
+
+    name = None
+    for text in overrides:
+        keys, value = parse_override(text)
+        if list(keys) == ["model", "name"]:
+            name = value
+    return None if name is None else str(name)
+
+
+def drop_arguments_of_replaced_model(data: dict[str, Any], new_name: str | None) -> dict[str, Any]:
+    """``data`` without the model arguments that ``new_name`` does not take, when it replaces the mapping's
+    architecture (``width: 16`` of a ResNet config under ``--set model.name=fcn``).
+
+    Apply it to the base mapping before the overrides: the same key given again with the new name is then
+    still refused by :class:`ModelConfig`.
+    """
+    section = data.get("model") if isinstance(data, dict) else None
+    if new_name is None or not isinstance(section, dict) or section.get("name", "short_chunk_resnet") == new_name:
+        return data
+    kept = {k: v for k, v in section.items()
+            if k not in MODEL_ARGUMENTS or MODEL_ARGUMENTS[k] is None or new_name in (MODEL_ARGUMENTS[k] or ())}
+    return {**data, "model": kept}
+
+
 def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML training config (or start from the defaults when ``path`` is None), apply ``key=value``
     overrides, and validate."""
     data = load_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "config"
     try:
+        data = drop_arguments_of_replaced_model(data, override_model_name(overrides))
         data = apply_overrides(data, overrides)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None

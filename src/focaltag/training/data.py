@@ -1,7 +1,9 @@
-"""A training run's data: split files -> tracks -> tag vocabulary, class counts and the waveform cache.
+"""A training run's data: dataset -> tracks -> tag vocabulary, class counts and the waveform cache.
 
-The vocabulary is the official training split's tags (under ``data.tag_category``), in sorted order; extra
-training lists and the validation split are restricted to it. Every track must be in the 16 kHz cache; a
+``data.dataset_dir`` is opened by :func:`focaltag.data.dataset.open_dataset` (the MTG-Jamendo layout of
+``data.tagset`` and ``data.split``, or an own ``tracks.csv``). The vocabulary is the tag set's (under
+``data.tag_category`` when set; every tag of a tracks.csv), in sorted order; extra training lists and the
+validation split are restricted to it. Every track must be in the 16 kHz cache; a
 missing cache is built from the audio when ``data.auto_prepare`` is on and the audio is there.
 """
 
@@ -15,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from focaltag.data.metadata import TagVocabulary, TrackRecord, merge_track_lists, read_tracks, split_files
+from focaltag.data.dataset import Dataset, open_dataset
+from focaltag.data.metadata import SUBSETS, TagVocabulary, TrackRecord, merge_track_lists, read_tracks
 from focaltag.errors import ConfigError, DataError
 from focaltag.training.config import DataConfig
 
-__all__ = ["RunData", "resolve_split_files", "load_run_tracks", "cache_dir_of", "prepare_missing", "check_cache",
-           "open_cache"]
+__all__ = ["RunData", "resolve_split_files", "part_files", "dataset_of", "audio_dir_of", "load_run_tracks",
+           "cache_dir_of", "prepare_missing", "check_cache", "open_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +45,54 @@ class RunData:
                 "imbalance_factor": round(float(present.max() / present.min()), 2) if present.size else None}
 
 
+def dataset_of(cfg: DataConfig) -> Dataset | None:
+    """The opened ``data.dataset_dir`` (None when there is none, or both split files are given explicitly)."""
+    if cfg.dataset_dir is None or (cfg.train_tsv is not None and cfg.validation_tsv is not None):
+        return None
+    try:
+        return open_dataset(cfg.dataset_dir, tagset=cfg.tagset, split=cfg.split, tag_category=cfg.tag_category,
+                            where="data.tagset / data.tag_category")
+    except (DataError, ConfigError) as err:
+        raise type(err)(f"data.dataset_dir: {err}") from None
+
+
+def part_files(cfg: DataConfig) -> dict[str, Path]:
+    """Metadata file of each part (train, validation, test): ``data.train_tsv`` / ``data.validation_tsv`` where
+    set, else the dataset's (the split files, or lists derived from a tracks.csv)."""
+    if cfg.dataset_dir is None:
+        if cfg.train_tsv is None or cfg.validation_tsv is None:
+            raise ConfigError("data: set data.dataset_dir (an MTG-Jamendo-layout folder with splits/split-N/, or "
+                              "a folder with tracks.csv) or both data.train_tsv and data.validation_tsv")
+        return {"train": Path(cfg.train_tsv), "validation": Path(cfg.validation_tsv)}
+    try:
+        ds = open_dataset(cfg.dataset_dir, tagset=cfg.tagset, split=cfg.split, tag_category=cfg.tag_category,
+                          where="data.tagset / data.tag_category")
+    except (DataError, ConfigError) as err:
+        raise type(err)(f"data.dataset_dir: {err}") from None
+    files = {part: ds.part_file(part) for part in SUBSETS}
+    if cfg.train_tsv is not None:
+        files["train"] = Path(cfg.train_tsv)
+    if cfg.validation_tsv is not None:
+        files["validation"] = Path(cfg.validation_tsv)
+    return files
+
+
 def resolve_split_files(cfg: DataConfig) -> tuple[Path, Path]:
-    """(train TSV, validation TSV): explicit files, else the dataset's ``splits/split-N`` files."""
-    train, validation = cfg.train_tsv, cfg.validation_tsv
-    if train is None or validation is None:
-        if cfg.dataset_dir is None:
-            raise ConfigError("data: set data.dataset_dir (a folder holding splits/split-N/) or both "
-                              "data.train_tsv and data.validation_tsv")
-        try:
-            files = split_files(cfg.dataset_dir, cfg.split)
-        except DataError as err:
-            raise DataError(f"data.dataset_dir: {err}") from None
-        train = train or files["train"]
-        validation = validation or files["validation"]
-    return Path(train), Path(validation)
+    """(train file, validation file): explicit files, else the dataset's."""
+    files = part_files(cfg)
+    return files["train"], files["validation"]
+
+
+def audio_dir_of(cfg: DataConfig) -> Path | None:
+    """``data.audio_dir``, else the dataset's audio folder (``<dataset_dir>/audio``, or the folder of a
+    tracks.csv)."""
+    if cfg.audio_dir is not None:
+        return Path(cfg.audio_dir)
+    if cfg.dataset_dir is None:
+        return None
+    from focaltag.data.dataset import is_own_dataset
+
+    return Path(cfg.dataset_dir) if is_own_dataset(cfg.dataset_dir) else Path(cfg.dataset_dir) / "audio"
 
 
 def _restrict(tracks: list[TrackRecord], vocab: TagVocabulary) -> tuple[list[TrackRecord], int]:
@@ -73,27 +110,38 @@ def _restrict(tracks: list[TrackRecord], vocab: TagVocabulary) -> tuple[list[Tra
 
 def load_run_tracks(cfg: DataConfig) -> RunData:
     """Read the split (and extra training lists), build the vocabulary and the training targets."""
+    ds = dataset_of(cfg)
     train_file, val_file = resolve_split_files(cfg)
-    official = read_tracks(train_file)
-    vocab = TagVocabulary.from_tracks(official, category=cfg.tag_category)
+    if ds is not None and cfg.train_tsv is None:
+        official = ds.tracks("train")
+        vocab = ds.vocabulary()
+    else:
+        official = read_tracks(train_file)
+        vocab = TagVocabulary.from_tracks(official, category=cfg.tag_category)
     lists = [official] + [read_tracks(p) for p in cfg.extra_train]
     train = merge_track_lists(*lists, names=[str(train_file)] + [str(p) for p in cfg.extra_train])
     train, emptied = _restrict(train, vocab)
     if emptied:
-        log.warning("%d training tracks have no tag under %r and are used as all-negative examples",
-                    emptied, cfg.tag_category)
-    validation, _ = _restrict(read_tracks(val_file, allow_untagged=True), vocab)
+        log.warning("%d training tracks have no tag of the %d-tag vocabulary and are used as all-negative examples",
+                    emptied, len(vocab))
+    if ds is not None and cfg.validation_tsv is None:
+        validation, _ = _restrict(ds.tracks("validation"), vocab)
+    else:
+        validation, _ = _restrict(read_tracks(val_file, allow_untagged=True), vocab)
     overlap = {r.track_id for r in train} & {r.track_id for r in validation}
     if overlap:
         raise DataError(f"{len(overlap)} track(s) are in both the training and the validation lists "
                         f"(e.g. {sorted(overlap)[0]}); remove them from the extra training lists")
     labels = vocab.encode(train)
-    return RunData(train, validation, vocab, labels, labels.sum(axis=0))
+    counts = labels.sum(axis=0)
+    if (counts == 0).any():
+        absent = [vocab.tags[i] for i in np.flatnonzero(counts == 0)]
+        log.warning("%d tag(s) have no training track (e.g. %s); they cannot be learned", len(absent), absent[0])
+    return RunData(train, validation, vocab, labels, counts)
 
 
 def _audio_dirs(cfg: DataConfig) -> tuple[Path | None, Path | None]:
-    audio = cfg.audio_dir or (cfg.dataset_dir / "audio" if cfg.dataset_dir is not None else None)
-    return audio, cfg.extra_audio_dir
+    return audio_dir_of(cfg), cfg.extra_audio_dir
 
 
 def cache_dir_of(cfg: DataConfig) -> Path:

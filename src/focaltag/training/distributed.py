@@ -72,15 +72,10 @@ def env_dist_info() -> DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is available, else CPU; an unavailable ``cuda`` is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"runtime.device={name!r} but CUDA is not available; use runtime.device=cpu or auto")
-        if name == "cuda":
-            return torch.device("cuda", info.local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device(name)
+    """``auto`` -> this rank's GPU when CUDA is available, else CPU; an unavailable device is a ConfigError."""
+    from focaltag.devices import resolve_device as _resolve
+
+    return torch.device(_resolve(name, option="runtime.device", local_rank=info.local_rank))
 
 
 def init_distributed(device: torch.device, info: DistInfo | None = None) -> DistInfo:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from focaltag._io import write_text
 from focaltag._progress import progress
 from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError
+from focaltag.metrics import macro_scores  # the same per-tag scores as focaltag evaluate
 from focaltag.training import distributed as ddp
 from focaltag.training.checkpoint import (
     build_checkpoint,
@@ -61,19 +62,6 @@ def compute_loss(model: nn.Module, loss_fn: nn.Module, inputs: torch.Tensor, tar
         logits = model(inputs)
     logits = logits.float()
     return mixup_loss(loss_fn, logits, batch) if batch is not None else loss_fn(logits, targets)
-
-
-def macro_scores(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
-    """Macro PR-AUC / ROC-AUC (scikit-learn per tag, then the mean) over the tags defined in this split."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    pos = y_true.sum(axis=0)
-    ok = np.flatnonzero((pos > 0) & (pos < y_true.shape[0]))
-    if ok.size == 0:
-        return {"pr_auc": float("nan"), "roc_auc": float("nan"), "tags_scored": 0}
-    ap = [average_precision_score(y_true[:, j], y_score[:, j]) for j in ok]
-    auc = [roc_auc_score(y_true[:, j], y_score[:, j]) for j in ok]
-    return {"pr_auc": float(np.mean(ap)), "roc_auc": float(np.mean(auc)), "tags_scored": int(ok.size)}
 
 
 def _amp_dtype(device: torch.device, runtime: RuntimeConfig, main: bool) -> torch.dtype | None:
@@ -213,17 +201,17 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         _seed_everything(cfg.seed)  # the same initial weights on every rank
-        kwargs: dict[str, Any] = {"n_tags": len(data.vocab), "width": cfg.model.width, "tag_names": data.vocab.tags}
-        if cfg.model.name == "short_chunk_resnet":
-            kwargs["variant"] = cfg.model.variant
+        kwargs: dict[str, Any] = {"n_tags": len(data.vocab), "tag_names": data.vocab.tags,
+                                  **cfg.model.model_kwargs()}
         model = create_model(cfg.model.name, **kwargs)
         self.loss_fn = build_loss(cfg.loss.name, class_counts=data.class_counts, **cfg.loss.hyper)
         if self.saved is None:
+            if cfg.model.init_from is not None:
+                self._init_from(model, cfg.model.init_from)
+            # after init_from, as the reference: a pretrained head must not overwrite the loss's prior bias
             bias = self._output_bias(output_bias_init)
             if bias is not None:
                 model.set_output_bias(bias)
-            if cfg.model.init_from is not None:
-                self._init_from(model, cfg.model.init_from)
         if self.info.enabled:
             _seed_everything(cfg.seed + 1_000_003 * self.info.rank)  # own dropout / mixup streams per rank
         model.to(self.device)
@@ -352,8 +340,9 @@ class _Trainer:
         write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
         purge = self.run_state.step if self.saved is not None else None
         self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
-        log.info("training %s (%s, width %d) on %s: %s; %s sampling, %d batches of %d per epoch, loss %s",
-                 cfg.model.name, cfg.model.variant, cfg.model.width, self.device, self.data.summary(),
+        log.info("training %s (%s; %.2f s chunks) on %s: %s; %s sampling, %d batches of %d per epoch, loss %s",
+                 cfg.model.name, ", ".join(f"{k} {v}" for k, v in cfg.model.model_kwargs().items()) or "defaults",
+                 self.model.pretrained_cfg.chunk_seconds, self.device, self.data.summary(),
                  cfg.sampling.name, self.n_batches, cfg.optim.batch_size, cfg.loss.name)
 
     def _step_limit_reached(self) -> bool:

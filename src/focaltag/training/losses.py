@@ -21,22 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from focaltag.errors import ConfigError
+from focaltag.training.loss_registry import LOSSES, NEEDS_COUNTS, PRIOR_BIAS
 
 __all__ = ["LOSSES", "build_loss", "output_bias_init", "loss_defaults", "class_balanced_weights",
            "BCELoss", "FocalLoss", "ClassBalancedFocalLoss", "DistributionBalancedFocalLoss", "AsymmetricLoss"]
 
 _REDUCTIONS = ("batchmean", "mean", "sum")
 
-# name -> default hyper-parameters (every accepted key; ``prior`` only feeds output_bias_init)
-LOSSES: dict[str, dict[str, Any]] = {
-    "bce": {"reduction": "mean"},
-    "focal": {"alpha": 0.25, "gamma": 2.0, "prior": 0.01, "reduction": "batchmean"},
-    "cb_focal": {"beta": 0.995, "gamma": 2.0, "prior": 0.01, "reduction": "batchmean"},
-    "db_focal": {"alpha": 0.25, "gamma": 2.0, "lam": 2.0, "nu": 0.0, "map_alpha": 0.1, "map_beta": 10.0,
-                 "map_gamma": 0.2, "reduction": "batchmean"},
-    "asl": {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "batchmean"},
-}
-_NEEDS_COUNTS = ("cb_focal", "db_focal")
+_NEEDS_COUNTS = NEEDS_COUNTS
 _RANGES: dict[str, tuple[str, Any]] = {
     "alpha": ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     "beta": ("in (0, 1)", lambda v: 0.0 < v < 1.0),
@@ -48,7 +40,7 @@ _RANGES: dict[str, tuple[str, Any]] = {
     "lam": ("> 0", lambda v: v > 0.0),
     "map_beta": ("> 0", lambda v: v > 0.0),
 }
-_PRIOR_BIAS = ("focal", "cb_focal")
+_PRIOR_BIAS = PRIOR_BIAS
 
 
 def loss_defaults(name: str) -> dict[str, Any]:

@@ -1,0 +1,145 @@
+"""Library options of ``focaltag tag`` (-o, --refresh, --shard, --workers, --write-tags ...) and ``merge-tags``.
+
+``cli/tag.py`` declares the options through :func:`add_library_options` and hands over to :func:`run_library`
+when ``-o`` is given; the logic lives in ``focaltag.inference.library`` and ``focaltag.inference.filetags``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from focaltag.cli._common import add_command, parse_shard
+
+__all__ = ["add_library_options", "check_library_args", "file_tag_writer", "register", "run_library",
+           "tagger_extra"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_library_options(p: argparse.ArgumentParser) -> None:
+    """The options of a library run and of writing tags into files."""
+    lib = p.add_argument_group("library runs (resumable, shardable)")
+    lib.add_argument("-o", "--output", type=Path, default=None, metavar="TAGS.jsonl",
+                     help="append one JSON line per track (the --format json object + size, mtime) as each is "
+                     "done; a rerun skips tracks already there, so a killed run continues; failures go to "
+                     "TAGS.jsonl.failures.tsv and are retried next run")
+    lib.add_argument("--refresh", action="store_true",
+                     help="with -o: also re-tag tracks whose size or mtime changed (one line per file is kept)")
+    lib.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                     help="with -o: tag only shard I of N (0-based), chosen by the path relative to the folder "
+                     "argument; join the outputs with 'focaltag merge-tags'")
+    lib.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="decode N files in parallel while the model runs")
+    tags = p.add_argument_group("writing tags into the files")
+    tags.add_argument("--write-tags", action="store_true",
+                      help="write the chosen tags into each file: MOOD (ID3 TMOO / TXXX:MOOD in ID3v2.3, Vorbis "
+                      "comment, iTunes freeform) for mood/theme models, FOCALTAG_TAGS for other vocabularies; the "
+                      "values are the yes/no decisions with --thresholds, else the --top-k best tags")
+    tags.add_argument("--replace", action="store_true", help="replace existing MOOD values instead of adding ours")
+    tags.add_argument("--write-probabilities", action="store_true",
+                      help="also write every tag's probability (JSON) under FOCALTAG_PROBABILITIES")
+    tags.add_argument("--keep-mtime", action="store_true", help="give tagged files back their modification time")
+    tags.add_argument("--dry-run", action="store_true", help="with --write-tags: show what would change, write nothing")
+
+
+def check_library_args(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot work, before a model is loaded."""
+    from focaltag.errors import ConfigError
+
+    output = getattr(args, "output", None)
+    if output is None:
+        for flag in ("refresh", "shard"):
+            if getattr(args, flag, None):
+                raise ConfigError(f"--{flag} needs an output file: add -o tags.jsonl")
+    elif getattr(args, "taggram", None) is not None:
+        raise ConfigError("--taggram plots one file; it cannot be combined with -o (a library run)")
+    elif getattr(args, "format", "table") != "table":
+        raise ConfigError("-o writes JSON lines; drop --format (it applies to stdout output only)")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if not getattr(args, "write_tags", False):
+        for flag in ("replace", "write_probabilities", "keep_mtime", "dry_run"):
+            if getattr(args, flag, False):
+                raise ConfigError(f"--{flag.replace('_', '-')} only applies with --write-tags")
+
+
+def tagger_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """Extra Tagger arguments: ``workers`` when given (and when this Tagger accepts it)."""
+    from focaltag.inference.tagger import Tagger
+
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        return {}
+    if "workers" not in inspect.signature(Tagger).parameters:
+        logger.warning("--workers is not supported by this version's Tagger; decoding with one thread")
+        return {}
+    return {"workers": workers}
+
+
+def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
+    """A :class:`~focaltag.inference.filetags.FileTagWriter` for ``--write-tags``, else None."""
+    if not getattr(args, "write_tags", False):
+        return None
+    try:
+        import mutagen  # noqa: F401
+    except ImportError:
+        from focaltag.errors import ConfigError
+
+        raise ConfigError("--write-tags needs mutagen: pip install mutagen") from None
+    from focaltag.inference.filetags import FileTagWriter
+
+    return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, top_k=args.top_k, replace=args.replace,
+                         probabilities=args.write_probabilities, keep_mtime=args.keep_mtime, dry_run=args.dry_run)
+
+
+def run_library(args: argparse.Namespace, tagger: Any) -> int:
+    """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary."""
+    from focaltag._progress import progress
+    from focaltag.inference.library import failures_path, tag_library
+
+    writer = file_tag_writer(args, tagger)
+    with progress(desc="tag", unit="file") as bar:
+        summary = tag_library(tagger, args.paths, args.output, refresh=args.refresh, shard=args.shard,
+                              top_k=args.top_k, on_result=writer,
+                              on_recorded=writer.recorded if writer is not None else None, progress=bar.update)
+    if summary.done + summary.skipped + summary.failed == 0 and args.shard is None:
+        from focaltag.errors import ConfigError
+        from focaltag.inference.files import AUDIO_EXTENSIONS
+
+        if args.output.exists() and args.output.stat().st_size == 0:
+            args.output.unlink()
+        exts = ", ".join(sorted(AUDIO_EXTENSIONS))
+        raise ConfigError(f"no audio files under {', '.join(map(str, args.paths))} (searched recursively for {exts})")
+    print(f"focaltag: {args.output}: {summary.line()}", file=sys.stderr)
+    if writer is not None:
+        print(f"focaltag: {writer.summary()}", file=sys.stderr)
+    if summary.failed:
+        print(f"focaltag: the failed files and why are in {failures_path(args.output)}; a rerun retries them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = add_command(subparsers, "merge-tags", func=run_merge,
+                    help="join the JSONL outputs of sharded 'tag -o' runs into one",
+                    description="Join the outputs of 'focaltag tag DIR -o OUT --shard I/N' runs into one JSONL "
+                    "file with one line per track. A track found in several inputs must have the same results "
+                    "(everything but mtime); otherwise nothing is written and the exit code is 2.")
+    p.add_argument("output", type=Path, metavar="OUT.jsonl", help="merged file to write (atomically)")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN.jsonl", help="shard outputs")
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from focaltag.inference.library import merge_outputs
+
+    files, dropped = merge_outputs(args.output, args.inputs)
+    extra = f" ({dropped} duplicate line(s) dropped)" if dropped else ""
+    print(f"focaltag: wrote {args.output}: {files} track(s) from {len(args.inputs)} file(s){extra}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""``focaltag serve``: a local web page and JSON API over loaded models (thin layer over ``focaltag.serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from focaltag.cli._common import add_command
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = add_command(subparsers, "serve", func=run_serve, help="web page and JSON API to tag uploaded music",
+                    description="Serve a page (drop audio files, see their tags and taggram) and a JSON API "
+                    "(POST /api/v1/tag, GET /api/v1/models, schema at /api/v1/openapi.json) on this machine. "
+                    "Each model is loaded once at start; a request picks one by name or 'ensemble' (their "
+                    "mean). Requires pip install 'focaltag[serve]'.")
+    p.add_argument("-m", "--model", dest="models", action="append", default=None, metavar="M",
+                   help="checkpoint (.pt), run folder, ensemble folder or catalogue name; repeat to serve "
+                   "several (default: usc-sail-2020, the paper's ensemble)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but a loopback address is reachable from other machines")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--token", default=None, metavar="T",
+                   help="require 'Authorization: Bearer T' under /api/ (default: $FOCALTAG_SERVE_TOKEN if set)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
+                   help="largest request body; larger uploads get HTTP 413")
+    p.add_argument("--queue", type=int, default=16, metavar="N",
+                   help="requests admitted at once (running + waiting); more get HTTP 503")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="requests tagged at the same time (the models are shared, never copied)")
+    p.add_argument("--chunks", type=int, default=16, metavar="N",
+                   help="evenly spaced chunks per track unless a request says otherwise")
+    p.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"),
+                   help="inference precision, as 'focaltag tag --precision' (default: the Tagger's)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from focaltag.errors import ConfigError, FocaltagError
+    from focaltag.serve.config import DEFAULT_MODEL, ServeConfig, require_serve
+
+    require_serve()
+    if args.chunks < 1:
+        raise ConfigError(f"serve: --chunks must be >= 1, got {args.chunks}")
+    from focaltag.devices import resolve_device
+
+    resolve_device(args.device)  # before the server starts: '--device gpu' is one line, not a failed request
+    config = ServeConfig.from_options(host=args.host, port=args.port, token=args.token,
+                                      max_upload_mb=args.max_upload_mb, queue=args.queue, workers=args.workers)
+    from focaltag.serve.registry import ModelRegistry
+
+    options: dict[str, Any] = {"n_chunks": args.chunks, "thresholds": args.thresholds, "device": args.device,
+                               "precision": args.precision}
+    if args.models:
+        registry = ModelRegistry(args.models, **options)
+    else:
+        try:
+            registry = ModelRegistry([DEFAULT_MODEL], **options)
+        except FocaltagError as err:
+            failure = ConfigError(f"serve: the default model {DEFAULT_MODEL} could not be loaded ({err}); "
+                                  "pass a checkpoint with -m MODEL")
+            failure.exit_code = err.exit_code
+            raise failure from None
+    from focaltag.serve.server import run_server
+
+    run_server(registry, config, access_log=bool(getattr(args, "verbose", False)))
+    return 0

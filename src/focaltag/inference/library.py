@@ -1,0 +1,477 @@
+"""Tag a whole music library into a JSON-lines file that survives kills, reruns, shards and edits.
+
+``focaltag tag DIR... -o tags.jsonl`` is built on :func:`tag_library`:
+
+* one JSON object per line, appended (and flushed) as soon as a track is done, in the ``--format json`` schema
+  plus ``size`` and ``mtime`` (the file as it was when tagged), so a killed run loses at most the line it was
+  writing;
+* on start the output is read back: a partial last line (a kill mid-write) is cut off, every recorded path is
+  skipped, and with ``refresh`` a path whose size or mtime changed is tagged again;
+* files that fail go to ``<output>.failures.tsv`` (path, reason) and, not being in the output, are retried
+  next run;
+* ``shard=(I, N)`` keeps the files whose path relative to the folder argument hashes to ``I`` (sha1, the same
+  rule as ``data prepare``), so N machines share a library; :func:`merge_outputs` joins their outputs;
+* the folders are walked lazily (one directory listing at a time, sorted) and results are written as they come,
+  so memory does not grow with the size of the library; only the set of recorded paths is kept.
+
+When lines were replaced (``refresh``) or duplicates were found, the output is rewritten atomically (temporary
+file, fsync, rename) with exactly one line per file: the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from focaltag.audio.cache import shard_of
+from focaltag.errors import ConfigError, DataError
+from focaltag.inference.files import AUDIO_EXTENSIONS
+
+__all__ = [
+    "LibraryFile",
+    "LibrarySummary",
+    "OutputState",
+    "failures_path",
+    "iter_library",
+    "merge_outputs",
+    "path_key",
+    "read_output",
+    "tag_library",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LibraryFile:
+    """One audio file found under a folder argument: ``path`` as found, ``rel`` the shard key."""
+
+    path: str
+    rel: str
+
+
+@dataclass
+class LibrarySummary:
+    """What a library run did: tracks ``done`` (tagged now), ``skipped`` (already recorded), ``failed``."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    refreshed: int = 0
+    repaired: bool = False
+    rewritten: bool = False
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        text = f"{self.done} tagged, {self.skipped} skipped (already in the output), {self.failed} failed"
+        if self.refreshed:
+            text += f", {self.refreshed} re-tagged because they changed"
+        for key, value in self.extra.items():
+            text += f", {value} {key}"
+        return text
+
+
+def failures_path(output: str | os.PathLike[str]) -> Path:
+    """``tags.jsonl`` -> ``tags.jsonl.failures.tsv``."""
+    return Path(f"{os.fspath(output)}.failures.tsv")
+
+
+# -- the file walk ---------------------------------------------------------------------------------------------
+def _walk(folder: str) -> Iterator[str]:
+    """Audio files below ``folder``, depth first, each directory sorted: one listing in memory at a time."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        logger.warning("cannot list %s: %s", folder, err.strerror or err)
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS and entry.is_file():
+                yield entry.path
+        except OSError:
+            continue
+
+
+def _check_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The arguments, de-duplicated; a folder inside another argument folder would be walked twice: refused."""
+    roots: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}")
+        if path not in roots:
+            roots.append(path)
+    folders = [(p, p.resolve()) for p in roots if p.is_dir()]
+    for a, ra in folders:
+        for b, rb in folders:
+            if a != b and ra != rb and rb in ra.parents:
+                raise ConfigError(f"{a} is inside {b}, which is also given; give each folder once")
+            if a != b and ra == rb:
+                raise ConfigError(f"{a} and {b} are the same folder; give it once")
+    return roots
+
+
+def iter_library(paths: Sequence[str | os.PathLike[str]], *,
+                 shard: tuple[int, int] | None = None) -> Iterator[LibraryFile]:
+    """Audio files of files and folders, lazily; ``shard=(I, N)`` keeps shard I by path relative to the folder.
+
+    A file argument is kept whatever its extension (a bad one is reported when it is decoded); its shard key is
+    its name. The order is deterministic (sorted within each folder), so reruns visit files in the same order.
+    """
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
+    for root in _check_roots(paths):
+        if root.is_dir():
+            base = os.fspath(root)
+            found = (LibraryFile(p, Path(os.path.relpath(p, base)).as_posix()) for p in _walk(base))
+        else:
+            found = iter([LibraryFile(os.fspath(root), root.name)])
+        for item in found:
+            if shard is None or shard_of(item.rel, shard[1]) == shard[0]:
+                yield item
+
+
+# -- reading an output back ------------------------------------------------------------------------------------
+def path_key(path: str) -> int:
+    """64-bit key of a recorded path: 100,000 of them take a few MB (a collision is ~1e-9 likely)."""
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass
+class OutputState:
+    """The recorded files of an output, by :func:`path_key`: the line number of each file's last line, and
+    (only when asked, for ``refresh``) its recorded (size, mtime)."""
+
+    lines: dict[int, int] = field(default_factory=dict)
+    stats: dict[int, tuple[int | None, float | None]] = field(default_factory=dict)
+    n_lines: int = 0
+    duplicates: int = 0
+    repaired_bytes: int = 0
+
+
+def _parse_line(line: bytes, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise DataError(f"{where} is not JSON; the output was edited or damaged: fix or delete that line, "
+                        "then rerun") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("file"), str):
+        raise DataError(f"{where} has no \"file\"; it is not a focaltag tag line: fix or delete it, then rerun")
+    return obj
+
+
+def read_output(path: str | os.PathLike[str], *, repair: bool = True, stats: bool = False) -> OutputState:
+    """Read a JSONL output (streaming); with ``repair`` a partial last line left by a kill is cut off.
+
+    ``stats`` also keeps each file's recorded size and mtime (what ``refresh`` compares).
+    """
+    state = OutputState()
+    path = Path(path)
+    if not path.exists():
+        return state
+    with open(path, "rb+" if repair else "rb") as f:
+        good_end = 0
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):  # written by a run that was killed mid-line
+                if repair:
+                    state.repaired_bytes = len(line)
+                    f.truncate(good_end)
+                    logger.warning("%s: removed a partial last line (%d bytes) left by an interrupted run; "
+                                   "that file is tagged again", path, len(line))
+                break
+            good_end += len(line)
+            state.n_lines = number
+            if not line.strip():
+                continue
+            obj = _parse_line(line, f"{path} line {number}")
+            key = path_key(obj["file"])
+            if key in state.lines:
+                state.duplicates += 1
+            state.lines[key] = number
+            if stats:
+                state.stats[key] = (obj.get("size"), obj.get("mtime"))
+    return state
+
+
+def _compact(path: Path, state: OutputState) -> None:
+    """Rewrite ``path`` atomically keeping only each file's last line (streaming, flat memory).
+
+    A file absent from ``state.lines`` was added once by this run and is kept.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            for number, line in enumerate(src, start=1):
+                if not line.strip() or not line.endswith(b"\n"):
+                    continue
+                last = state.lines.get(path_key(json.loads(line)["file"]))
+                if last is None or last == number:
+                    dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+def _stat(path: str) -> tuple[int, float] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime
+
+
+def _changed(record: tuple[int | None, float | None] | None, now: tuple[int, float] | None) -> bool:
+    return record is None or now is None or record[0] != now[0] or record[1] != now[1]
+
+
+def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *,
+                refresh: bool = False, shard: tuple[int, int] | None = None, top_k: int | None = None,
+                on_result: Callable[[Any], None] | None = None,
+                on_recorded: Callable[[dict[str, Any]], bool] | None = None,
+                progress: Callable[[int], None] | None = None) -> LibrarySummary:
+    """Tag every not-yet-recorded audio file under ``paths`` with ``tagger``, appending to ``output``.
+
+    Args:
+        tagger: a :class:`~focaltag.inference.tagger.Tagger` (anything with ``tag_many``).
+        refresh: also re-tag recorded files whose size or mtime changed.
+        shard: ``(I, N)``: only shard I of N (by path relative to the folder argument).
+        top_k: length of each line's ``top`` (the tagger's ``top_k`` when None).
+        on_result: called with each successful result before its line is written (``--write-tags``); the
+            size and mtime are taken after it, so a tag write by focaltag does not look like a change.
+        on_recorded: called after the run with the recorded line of each file this run skipped (``--write-tags``
+            on a library tagged before: the tags come from the recorded probabilities); returns True when it
+            changed the file, whose size and mtime are then recorded again (the output is rewritten).
+        progress: called with 1 per file tagged or failed.
+    """
+    output = Path(output)
+    if output.exists() and output.is_dir():
+        raise ConfigError(f"output {output} is a folder; give a file name such as {output / 'tags.jsonl'}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    out = open(output, "a", encoding="utf-8")  # noqa: SIM115 (closed below, after the lock is taken and used)
+    try:
+        _lock(out, output)
+        return _tag_library(tagger, paths, output, out, refresh=refresh, shard=shard, top_k=top_k,
+                            on_result=on_result, on_recorded=on_recorded, progress=progress)
+    finally:
+        out.close()
+
+
+def _lock(out: IO[str], output: Path) -> None:
+    """One run per output file at a time: two appending runs would interleave and tag everything twice."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, rely on the user
+        return
+    try:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another focaltag run is writing {output}; wait for it, or give this one another "
+                          "-o (one per shard)") from None
+
+
+def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: Path, out: IO[str], *,
+                 refresh: bool, shard: tuple[int, int] | None, top_k: int | None,
+                 on_result: Callable[[Any], None] | None, on_recorded: Callable[[dict[str, Any]], bool] | None,
+                 progress: Callable[[int], None] | None) -> LibrarySummary:
+    state = read_output(output, stats=refresh)
+    skipped: set[int] = set()  # only filled for on_recorded
+    summary = LibrarySummary(repaired=state.repaired_bytes > 0)
+    fail_file = failures_path(output)
+    if fail_file.exists():
+        logger.info("retrying the files listed in %s", fail_file)
+    in_flight: deque[tuple[str, bool]] = deque()
+
+    def todo() -> Iterator[str]:
+        for item in iter_library(paths, shard=shard):
+            key = path_key(item.path)
+            recorded = key in state.lines
+            if recorded and not (refresh and _changed(state.stats.get(key), _stat(item.path))):
+                summary.skipped += 1
+                if on_recorded is not None:
+                    skipped.add(key)
+                continue
+            in_flight.append((item.path, recorded))
+            yield item.path
+
+    try:
+        with open(fail_file, "w", encoding="utf-8", errors="backslashreplace") as failures:
+            replaced = _run(tagger, todo(), in_flight, out, failures, state, summary, top_k, on_result, progress)
+    finally:
+        if summary.failed == 0:
+            fail_file.unlink(missing_ok=True)
+    if skipped:
+        summary.rewritten = _revisit(output, state, skipped, on_recorded) or bool(replaced or state.duplicates)
+    elif replaced or state.duplicates:
+        _compact(output, state)
+        summary.rewritten = True
+    return summary
+
+
+def _revisit(output: Path, state: OutputState, keys: set[int],
+             on_recorded: Callable[[dict[str, Any]], bool] | None) -> bool:
+    """Stream the output once: call ``on_recorded`` for the files in ``keys``, re-record the size and mtime of
+    those it changed, drop superseded lines; rewrite atomically if anything changed. Returns whether it did."""
+    assert on_recorded is not None
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    changed = bool(state.duplicates)
+    try:
+        with open(output, "rb") as src, open(tmp, "wb") as dst:
+            for number, line in enumerate(src, start=1):
+                if not line.strip() or not line.endswith(b"\n"):
+                    continue
+                obj = json.loads(line)
+                key = path_key(obj["file"])
+                last = state.lines.get(key)
+                if last is not None and last != number:
+                    changed = True
+                    continue
+                if key in keys and on_recorded(obj):
+                    size_mtime = _stat(obj["file"])
+                    obj["size"], obj["mtime"] = size_mtime if size_mtime else (None, None)
+                    line = (_dumps(obj) + "\n").encode("utf-8")
+                    changed = True
+                dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        if changed:
+            os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return changed
+
+
+def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], out: IO[str], failures: IO[str],
+         state: OutputState, summary: LibrarySummary, top_k: int | None,
+         on_result: Callable[[Any], None] | None, progress: Callable[[int], None] | None) -> int:
+    """The tagging loop: one output line or failure row per file as it finishes; returns lines replaced."""
+    from focaltag.inference.tagger import TagFailure
+    from focaltag.inference.writers import result_to_dict
+
+    replaced = 0
+    for result in tagger.tag_many(todo):
+        path, was_recorded = in_flight.popleft()
+        if isinstance(result, TagFailure):
+            summary.failed += 1
+            reason = " ".join(str(result.error).split())
+            failures.write(f"{_tsv_field(path)}\t{_tsv_field(reason)}\n")
+            failures.flush()
+        else:
+            if on_result is not None:
+                on_result(result)
+            line = result_to_dict(result, top_k=top_k)
+            line["file"] = path
+            size_mtime = _stat(path)
+            line["size"], line["mtime"] = size_mtime if size_mtime else (None, None)
+            _append(out, line)
+            summary.done += 1
+            if was_recorded:
+                replaced += 1
+                summary.refreshed += 1
+            state.n_lines += 1
+            if was_recorded:  # the old line goes at compaction; new files need no entry (one line each)
+                state.lines[path_key(path)] = state.n_lines
+        if progress is not None:
+            progress(1)
+    return replaced
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    """One JSON line; a file name that is not valid UTF-8 is written with \\udcXX escapes (read back the same)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj)
+    return line
+
+
+def _append(out: IO[str], obj: dict[str, Any]) -> None:
+    """One line in a single write, flushed: a kill leaves at most a partial last line, which is repaired."""
+    out.write(_dumps(obj) + "\n")
+    out.flush()
+
+
+def _tsv_field(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+# -- merging shards --------------------------------------------------------------------------------------------
+def _result_digest(obj: dict[str, Any]) -> bytes:
+    """What must agree when a file is tagged twice: everything but the recorded mtime."""
+    core = {k: v for k, v in obj.items() if k != "mtime"}
+    return hashlib.blake2b(json.dumps(core, sort_keys=True).encode("utf-8"), digest_size=16).digest()
+
+
+def merge_outputs(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> tuple[int, int]:
+    """Join JSONL outputs (shards) into ``output``: one line per file; returns (files, duplicate lines dropped).
+
+    A file present in several inputs with different results is an error (DataError) and nothing is written.
+    Within one input the last line of a file wins, as in a run. The write is atomic.
+    """
+    output = Path(output)
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise ConfigError("merge-tags needs at least one input file")
+    for p in inputs:
+        if not p.is_file():
+            raise ConfigError(f"no such output file: {p}")
+        if output.exists() and p.resolve() == output.resolve():
+            raise ConfigError(f"{p} is both an input and the output; write the merge to a new file")
+    seen: dict[int, tuple[bytes, str]] = {}
+    dropped = 0
+    states = [read_output(p, repair=False) for p in inputs]
+    for p, state in zip(inputs, states, strict=True):
+        with open(p, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n") or not line.strip():
+                    continue
+                obj = _parse_line(line, f"{p} line {number}")
+                key = path_key(obj["file"])
+                if state.lines[key] != number:
+                    dropped += 1
+                    continue
+                digest = _result_digest(obj)
+                previous = seen.get(key)
+                if previous is not None and previous[0] != digest:
+                    raise DataError(f"{obj['file']} was tagged twice with different results ({previous[1]} and "
+                                    f"{p}); tag it again in one shard or drop one of the lines")
+                if previous is not None:
+                    dropped += 1
+                seen.setdefault(key, (digest, str(p)))
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    written: set[int] = set()
+    try:
+        with open(tmp, "wb") as dst:
+            for p, state in zip(inputs, states, strict=True):
+                with open(p, "rb") as f:
+                    for number, line in enumerate(f, start=1):
+                        if not line.endswith(b"\n") or not line.strip():
+                            continue
+                        key = path_key(json.loads(line)["file"])
+                        if state.lines[key] == number and key not in written:
+                            written.add(key)
+                            dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(seen), dropped

@@ -1,0 +1,535 @@
+"""The catalogue of published checkpoints: pinned sources, provenance, and a cache of converted models.
+
+The entries are data (``catalogue.json`` beside this file, shipped in the package): for each model its
+architecture, the GitHub repository, commit, path and git blob id of the published file, licence, citation,
+training data, tag names in output order, front end, input length and published metrics. ``pull`` fetches the
+file from the pinned commit (or a mirror with the same layout), checks its blob id before anything is cached,
+converts it with the one converter (``load_model`` + ``save_model``, as ``import-reference`` does) and keeps
+the result in ``<cache>/models/NAME/``: ``best.pt`` (so the folder loads like a run folder) or, for an
+ensemble, ``ensemble.json`` and its members (loadable like any ensemble folder), plus ``source.json`` (the
+provenance; written last, so it marks a finished pull) and ``thresholds.tsv`` where the entry has thresholds.
+
+Every place that accepts a model accepts a catalogue name too: ``resolve_spec`` turns a name into its cached
+path, pulling it on first use. The wrappers ``load_model`` and ``load_matching_weights`` here are the ones
+``focaltag.models`` exports, so ``focaltag.load_model("won2020-mtat-fcn")`` and ``--init-from
+won2020-msd-short-res`` work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from focaltag._cache import cache_root
+from focaltag._io import write_json, write_text
+from focaltag.data.pinned import Pin, fetch_pinned, verify_pinned
+from focaltag.errors import CheckpointError, DownloadError, FocaltagError, ModelError
+from focaltag.models import _checkpoint
+
+__all__ = [
+    "CATALOGUE_FILE",
+    "DEFAULT_MODEL",
+    "MIRROR_ENV",
+    "CatalogueEntry",
+    "MeanEnsemble",
+    "catalogue",
+    "get_entry",
+    "is_catalogue_name",
+    "models_dir",
+    "model_dir",
+    "is_pulled",
+    "pull",
+    "import_files",
+    "resolve_spec",
+    "catalogue_thresholds",
+    "load_model",
+    "load_matching_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
+DEFAULT_MODEL = "usc-sail-2020"  # what 'focaltag tag' uses without --model: the paper's ensemble
+MIRROR_ENV = "FOCALTAG_MODEL_MIRROR"
+SOURCE_FILE = "source.json"
+CHECKPOINT_FILE = "best.pt"
+ENSEMBLE_MANIFEST = "ensemble.json"  # the folder format of focaltag.inference.ensemble (read_ensemble)
+THRESHOLDS_FILE = "thresholds.tsv"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One published model (``kind`` "checkpoint") or a mean ensemble of catalogue models ("ensemble")."""
+
+    name: str
+    kind: str
+    description: str
+    repo: str
+    commit: str
+    licence: str
+    citation: str
+    training_data: str
+    tag_set: str
+    tag_names: tuple[str, ...]
+    front_end: Mapping[str, Any]
+    input: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    architecture: Mapping[str, Any] | None = None
+    path: str | None = None
+    blob: str | None = None
+    size: int | None = None
+    members: tuple[str, ...] = ()
+    thresholds: Mapping[str, float] | None = None
+    thresholds_info: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pin(self) -> Pin:
+        if self.path is None or self.blob is None:
+            raise ModelError(f"{self.name} is an ensemble; its members have the pins")
+        return Pin(self.repo, self.commit, self.path, self.blob, self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the catalogue knows, tag names spelled out (``models info --json``)."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "description": self.description}
+        if self.kind == "ensemble":
+            out["members"] = list(self.members)
+            out["combine"] = "mean of the members' sigmoid probabilities"
+        else:
+            out["architecture"] = dict(self.architecture or {})
+        out.update(repo=self.repo, commit=self.commit)
+        if self.kind == "checkpoint":
+            out.update(path=self.path, blob=self.blob, size=self.size, url=f"https://github.com/{self.repo}/blob/"
+                       f"{self.commit}/{self.path}")
+        out.update(licence=self.licence, citation=self.citation, training_data=self.training_data,
+                   front_end=dict(self.front_end), input=dict(self.input), metrics=dict(self.metrics),
+                   tag_set=self.tag_set, tag_names=list(self.tag_names))
+        if self.thresholds is not None:
+            out["thresholds"] = dict(self.thresholds)
+            out["thresholds_info"] = dict(self.thresholds_info or {})
+        return out
+
+
+_REQUIRED = ("name", "kind", "description", "repo", "commit", "licence", "citation", "training_data", "tags",
+             "front_end", "input", "metrics")
+
+
+def _entry(raw: Mapping[str, Any], tag_sets: Mapping[str, Sequence[str]], where: Path) -> CatalogueEntry:
+    missing = [k for k in _REQUIRED if k not in raw]
+    if raw.get("kind") == "checkpoint":
+        missing += [k for k in ("architecture", "path", "blob") if k not in raw]
+    elif raw.get("kind") == "ensemble":
+        missing += [k for k in ("members",) if k not in raw]
+    else:
+        raise ModelError(f"{where}: entry {raw.get('name')!r} has kind {raw.get('kind')!r}; expected "
+                         "'checkpoint' or 'ensemble'")
+    if missing:
+        raise ModelError(f"{where}: entry {raw.get('name')!r} lacks {', '.join(missing)}")
+    if raw["tags"] not in tag_sets:
+        raise ModelError(f"{where}: entry {raw['name']!r} names unknown tag set {raw['tags']!r}")
+    names = tuple(tag_sets[raw["tags"]])
+    thresholds = raw.get("thresholds")
+    if thresholds is not None and list(thresholds) != list(names):
+        raise ModelError(f"{where}: thresholds of {raw['name']!r} must list its tags in output order")
+    known = {*_REQUIRED, "architecture", "path", "blob", "size", "members", "thresholds", "thresholds_info",
+             "combine"}
+    entry = CatalogueEntry(
+        name=raw["name"], kind=raw["kind"], description=raw["description"], repo=raw["repo"],
+        commit=raw["commit"], licence=raw["licence"], citation=raw["citation"],
+        training_data=raw["training_data"], tag_set=raw["tags"], tag_names=names, front_end=raw["front_end"],
+        input=raw["input"], metrics=raw["metrics"], architecture=raw.get("architecture"), path=raw.get("path"),
+        blob=raw.get("blob"), size=raw.get("size"), members=tuple(raw.get("members", ())),
+        thresholds=None if thresholds is None else {k: float(v) for k, v in thresholds.items()},
+        thresholds_info=raw.get("thresholds_info"), extra={k: v for k, v in raw.items() if k not in known})
+    if entry.kind == "checkpoint":
+        try:
+            entry.pin  # noqa: B018  (validates repo, commit, blob and path)
+        except DownloadError as err:
+            raise ModelError(f"{where}: entry {entry.name!r}: {err}") from None
+    return entry
+
+
+def read_catalogue(path: str | os.PathLike[str] = CATALOGUE_FILE) -> dict[str, CatalogueEntry]:
+    """Parse and check a catalogue file: name -> entry, in file order."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the model catalogue {path} ({err}); reinstall focaltag") from None
+    if data.get("format") != "focaltag-catalogue" or data.get("version") != 1:
+        raise ModelError(f"{path}: not a focaltag model catalogue of version 1")
+    entries: dict[str, CatalogueEntry] = {}
+    for raw in data.get("models", []):
+        entry = _entry(raw, data.get("tag_sets", {}), path)
+        if entry.name in entries:
+            raise ModelError(f"{path}: model {entry.name!r} is listed twice")
+        entries[entry.name] = entry
+    for entry in entries.values():
+        for member in entry.members:
+            m = entries.get(member)
+            if m is None or m.kind != "checkpoint":
+                raise ModelError(f"{path}: ensemble {entry.name!r} names {member!r}, which is not a checkpoint "
+                                 "entry")
+            if m.tag_names != entry.tag_names:
+                raise ModelError(f"{path}: member {member!r} of {entry.name!r} has other tags than the ensemble")
+    return entries
+
+
+@functools.lru_cache(maxsize=1)
+def catalogue() -> dict[str, CatalogueEntry]:
+    """The shipped catalogue (read once)."""
+    return read_catalogue(CATALOGUE_FILE)
+
+
+def get_entry(name: str) -> CatalogueEntry:
+    """The entry called ``name``; ModelError naming close matches and ``focaltag models list`` otherwise."""
+    entries = catalogue()
+    if name in entries:
+        return entries[name]
+    close = difflib.get_close_matches(name, list(entries), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ModelError(f"unknown catalogue model {name!r}; {hint}see 'focaltag models list'")
+
+
+def is_catalogue_name(spec: Any) -> bool:
+    """Whether ``spec`` (a str or Path) is a catalogue name and no file or folder of that name exists here."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return False
+    text = os.fspath(spec)
+    return isinstance(text, str) and text in catalogue() and not Path(text).exists()
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def models_dir() -> Path:
+    """``<cache>/models`` with ``<cache>`` = ``$FOCALTAG_CACHE_DIR`` or ``$XDG_CACHE_HOME/focaltag``."""
+    return cache_root() / "models"
+
+
+def model_dir(name: str) -> Path:
+    """The cache folder of catalogue model ``name`` (whether or not it is pulled)."""
+    return models_dir() / get_entry(name).name
+
+
+def _source_record(entry: CatalogueEntry) -> dict[str, Any]:
+    record = {"name": entry.name, "kind": entry.kind, "repo": entry.repo, "commit": entry.commit}
+    if entry.kind == "checkpoint":
+        record.update(path=entry.path, blob=entry.blob, size=entry.size)
+    else:
+        record["members"] = list(entry.members)
+    record.update(licence=entry.licence, citation=entry.citation)
+    return record
+
+
+def is_pulled(name: str) -> bool:
+    """True when the cache holds a finished pull of exactly this entry (same pins)."""
+    entry = get_entry(name)
+    folder = model_dir(name)
+    try:
+        record = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if record != _source_record(entry):
+        return False
+    if entry.kind == "ensemble":
+        return (folder / ENSEMBLE_MANIFEST).is_file() and all(
+            (folder / f"member-{i:02d}.pt").is_file() for i in range(len(entry.members)))
+    return (folder / CHECKPOINT_FILE).is_file()
+
+
+def cached_path(name: str) -> Path:
+    """What a model spec resolves to: the ensemble folder, or the converted checkpoint file."""
+    entry = get_entry(name)
+    folder = model_dir(name)
+    return folder if entry.kind == "ensemble" else folder / CHECKPOINT_FILE
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder/.lock`` so two processes do not pull the same model at once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def how_to_get(name: str) -> str:
+    """The one-line fix when a model is not cached and cannot be fetched."""
+    entry = get_entry(name)
+    paths = [get_entry(m).path or "" for m in entry.members] if entry.kind == "ensemble" else [entry.path or ""]
+    files = paths[0] if len(paths) == 1 else _brace(paths)
+    many = "..., one per member in order" if len(paths) > 1 else ""
+    return (f"run 'focaltag models pull {name}' where GitHub is reachable (--mirror URL or {MIRROR_ENV} for a "
+            f"mirror), or get {files} of {entry.repo} at commit {entry.commit[:12]} and run "
+            f"'focaltag models import {name} FILE{many}'")
+
+
+def _brace(paths: Sequence[str]) -> str:
+    """``a/{x,y}/b`` for paths that differ in one middle part."""
+    prefix = os.path.commonprefix(list(paths))
+    suffix = os.path.commonprefix([p[len(prefix):][::-1] for p in paths])[::-1]
+    middles = [p[len(prefix):len(p) - len(suffix)] for p in paths]
+    return f"{prefix}{{{','.join(middles)}}}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------- converting
+
+
+def convert(entry: CatalogueEntry, raw: str | os.PathLike[str]) -> nn.Module:
+    """The one converter: a published file -> a focaltag model with the entry's tag names, checked against it."""
+    model = _checkpoint.load_model(raw, tag_names=entry.tag_names)
+    cfg = model.pretrained_cfg
+    arch = dict(entry.architecture or {})
+    expected = {"model": arch.get("name"), "sample_rate": entry.front_end.get("sample_rate"),
+                "chunk_samples": entry.input.get("samples"), "n_mels": entry.front_end.get("n_mels")}
+    got = {"model": getattr(model, "model_name", None), "sample_rate": cfg.sample_rate,
+           "chunk_samples": cfg.chunk_samples, "n_mels": cfg.n_mels}
+    wrong = [f"{k} {got[k]} (expected {v})" for k, v in expected.items() if v is not None and got[k] != v]
+    variant = arch.get("args", {}).get("variant")
+    if variant is not None and cfg.variant != variant:
+        wrong.append(f"variant {cfg.variant} (expected {variant})")
+    if wrong:
+        raise CheckpointError(f"{raw}: the converted model does not match catalogue entry {entry.name}: "
+                              f"{'; '.join(wrong)}")
+    return model
+
+
+def _install_checkpoint(entry: CatalogueEntry, raw: Path, folder: Path) -> None:
+    """Convert a verified raw file into ``folder/best.pt`` and write the entry's side files."""
+    model = convert(entry, raw)
+    _checkpoint.save_model(model, folder / CHECKPOINT_FILE, catalogue=_source_record(entry))
+    _write_side_files(entry, folder)
+
+
+def _write_side_files(entry: CatalogueEntry, folder: Path) -> None:
+    if entry.thresholds is not None:
+        write_text(folder / THRESHOLDS_FILE, "".join(f"{t}\t{v!r}\n" for t, v in entry.thresholds.items()))
+    write_json(folder / SOURCE_FILE, _source_record(entry))  # last: it marks the pull as finished
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _install_ensemble(entry: CatalogueEntry, folder: Path) -> None:
+    """``folder`` = the members' converted checkpoints + an ``ensemble.json`` in the ensemble folder format."""
+    members = []
+    for i, member in enumerate(entry.members):
+        name = f"member-{i:02d}.pt"
+        _link_or_copy(cached_path(member), folder / name)
+        members.append({"path": name, "weight": 1.0, "model": member})
+    write_json(folder / ENSEMBLE_MANIFEST, {"format": "focaltag-ensemble", "version": 1, "combine": "mean-sigmoid",
+                                            "tag_names": list(entry.tag_names), "members": members})
+    _write_side_files(entry, folder)
+
+
+# --------------------------------------------------------------------------------------------- pull / import
+
+
+def _mirror(mirror: str | None) -> str | None:
+    return mirror or os.environ.get(MIRROR_ENV) or None
+
+
+def pull(name: str, *, mirror: str | None = None, retries: int = 3, backoff: float = 1.0,
+         timeout: float = 60.0, _how: str | None = None, _label: str | None = None) -> Path:
+    """Fetch, verify, convert and cache ``name`` (and, for an ensemble, its members); returns its cache path.
+
+    Does nothing when the cache already holds it. ``mirror`` (or ``$FOCALTAG_MODEL_MIRROR``) replaces
+    https://raw.githubusercontent.com; it serves ``<mirror>/<owner>/<repo>/<commit>/<path>``.
+    """
+    entry = get_entry(name)
+    if is_pulled(name):
+        return cached_path(name)
+    base = _mirror(mirror)
+    if entry.kind == "ensemble":
+        for member in entry.members:
+            pull(member, mirror=base, retries=retries, backoff=backoff, timeout=timeout, _how=how_to_get(name),
+                 _label=f"{name} (member {member})")
+        folder = model_dir(name)
+        with _lock(folder):
+            if not is_pulled(name):
+                _install_ensemble(entry, folder)
+        return cached_path(name)
+    folder = model_dir(name)
+    with _lock(folder):
+        if is_pulled(name):
+            return cached_path(name)
+        raw = folder / "download" / Path(entry.path or "model.pth").name
+        logger.info("fetching %s from %s", name, base or "github")
+        try:
+            how = _how or how_to_get(name)
+            fetch_pinned(entry.pin, raw, base=base, retries=retries, backoff=backoff, timeout=timeout,
+                         hint=how if base is None else f"check the mirror, or {how}", desc=name)
+        except DownloadError as err:
+            raise DownloadError(f"cannot fetch model {_label or name}: {err}") from None
+        _install_checkpoint(entry, raw, folder)
+        shutil.rmtree(folder / "download", ignore_errors=True)
+    logger.debug("%s is cached in %s", name, folder)
+    return cached_path(name)
+
+
+def import_files(name: str, files: Sequence[str | os.PathLike[str]]) -> Path:
+    """Check files the user got elsewhere against the pins (one per member, in member order) and cache them."""
+    entry = get_entry(name)
+    targets = [get_entry(m) for m in entry.members] if entry.kind == "ensemble" else [entry]
+    if len(files) != len(targets):
+        order = ", ".join(f"{t.name} ({t.path})" for t in targets)
+        raise ModelError(f"models import {name}: expected {len(targets)} file(s), one per member in this order: "
+                         f"{order}; got {len(files)}")
+    paths = [Path(f) for f in files]
+    for target, path in zip(targets, paths, strict=True):
+        if not path.is_file():
+            raise ModelError(f"models import {name}: file not found: {path}")
+        try:
+            verify_pinned(path, target.pin)
+        except DownloadError as err:
+            raise ModelError(f"models import {name}: {err}") from None
+    for target, path in zip(targets, paths, strict=True):
+        folder = model_dir(target.name)
+        with _lock(folder):
+            if not is_pulled(target.name):
+                _install_checkpoint(target, path, folder)
+    if entry.kind == "ensemble":
+        folder = model_dir(name)
+        with _lock(folder):
+            _install_ensemble(entry, folder)
+    return cached_path(name)
+
+
+# --------------------------------------------------------------------------------------------- name resolution
+
+
+def resolve_spec(spec: Any) -> Any:
+    """A catalogue name -> its cached path (pulled on first use); anything else is returned unchanged."""
+    if not is_catalogue_name(spec):
+        return spec
+    name = os.fspath(spec)
+    return cached_path(name) if is_pulled(name) else pull(name)
+
+
+def catalogue_thresholds(specs: Any) -> dict[str, float] | None:
+    """The shipped decision thresholds when ``specs`` is one catalogue name that has them, else None."""
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    if not isinstance(specs, Sequence) or len(specs) != 1 or not is_catalogue_name(specs[0]):
+        return None
+    thresholds = get_entry(os.fspath(specs[0])).thresholds
+    return None if thresholds is None else dict(thresholds)
+
+
+class MeanEnsemble(nn.Module):
+    """Several models as one: ``forward`` gives the logits of the weighted mean of their sigmoid probabilities.
+
+    ``sigmoid(ensemble(x))`` is exactly what ``focaltag tag -m A -m B`` averages; ``pretrained_cfg`` is the
+    members' (they must agree on tags and input).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None,
+                 names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not members:
+            raise ModelError("an ensemble needs at least one member")
+        first = members[0].pretrained_cfg
+        for i, m in enumerate(members[1:], start=1):
+            cfg = m.pretrained_cfg
+            if (tuple(cfg.tag_names), cfg.sample_rate, cfg.chunk_samples) != (
+                    tuple(first.tag_names), first.sample_rate, first.chunk_samples):
+                raise ModelError(f"ensemble member {i} differs from member 0 in tags or input length")
+        w = torch.tensor(list(weights) if weights is not None else [1.0] * len(members), dtype=torch.float32)
+        if w.shape != (len(members),) or not torch.all(w >= 0) or float(w.sum()) <= 0:
+            raise ModelError(f"ensemble weights must be one non-negative number per member, got {w.tolist()}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", w / w.sum(), persistent=False)
+        self.pretrained_cfg = first
+        self.model_name = "mean_ensemble"
+        self.member_names = list(names or [f"member {i}" for i in range(len(members))])
+
+    def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
+        out = self.weights[0] * torch.sigmoid(self.members[0](waveform))
+        for i in range(1, len(self.members)):
+            out = out + self.weights[i] * torch.sigmoid(self.members[i](waveform))
+        return out
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.probabilities(waveform))
+
+
+def _read_ensemble_folder(folder: Path) -> tuple[list[Path], list[float]]:
+    try:
+        manifest = json.loads((folder / ENSEMBLE_MANIFEST).read_text(encoding="utf-8"))
+        members = manifest["members"]
+        paths = [folder / (m["path"] if isinstance(m, dict) else m) for m in members]
+        weights = [float(m.get("weight", 1.0)) if isinstance(m, dict) else 1.0 for m in members]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / ENSEMBLE_MANIFEST}: not a readable ensemble manifest ({err})") from None
+    return paths, weights
+
+
+def load_model(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """``focaltag.load_model``: a checkpoint, run folder, reference state_dict, or a catalogue name.
+
+    A catalogue name is pulled on first use; an ensemble name (or an ensemble folder) gives a
+    :class:`MeanEnsemble`. Other arguments are those of :func:`focaltag.models._checkpoint.load_model`.
+    """
+    resolved = resolve_spec(path)
+    folder = Path(resolved) if isinstance(resolved, (str, os.PathLike)) else None
+    if folder is not None and folder.is_dir() and (folder / ENSEMBLE_MANIFEST).is_file():
+        paths, weights = _read_ensemble_folder(folder)
+        members = [_checkpoint.load_model(p, **kwargs) for p in paths]
+        model: nn.Module = MeanEnsemble(members, weights, names=[str(p) for p in paths]).eval()
+    else:
+        model = _checkpoint.load_model(resolved, **kwargs)
+    if resolved is not path:
+        model.catalogue_name = os.fspath(path)  # what 'tag --format json' reports as "model"
+    return model
+
+
+load_model.__doc__ = (load_model.__doc__ or "") + "\n" + (_checkpoint.load_model.__doc__ or "")
+
+
+def load_matching_weights(model: nn.Module, path: str | os.PathLike[str], **kwargs: Any
+                          ) -> tuple[list[str], list[tuple[str, str]]]:
+    """``--init-from`` / ``model.init_from``: as :func:`_checkpoint.load_matching_weights`, names allowed."""
+    return _checkpoint.load_matching_weights(model, resolve_spec(path), **kwargs)
+
+
+def catalogue_thresholds_inputs(predictions_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Path], list[str]]:
+    """(validation ground truth, {member name: its published validation predictions}, tag names) under the
+    authors' ``reference-predictions`` folder (all training data, standard sampling), for the thresholds."""
+    import numpy as np
+
+    root = Path(predictions_dir)
+    entry = get_entry("usc-sail-2020")
+    folder = root / "all_training_data" / "standard_sampling" / "validation"
+    files = {m: folder / get_entry(m).extra["prediction_file"] for m in entry.members}
+    missing = [str(p) for p in [root / "validation_ground_truth.npy", *files.values()] if not p.is_file()]
+    if missing:
+        raise FocaltagError(f"reference predictions not found: {missing[0]}")
+    return np.load(root / "validation_ground_truth.npy"), files, list(entry.tag_names)

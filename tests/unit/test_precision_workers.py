@@ -1,0 +1,235 @@
+"""Inference precision (bf16 / fp32 choice, autocast, close-call re-check) and parallel decoding workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from focaltag.errors import ConfigError
+from focaltag.inference import precision as prec
+from focaltag.inference.ensemble import TorchMember
+from focaltag.inference.tagger import TagFailure, Tagger, TagResult
+
+SR = 16000
+CHUNK = 1600
+TAGS = tuple(f"mood/theme---t{i}" for i in range(6))
+
+
+class Dense(nn.Module):
+    """Mean-pooled frames through a linear layer: bf16 autocast rounds its matmul, float32 does not."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.proj = nn.Linear(100, len(TAGS))
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(len(TAGS), 100, generator=gen))
+            self.proj.bias.zero_()
+        self.pretrained_cfg = SimpleNamespace(tag_names=TAGS, sample_rate=SR, chunk_samples=CHUNK)
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        frames = x.reshape(len(x), 16, 100).mean(1) * 30.0
+        return self.proj(frames)
+
+
+def _files(folder: Path, n: int, seconds: list[float] | None = None) -> list[Path]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        dur = seconds[i] if seconds else 0.3 + 0.1 * i
+        path = folder / f"f{i:02d}.wav"
+        sf.write(path, (0.3 * rng.standard_normal(int(dur * 22050))).astype(np.float32), 22050)
+        out.append(path)
+    return out
+
+
+# -- choosing the precision ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("flags", "fast"), [
+    ("fpu sse avx512f avx512_bf16 avx512_vnni", True),
+    ("fpu sse amx_bf16 amx_tile", True),
+    ("fpu sse avx2 avx512f avx512bw", False),  # plain AVX512: bf16 would be emulated
+    (None, False),  # no /proc/cpuinfo (macOS, Windows)
+])
+def test_fast_bf16_is_read_from_cpu_flags(tmp_path: Path, flags: str | None, fast: bool) -> None:
+    path = tmp_path / "cpuinfo"
+    if flags is not None:
+        path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert prec.cpu_has_fast_bf16(str(path)) is fast
+
+
+def test_auto_follows_the_hardware_and_fp32_opts_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
+    assert prec.resolve_precision("auto", "cpu") == "bf16"
+    assert prec.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
+    assert prec.resolve_precision("auto", "cpu") == "fp32"
+    assert prec.resolve_precision("bf16", "cpu") == "bf16"  # asked for: emulated, with a warning
+    monkeypatch.setattr(prec, "_cuda_bf16", lambda device: False)
+    assert prec.resolve_precision("auto", "cuda:0") == "fp32"
+    with pytest.raises(ConfigError, match="does not support bf16"):
+        prec.resolve_precision("bf16", "cuda")
+    monkeypatch.setattr(prec, "_cuda_bf16", lambda device: True)
+    assert prec.resolve_precision("auto", torch.device("cuda", 1)) == "bf16"
+    assert prec.resolve_precision("auto", "mps") == "fp32"
+    with pytest.raises(ConfigError, match="cpu or cuda"):
+        prec.resolve_precision("bf16", "mps")
+    with pytest.raises(ConfigError, match="auto, bf16, fp32"):
+        prec.resolve_precision("fp16", "cpu")
+
+
+def test_bf16_member_runs_under_autocast_and_fp32_is_exact() -> None:
+    model = Dense()
+    batch = np.random.default_rng(0).standard_normal((3, CHUNK)).astype(np.float32)
+    with torch.no_grad():
+        exact = torch.sigmoid(model(torch.from_numpy(batch))).numpy()
+    fp32 = TorchMember(model, precision="fp32")
+    bf16 = TorchMember(model, precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    np.testing.assert_array_equal(fp32(batch), exact)
+    low = bf16(batch)
+    assert low.dtype == np.float32 and 0 < np.abs(low - exact).max() < 0.05
+    np.testing.assert_array_equal(bf16(batch, precision="fp32"), exact)  # the per-call override
+
+
+def test_onnx_runtime_refuses_bf16() -> None:
+    with pytest.raises(ConfigError, match="torch runtime"):
+        Tagger(Dense(), runtime="onnx", precision="bf16")
+
+
+# -- the close-call re-check ---------------------------------------------------------------------------------
+def test_recheck_makes_bf16_top_k_and_values_those_of_fp32(tmp_path: Path) -> None:
+    files = _files(tmp_path, 5)
+    fp32 = {r.file: r for r in Tagger(Dense(), n_chunks=3, precision="fp32").tag_many(files)}
+    raw = list(Tagger(Dense(), n_chunks=3, precision="bf16", recheck_margin=0).tag_many(files))
+    assert all(r.precision == "bf16" for r in raw)
+    assert max(np.abs(r.as_array() - fp32[r.file].as_array()).max() for r in raw) > 0
+    # a margin wider than any gap: every track is a close call and is recomputed in float32
+    tagger = Tagger(Dense(), n_chunks=3, precision="bf16", recheck_margin=0.99)
+    checked = list(tagger.tag_many(files))
+    assert tagger.n_rechecked == len(files)
+    for r in checked:  # float32 again (to the last bits: a track's chunks now share a batch with no other)
+        assert r.precision == "fp32" and [t for t, _ in r.top] == [t for t, _ in fp32[r.file].top]
+        np.testing.assert_allclose(r.as_array(), fp32[r.file].as_array(), rtol=0, atol=1e-6)
+
+
+def test_close_call_rule() -> None:
+    tagger = Tagger(Dense(), precision="bf16", top_k=2, recheck_margin=0.01)
+    assert tagger._close_call(np.array([0.5, 0.2, 0.195, 0.1, 0.0, 0.0]))  # rank 2 vs 3 within 0.01
+    assert not tagger._close_call(np.array([0.5, 0.2, 0.1, 0.095, 0.0, 0.0]))  # ranks 3-4 do not matter
+    tagger.thresholds = np.full(len(TAGS), 0.3)
+    assert tagger._close_call(np.array([0.9, 0.6, 0.305, 0.1, 0.0, 0.0]))  # a decision hangs on 0.005
+    assert not Tagger(Dense(), precision="fp32", top_k=2)._close_call(np.array([0.5, 0.5, 0.5, 0, 0, 0]))
+    with pytest.raises(ConfigError, match="recheck_margin"):
+        Tagger(Dense(), recheck_margin=-0.1)
+
+
+def test_waveform_close_call_is_recomputed_from_the_array() -> None:
+    wave = np.random.default_rng(2).standard_normal(3 * CHUNK).astype(np.float32) * 0.3
+    exact = Tagger(Dense(), n_chunks=2, precision="fp32").tag(wave, sr=SR)
+    result = Tagger(Dense(), n_chunks=2, precision="bf16", recheck_margin=0.99).tag(wave, sr=SR)
+    assert result.precision == "fp32"
+    np.testing.assert_array_equal(result.chunk_probabilities, exact.chunk_probabilities)
+
+
+def test_precision_is_in_the_json_result(tmp_path: Path) -> None:
+    import io
+
+    from focaltag.inference.writers import get_writer
+
+    result = Tagger(Dense(), precision="fp32").tag(_files(tmp_path, 1)[0])
+    assert isinstance(result, TagResult) and result.precision == "fp32"
+    out = io.StringIO()
+    with get_writer("json", out, tag_names=TAGS) as writer:
+        writer.write(result)
+    assert json.loads(out.getvalue())[0]["precision"] == "fp32"
+
+
+# -- decoding workers ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_keep_input_order_results_and_failures(tmp_path: Path, workers: int) -> None:
+    files = _files(tmp_path, 9, [0.05, 2.0, 0.1, 1.2, 0.3, 0.05, 3.0, 0.2, 0.7])
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio" * 40)
+    inputs = [files[0], bad, *files[1:5], tmp_path / "missing.wav", *files[5:]]
+    serial = list(Tagger(Dense(), n_chunks=4, batch_size=5, precision="fp32", workers=0).tag_many(inputs))
+    model = Dense()
+    tagger = Tagger(model, n_chunks=4, batch_size=5, precision="fp32", workers=workers)
+    parallel = list(tagger.tag_many(iter(inputs)))  # a one-shot iterator, shared by the workers
+    assert [r.file for r in parallel] == [str(p) for p in inputs]
+    assert [r.ok for r in parallel] == [r.ok for r in serial] == [True, False] + [True] * 4 + [False] + [True] * 4
+    for a, b in zip(parallel, serial, strict=True):
+        if isinstance(a, TagFailure):
+            assert isinstance(b, TagFailure) and a.error == b.error
+        else:
+            np.testing.assert_allclose(a.chunk_probabilities, b.chunk_probabilities, rtol=0, atol=1e-6)
+    assert model.batches[:-1] == [5] * (len(model.batches) - 1)  # batches span files: only the last is short
+
+
+def test_abandoned_run_stops_the_workers(tmp_path: Path) -> None:
+    import threading
+
+    files = _files(tmp_path, 12)
+    before = threading.active_count()
+    run = Tagger(Dense(), n_chunks=2, batch_size=1, precision="fp32", workers=3).tag_many(files)
+    next(run)
+    run.close()
+    assert threading.active_count() == before
+
+
+def test_bad_workers_value() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="workers"):
+            Tagger(Dense(), workers=bad)  # type: ignore[arg-type]
+
+
+# -- float32 islands under bf16 autocast ---------------------------------------------------------------------
+def test_keep_fp32_runs_listed_submodules_exactly_and_is_removable() -> None:
+    model = nn.Sequential(nn.Linear(100, 40), nn.ReLU(), nn.Linear(40, 6)).eval()
+    x = torch.randn(4, 100, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+        handles = prec.keep_fp32(model, ["0", "2"])
+        assert torch.equal(model(x), exact)  # outside autocast the hooks change nothing
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            kept = model(x)
+            assert torch.is_autocast_enabled("cpu")  # restored after the float32 module
+        for handle in handles:
+            handle.remove()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            again = model(x)
+    assert low.dtype == torch.bfloat16 and float((low.float() - exact).abs().max()) > 0
+    assert kept.dtype == torch.float32 and torch.equal(kept, exact)
+    assert again.dtype == torch.bfloat16
+
+
+def test_fp32_modules_follow_the_architecture() -> None:
+    from focaltag.models import create_model
+
+    for arch in ("fcn", "crnn", "musicnn", "short_chunk_resnet"):
+        model = create_model(arch, **({"width": 8} if arch == "short_chunk_resnet" else {}))
+        names = prec.fp32_modules(model)
+        assert names == prec.FP32_MODULES[arch]
+        for name in names:
+            model.get_submodule(name)  # every listed name exists in the architecture
+    assert prec.fp32_modules(Dense()) == ()  # unknown models: all bf16
+
+
+def test_bf16_member_keeps_its_architectures_fp32_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Dense()
+    model.model_name = "dense-test"
+    monkeypatch.setitem(prec.FP32_MODULES, "dense-test", ("proj",))
+    batch = np.random.default_rng(0).standard_normal((3, CHUNK)).astype(np.float32)
+    with torch.no_grad():
+        exact = torch.sigmoid(model(torch.from_numpy(batch))).numpy()
+    np.testing.assert_array_equal(TorchMember(model, precision="bf16")(batch), exact)  # its only matmul: float32
