@@ -216,12 +216,13 @@ def test_keep_fp32_runs_listed_submodules_exactly_and_is_removable() -> None:
 def test_fp32_modules_follow_the_architecture() -> None:
     from focaltag.models import create_model
 
-    for arch in ("fcn", "crnn", "musicnn", "short_chunk_resnet"):
+    for arch in ("fcn", "crnn", "short_chunk_resnet"):
         model = create_model(arch, **({"width": 8} if arch == "short_chunk_resnet" else {}))
         names = prec.fp32_modules(model)
         assert names == prec.FP32_MODULES[arch]
         for name in names:
             model.get_submodule(name)  # every listed name exists in the architecture
+    assert prec.fp32_modules(create_model("musicnn")) == ()  # its error is small without any
     assert prec.fp32_modules(Dense()) == ()  # unknown models: all bf16
 
 

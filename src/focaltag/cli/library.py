@@ -34,7 +34,8 @@ def add_library_options(p: argparse.ArgumentParser) -> None:
                      help="with -o: tag only shard I of N (0-based), chosen by the path relative to the folder "
                      "argument; join the outputs with 'focaltag merge-tags'")
     lib.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="decode N files in parallel while the model runs")
+                     help="decode N files in parallel while the model runs (default 1; bench/tag.py on 2 cores: "
+                     "1 thread 1.09x decoding in line, 2 threads 1.06x of 1)")
     tags = p.add_argument_group("writing tags into the files")
     tags.add_argument("--write-tags", action="store_true",
                       help="write the chosen tags into each file: MOOD (ID3 TMOO / TXXX:MOOD in ID3v2.3, Vorbis "

@@ -68,7 +68,9 @@ class TorchMember:
     """A torch model in eval mode, optionally channels_last and/or ``torch.compile``d, run in ``precision``.
 
     ``precision`` ``"auto"`` is bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, else float32
-    (:func:`focaltag.inference.precision.resolve_precision`); ``self.precision`` is the resolved one.
+    (:func:`focaltag.inference.precision.resolve_precision`); ``self.precision`` is the resolved one. Under bf16
+    the architecture's ``precision.FP32_MODULES`` (the layers that read the spectrogram) stay float32 through
+    hooks on ``model`` (``self.fp32_modules``; not with ``optimize="compile"``); float32 calls are unaffected.
     """
 
     def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none",

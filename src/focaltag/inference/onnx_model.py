@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from focaltag._extras import install_hint, require_extra
 from focaltag.errors import CheckpointError, ConfigError, ModelError
 from focaltag.inference.meta import ModelMeta, model_meta
 
@@ -35,18 +36,13 @@ logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 18  # the first opset with an STFT the exporter can emit
 INPUT_NAME, OUTPUT_NAME = "waveform", "probabilities"
-INSTALL_HINT = "pip install 'focaltag[onnx]'"
+INSTALL_HINT = install_hint("onnx")
 
 
 def require_onnx(*, export: bool = False) -> Any:
     """Import onnxruntime (and onnx/onnxscript for export) or raise one line saying how to install them."""
     names = ("onnxruntime", "onnx", "onnxscript") if export else ("onnxruntime",)
-    for name in names:
-        try:
-            __import__(name)
-        except ImportError:
-            raise ConfigError(f"the ONNX {'export' if export else 'runtime'} needs {name}, which is not "
-                              f"installed; {INSTALL_HINT}") from None
+    require_extra("onnx", names, what=f"the ONNX {'export' if export else 'runtime'}")
     import onnxruntime
 
     return onnxruntime

@@ -6,11 +6,12 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
+from focaltag._extras import install_hint, require_extra
 from focaltag.errors import ConfigError
 
 __all__ = ["ServeConfig", "require_serve", "is_loopback", "INSTALL_HINT", "TOKEN_ENV", "DEFAULT_MODEL"]
 
-INSTALL_HINT = "pip install 'focaltag[serve]'"
+INSTALL_HINT = install_hint("serve")
 TOKEN_ENV = "FOCALTAG_SERVE_TOKEN"
 DEFAULT_MODEL = "usc-sail-2020"
 _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
@@ -18,12 +19,7 @@ _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 
 def require_serve() -> None:
     """Raise one line naming the install command unless the server stack (the ``serve`` extra) is importable."""
-    for name in _SERVE_MODULES:
-        try:
-            __import__(name)
-        except ImportError:
-            raise ConfigError(f"focaltag serve needs {name.replace('_', '-')}, which is not installed; "
-                              f"{INSTALL_HINT}") from None
+    require_extra("serve", _SERVE_MODULES, what="focaltag serve")
 
 
 def is_loopback(host: str) -> bool:
