@@ -109,7 +109,9 @@ FP32_MODULES: dict[str, tuple[str, ...]] = {
 log-mel spectrogram. Rounding the spectrogram itself to bf16 (8 significant bits) is most of bf16's error: on the
 six shared recordings (16 chunks per track) keeping them float32 cut the largest track-level probability change
 of Won et al.'s FCN from 2.1e-3 to 1.3e-3 and of CRNN from 6.2e-3 to 1.5e-3 (the final dense layers or CRNN's GRU
-in float32 changed little: 2.3e-3 and 5.8e-3), for 1-input-channel convolutions that cost little compute. Musicnn stays all bf16: its error is already 6e-4,
+in float32 changed little: 2.3e-3 and 5.8e-3). The price is speed: that full-resolution block in float32 took
+FCN's bf16 forward from 1.6x to 1.3x float32 and CRNN's from 1.4-1.7x to 1.2-1.3x (2 cores, no AMX); the ResNet's
+first convolutions cost nothing measurable. Musicnn stays all bf16: its error is already 6e-4,
 and its spectrogram-reading branches are most of its compute."""
 
 

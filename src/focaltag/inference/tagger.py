@@ -126,7 +126,7 @@ class Tagger:
         precision (str): ``"auto"`` (bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32
             elsewhere), ``"bf16"`` or ``"fp32"``. Under bf16 the layers of FCN, CRNN and the paper ResNet that read
             the spectrogram stay float32 (``precision.FP32_MODULES``), which keeps probabilities within ~1.5e-3
-            of float32; measured 1.3-1.8x faster than float32 per forward on a 2-core AVX512-BF16 CPU without AMX
+            of float32; measured 1.2-1.8x faster than float32 per forward on a 2-core AVX512-BF16 CPU without AMX
             (``bench/tag.py``).
             ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
             result's ``precision``. (Default: ``"auto"``)
