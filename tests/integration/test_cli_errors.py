@@ -60,6 +60,8 @@ def test_help_shows_real_defaults_only() -> None:
         for fake in ("(default: None)", "(default: False)", "(default: True)", "(default: [])",
                      "(default: ==SUPPRESS==)"):
             assert fake not in text, f"'focaltag {' '.join(path)} --help' shows {fake}"
+        # Python's None is no value a user can type: help says "default: ..." in words instead
+        assert "None" not in text, f"'focaltag {' '.join(path)} --help' mentions None"
         for action in parser._actions:
             if action.required and action.option_strings:
                 help_text = parser._get_formatter()._expand_help(action) if action.help else ""

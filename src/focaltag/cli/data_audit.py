@@ -25,10 +25,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset", default="autotagging_moodtheme", help="with --split-dir: file name prefix of the "
                    "split files")
     p.add_argument("--manifest", type=Path, default=None, metavar="SHA256_TRACKS.txt",
-                   help="official tracks manifest ('SHA256 NN/ID.low.mp3' lines); None with --dataset-dir: "
+                   help="official tracks manifest ('SHA256 NN/ID.low.mp3' lines); default with --dataset-dir: "
                    "DIR/download/autotagging_moodtheme_audio-low_sha256_tracks.txt when it is there")
     p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
-                   help="audio folder: report missing files and hash tracks the manifest does not cover; None "
+                   help="audio folder: report missing files and hash tracks the manifest does not cover; default "
                    "with --dataset-dir: the dataset's audio folder when it exists")
     p.add_argument("--category", default=None, metavar="PREFIX",
                    help="vocabulary = train tags under this prefix; unset: every train tag")

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                     "--out DIR becomes the dataset root the shipped configs read (DIR/splits, DIR/download, "
                     "DIR/audio). Rerunning fetches only what is missing; interrupted transfers resume.")
     p.add_argument("--tagset", default=None, choices=TAGSETS,
-                   help="tag set (None: moodtheme); chooses the split files and the archive set (moodtheme has its "
+                   help="tag set (default: moodtheme); chooses the split files and the archive set (moodtheme has its "
                    "own archives, the other three come from the full dataset, raw_30s)")
     p.add_argument("--type", dest="data_type", default="audio-low", choices=DATA_TYPES,
                    help="audio (320 kbps MP3), audio-low (low-quality MP3) or melspecs")
@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
                    help="copy the split files from this local folder (holding splits/split-N/, e.g. a clone's "
                    "data/) instead of fetching them; they are NOT checked against the pins")
     p.add_argument("--dataset", default=None,
-                   help="experts: archive set as in the manifests (autotagging_moodtheme, raw_30s); None: the tag "
+                   help="experts: archive set as in the manifests (autotagging_moodtheme, raw_30s); default: the tag "
                    "set's")
     p.add_argument("--manifest-dir", type=Path, default=None, metavar="DIR",
                    help="experts: use the <dataset>_<type>_sha256_{tars,tracks}.txt of this local folder instead of "

@@ -22,16 +22,16 @@ def add_dataset_options(parser: argparse.ArgumentParser, *, part: bool = True, p
                         help="dataset root: the MTG-Jamendo layout (splits/split-N/, audio/; what `data download "
                         "--out DIR` writes) or an own dataset (DIR/tracks.csv with path,tags,split columns)")
     parser.add_argument("--tagset", default=None, choices=TAGSETS,
-                        help="MTG-Jamendo tag set of --dataset-dir (None: moodtheme); ignored for a tracks.csv")
+                        help="MTG-Jamendo tag set of --dataset-dir (default: moodtheme); ignored for a tracks.csv")
     parser.add_argument("--split", type=int, default=None, metavar="N",
-                        help="official split 0-4 of --dataset-dir (None: 0); a tracks.csv has one split")
+                        help="official split 0-4 of --dataset-dir (default: 0); a tracks.csv has one split")
     if part:
         parser.add_argument("--part", default="train", choices=("train", "validation", "test"),
                             help="which part of the split")
     elif parts:
         parser.add_argument("--part", dest="parts", action="append", default=None,
                             choices=("train", "validation", "test"),
-                            help="part(s) of the split (repeatable; None: all three)")
+                            help="part(s) of the split (repeatable; default: all three)")
 
 
 def open_dataset_from_args(args: argparse.Namespace) -> Any:
@@ -54,8 +54,8 @@ def add_dataset_part_options(parser: argparse.ArgumentParser, group: Any = None,
         help=f"the {what} of --part of a dataset: the MTG-Jamendo layout (with --tagset, --split) or a folder "
         "with tracks.csv")
     parser.add_argument("--tagset", default=None, choices=TAGSETS,
-                        help="with --dataset-dir: MTG-Jamendo tag set (None: moodtheme)")
-    parser.add_argument("--split", type=int, default=None, metavar="N", help="with --dataset-dir: split (None: 0)")
+                        help="with --dataset-dir: MTG-Jamendo tag set (default: moodtheme)")
+    parser.add_argument("--split", type=int, default=None, metavar="N", help="with --dataset-dir: split (default: 0)")
     parser.add_argument("--part", default=default_part, choices=("train", "validation", "test"),
                         help="with --dataset-dir: which part")
 

@@ -27,16 +27,16 @@ def register(subparsers: Any) -> None:
                         help="metadata file listing the tracks (repeat for several splits); instead of, or beside, "
                              "--dataset-dir")
     parser.add_argument("--audio-dir", default=None, type=Path, metavar="DIR",
-                        help="folder the PATH column is relative to; None: the dataset's (DIR/audio, or DIR for a "
+                        help="folder the PATH column is relative to; default: the dataset's (DIR/audio, or DIR for a "
                              "tracks.csv)")
     parser.add_argument("--cache", default=None, type=Path, metavar="DIR",
-                        help="cache folder (created, or continued); None: DIR/cache of --dataset-dir (where "
+                        help="cache folder (created, or continued); default: DIR/cache of --dataset-dir (where "
                              "training looks when data.cache_dir is null)")
     parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                        help="decoding processes; None = one per CPU core")
+                        help="decoding processes; default: one per CPU core")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="only do shard I of N (0-based; for cluster array jobs, each given the same TSVs); "
-                             "None = all tracks")
+                             "default: all tracks")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 

@@ -35,7 +35,7 @@ def _add_ground_truth(p: argparse.ArgumentParser) -> None:
 
     add_dataset_part_options(p, gt, what="ground truth (rows as `focaltag predict --dataset-dir` writes them)")
     p.add_argument("--tags", type=Path, default=None, metavar="FILE",
-                   help="tag names of the .npy columns, one per line (None: the 56 mood/theme tags if there are 56 "
+                   help="tag names of the .npy columns, one per line (default: the 56 mood/theme tags if there are 56 "
                    "columns)")
 
 

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--only", nargs="+", metavar="NAME", default=None, help="train only these runs")
     run.add_argument("--preset", default=None, help="a preset of the experiment file, e.g. demo")
     run.add_argument("--splits", default=None, metavar="0,1,...",
-                     help="cross-validation: repeat the grid on these official splits; None: the file's splits")
+                     help="cross-validation: repeat the grid on these official splits; default: the file's splits")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="change the base training config of every run, e.g. data.dataset_dir=/data/mtg "
                           "or model.init_from=pretrained.pt (repeatable)")

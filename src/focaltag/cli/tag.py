@@ -169,7 +169,7 @@ def _register_predict(subparsers: Any) -> None:
 
     add_dataset_part_options(p, src)
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                   help="waveform cache folder (None with --dataset-dir: DIR/cache)")
+                   help="waveform cache folder (default with --dataset-dir: DIR/cache)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="PRED.npy", help="matrix to write")
     p.add_argument("--chunks", type=int, default=32, metavar="N", help="evenly spaced chunks per track")
     _add_runtime(p, batch_size=None,
