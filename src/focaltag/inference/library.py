@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from focaltag._io import atomic_write
 from focaltag.audio.cache import shard_of
 from focaltag.errors import ConfigError, DataError
 from focaltag.inference.files import AUDIO_EXTENSIONS
@@ -209,21 +210,13 @@ def _compact(path: Path, state: OutputState) -> None:
 
     A file absent from ``state.lines`` was added once by this run and is kept.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            for number, line in enumerate(src, start=1):
-                if not line.strip() or not line.endswith(b"\n"):
-                    continue
-                last = state.lines.get(path_key(json.loads(line)["file"]))
-                if last is None or last == number:
-                    dst.write(line)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with open(path, "rb") as src, atomic_write(path, "wb") as dst:
+        for number, line in enumerate(src, start=1):
+            if not line.strip() or not line.endswith(b"\n"):
+                continue
+            last = state.lines.get(path_key(json.loads(line)["file"]))
+            if last is None or last == number:
+                dst.write(line)
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -454,24 +447,15 @@ def merge_outputs(output: str | os.PathLike[str], inputs: Iterable[str | os.Path
                 if previous is not None:
                     dropped += 1
                 seen.setdefault(key, (digest, str(p)))
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    output.parent.mkdir(parents=True, exist_ok=True)
     written: set[int] = set()
-    try:
-        with open(tmp, "wb") as dst:
-            for p, state in zip(inputs, states, strict=True):
-                with open(p, "rb") as f:
-                    for number, line in enumerate(f, start=1):
-                        if not line.endswith(b"\n") or not line.strip():
-                            continue
-                        key = path_key(json.loads(line)["file"])
-                        if state.lines[key] == number and key not in written:
-                            written.add(key)
-                            dst.write(line)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(output, "wb") as dst:
+        for p, state in zip(inputs, states, strict=True):
+            with open(p, "rb") as f:
+                for number, line in enumerate(f, start=1):
+                    if not line.endswith(b"\n") or not line.strip():
+                        continue
+                    key = path_key(json.loads(line)["file"])
+                    if state.lines[key] == number and key not in written:
+                        written.add(key)
+                        dst.write(line)
     return len(seen), dropped
