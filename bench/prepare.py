@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+# Python puts this script's folder first on sys.path, and bench/coverage.py would then shadow the `coverage`
+# package that numba (imported by librosa, the baseline here) imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 CHUNK = 73600
 
 
