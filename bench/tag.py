@@ -17,6 +17,9 @@ Sections of the JSON:
   and are no longer defaults). Per mode: seconds per track, x real time (audio seconds / wall seconds),
   chunks/s, ``vs_plain_loop``, the largest probability difference to float32, whether every top-5 equals
   float32's and how many bf16 close calls were re-checked in float32.
+* ``ceiling``: what the machine allows at most: the network's multiply-accumulates per chunk, a large bf16 matmul's
+  GFLOP/s, decoding's CPU seconds, the bf16 forward alone on decoded chunks, and the x real time of a forward at
+  the matmul peak plus decoding spread over the threads (``bench_ceiling``).
 * ``process``: whole-process wall time of ``focaltag tag --format json`` (imports, model load, decoding, writing)
   per precision against a process running the plain float32 loop; the target is >= 2.5x.
 * ``architectures``: x real time in float32, bf16 as ``auto`` runs it and bf16 with every layer in bf16 and no
@@ -28,11 +31,14 @@ Sections of the JSON:
 
 Prints one JSON object.
 
-Last measured (H10, 2026-12-01, 2 cores with AVX512-BF16 and no AMX, load 1.4-1.7, ``--skip-arch --skip-rss``):
-plain loop 204x real time; fp32 266x (1.30x the loop); bf16 343x (1.68x), with 0 / 2 decoding threads 315x /
-362x; every layer bf16 361x; every track re-checked 146x; whole process ``tag`` auto 1.46x the plain process
-(fp32 1.29x). Targets (1,000x, 2.5x) not met: without AMX the bf16 forward is only 1.3-1.5x float32, and the
-process's fixed cost (python + torch import, model load, warm-up: ~1.8 s of 5.6 s) caps the process ratio.
+Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, idle: load 0.3 before, ``--repeats 2``): plain loop
+182x real time; fp32 267x (1.46x the loop); bf16 629x (3.45x), with 0 / 1 decoding threads 460x / 540x; every
+layer plain bf16 623x; every track re-checked 176x; whole process ``tag`` auto 2.11x the plain process (fp32
+1.19x). ``ceiling``: 3.41 GMAC per chunk, bf16 matmul 791 GFLOP/s, decoding 0.86 CPU-s, so at most 1,038x; the
+bf16 forward alone ran 689 GFLOP/s (1,375x without decoding). Targets (1,000x, 2.5x) not met: the CPU's own
+ceiling is at the target, and python + torch import (~1.3 s) is in both processes. Architectures, bf16 vs fp32
+(with re-checks): ResNet 3.12x, FCN 1.35x, CRNN 1.47x, Musicnn 0.95x (2 of 6 tracks re-checked in float32 cost
+more than bf16 saves on its small 3 s chunks). Peak RSS tagging a 60-minute MP3: 501 MB (model alone 325 MB).
 
     .venv/bin/python bench/tag.py [--music DIR] [--repeats 2] [--all-modes] [--skip-arch] [--skip-rss]
 """
@@ -224,9 +230,9 @@ def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_second
 
     modes: dict[str, dict] = {
         "fp32": dict(precision="fp32"),
-        "bf16": dict(precision="bf16"),  # the default on this CPU (``auto``): fp32 islands, re-check margin
+        "bf16": dict(precision="bf16"),  # the default on this CPU (``auto``): 2 decoding threads, re-check margin
         "bf16_workers0": dict(precision="bf16", workers=0),  # decoding in the calling thread, no overlap
-        "bf16_workers2": dict(precision="bf16", workers=2),
+        "bf16_workers1": dict(precision="bf16", workers=1),
         "bf16_all_layers_no_recheck": dict(precision="bf16", recheck_margin=0.0, fp32_islands=False),
         # the re-check's worst case: every track recomputed in fp32 (what random weights with equal biases did)
         "bf16_recheck_every_track": dict(precision="bf16", recheck_margin=0.99),
@@ -353,6 +359,83 @@ def bench_architectures(args: argparse.Namespace, files: list[Path], audio_secon
     return out
 
 
+def _macs_per_chunk(model) -> float:
+    """Multiply-accumulates of one chunk's forward, counted from the convolution and linear layers' shapes."""
+    import torch
+    from torch import nn
+
+    total = [0]
+
+    def count(mod, args, out) -> None:
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            kernel = int(np.prod(mod.kernel_size))
+            total[0] += out[0].numel() * mod.in_channels // mod.groups * kernel
+        elif isinstance(mod, nn.Linear):
+            total[0] += mod.in_features * mod.out_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d,
+                                                                                              nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, model.pretrained_cfg.chunk_samples))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return float(total[0])
+
+
+def _gemm_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of GFLOP/s of a square matmul on this process's threads: the machine's practical ceiling."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seconds: float,
+                  modes: dict) -> dict:
+    """What this machine allows at most: the forward at the bf16 matmul peak plus decoding on all threads.
+
+    ``wall >= 2 * MACs * chunks / peak + decode_cpu / threads``: every multiply-accumulate of the network at the
+    speed of a large bf16 matmul (which no convolution reaches), and decoding spread over the threads with
+    perfect overlap. The measured parts: decoding alone (the tagger's reader, CPU seconds) and the bf16 forward
+    alone on already-decoded chunks.
+    """
+    from focaltag.inference.chunking import iter_chunks
+    from focaltag.inference.tagger import Tagger
+
+    tagger = Tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16", recheck_margin=0.0)
+    c0 = time.process_time()
+    chunks = [np.stack([c for _, c in sorted(iter_chunks(tagger.plan(p)), key=lambda pair: pair[0])])
+              for p in files]
+    decode_cpu = time.process_time() - c0
+    every = np.concatenate(chunks)
+    tagger.predict_chunks(every[: args.batch_size])
+    forward = float("inf")
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        tagger.predict_chunks(every)
+        forward = min(forward, time.perf_counter() - t0)
+    macs = _macs_per_chunk(model)
+    peak = _gemm_gflops("bfloat16")
+    bound = 2 * macs * len(every) / (peak * 1e9) + decode_cpu / args.threads
+    best = max(v["x_realtime"] for k, v in modes.items() if k != "plain_fp32_loop")
+    return {"gmacs_per_chunk": round(macs / 1e9, 3), "chunks": int(len(every)),
+            "bf16_matmul_gflops": round(peak, 1), "fp32_matmul_gflops": round(_gemm_gflops("float32"), 1),
+            "decode_cpu_s": round(decode_cpu, 3), "forward_bf16_s": round(forward, 3),
+            "forward_bf16_gflops": round(2 * macs * len(every) / forward / 1e9, 1),
+            "forward_only_x_realtime": round(audio_seconds / forward, 1),
+            "ceiling_wall_s": round(bound, 3), "ceiling_x_realtime": round(audio_seconds / bound, 1),
+            "best_mode_share_of_ceiling": round(best / (audio_seconds / bound), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--music", type=Path, default=MUSIC, help="folder of real tracks")
@@ -422,6 +505,7 @@ def main() -> None:
     report["meets_speed_target"] = modes[best]["x_realtime"] >= TARGET_X_REALTIME
     report["best_x_realtime_cpu_bound"] = max(m["x_realtime_cpu_bound"] for m in tagger_modes.values())
 
+    report["ceiling"] = bench_ceiling(args, model, files, audio_seconds, modes)
     if not args.skip_process:
         report["process"] = bench_process(args, ckpt, files)
     if not args.skip_arch:

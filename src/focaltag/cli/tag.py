@@ -40,10 +40,11 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = 16,
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (torch runtime "
                    "only)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="auto: bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
-                   "(bench/tag.py: 1.3-1.5x float32 on 2 AVX512-BF16 cores without AMX); the spectrogram-reading "
-                   "layers stay float32 and tracks whose top-5 or a decision is within 0.004 are recomputed in "
-                   "float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime only)")
+                   help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
+                   "(bench/tag.py: 2.4x float32 on 2 AVX512-BF16 cores without AMX); the spectrogram-reading "
+                   "layers are computed to float32 grade and tracks whose top-5 or a decision is within 0.005 are "
+                   "recomputed in float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime "
+                   "only)")
 
 
 def _register_tag(subparsers: Any) -> None:

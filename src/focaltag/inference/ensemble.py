@@ -31,7 +31,13 @@ import numpy as np
 
 from focaltag.errors import CheckpointError, ConfigError, ModelError
 from focaltag.inference.meta import ModelMeta, model_meta
-from focaltag.inference.precision import Precision, autocast, fp32_modules, keep_fp32, resolve_precision
+from focaltag.inference.precision import (
+    Precision,
+    autocast,
+    bf16_inference_model,
+    fp32_modules,
+    resolve_precision,
+)
 
 __all__ = [
     "ENSEMBLE_MANIFEST",
@@ -69,8 +75,9 @@ class TorchMember:
 
     ``precision`` ``"auto"`` is bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, else float32
     (:func:`focaltag.inference.precision.resolve_precision`); ``self.precision`` is the resolved one. Under bf16
-    the architecture's ``precision.FP32_MODULES`` (the layers that read the spectrogram) stay float32 through
-    hooks on ``model`` (``self.fp32_modules``; not with ``optimize="compile"``); float32 calls are unaffected.
+    a copy made by :func:`focaltag.inference.precision.bf16_inference_model` runs (BatchNorms folded, bf16
+    weights, channels_last), whose ``precision.FP32_MODULES`` (the layers that read the spectrogram) stay float32
+    (``self.fp32_modules``; not with ``optimize="compile"``); float32 calls run ``model`` untouched.
     """
 
     def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none",
@@ -87,10 +94,11 @@ class TorchMember:
             raise ConfigError(f"optimize must be 'none', 'channels_last' or 'compile', got {optimize!r}")
         if optimize in ("channels_last", "compile"):
             self.model = self.model.to(memory_format=torch.channels_last)
-        # the precision-sensitive layers of known architectures stay float32 under autocast (hooks: no effect
-        # on float32 calls, so ``precision="fp32"`` is bit-identical to a model without them)
+        # bf16 runs a folded, bf16-weight, channels_last copy whose spectrogram-reading layers stay float32;
+        # ``self.model`` stays the untouched float32 reference (``precision="fp32"`` calls, close-call re-checks)
         self.fp32_modules = fp32_modules(self.model) if self.precision == "bf16" and optimize != "compile" else ()
-        self._hooks = keep_fp32(self.model, self.fp32_modules)
+        self._bf16_model = (bf16_inference_model(self.model, self.fp32_modules)
+                            if self.precision == "bf16" and optimize != "compile" else None)
         self._fn = torch.compile(self.model, dynamic=False) if optimize == "compile" else self.model
         # a compiled graph is specialised to one batch size: later batches are padded to the first one's size
         self._fixed_batch: int | None = None if optimize == "compile" else 0
@@ -112,8 +120,10 @@ class TorchMember:
             # inductor notes once that the STFT's complex ops stay in eager mode; nothing for the user to do
             warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             x = torch.from_numpy(batch).to(self.device)
-            with autocast(self.device, precision or self.precision):
-                logits = self._fn(x)
+            run = precision or self.precision
+            fn = self._bf16_model if run == "bf16" and self._bf16_model is not None else self._fn
+            with autocast(self.device, run):
+                logits = fn(x)
             return torch.sigmoid(logits.float()).cpu().numpy()[:n]
 
 

@@ -1,9 +1,11 @@
 """Inference precision: bf16 autocast where the hardware runs it natively, float32 elsewhere.
 
-On CPUs with AMX or AVX512-BF16 a paper-size forward in bf16 is ~3x faster than float32 with probabilities within
-~1e-4 (``bench/tag.py``); without those instructions bf16 is emulated and slower, so ``auto`` keeps float32.
-On CUDA, ``auto`` uses bf16 where the GPU supports it. The log-mel front end always runs in float32
-(:class:`focaltag.audio.features.LogMelSpectrogram` disables autocast), only the network after it runs in bf16.
+On CPUs with AMX or AVX512-BF16 the network runs in bf16 (:func:`bf16_inference_model`: bf16 weights,
+channels_last, the spectrogram-reading layers to float32 grade); on 2 AVX512-BF16 cores without AMX the paper
+ResNet's forward is ~2x float32's with probabilities within ~3e-4 (``bench/tag.py``). Without those
+instructions bf16 is emulated and slower, so ``auto`` keeps float32. On CUDA, ``auto`` uses bf16 where the GPU
+supports it. The log-mel front end always runs in float32 (:class:`focaltag.audio.features.LogMelSpectrogram`
+disables autocast), only the network after it runs in bf16.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal
 from focaltag.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "cpu_has_fast_bf16", "resolve_precision", "autocast", "FP32_MODULES",
-           "fp32_modules", "keep_fp32"]
+           "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +107,15 @@ FP32_MODULES: dict[str, tuple[str, ...]] = {
     "crnn": ("layer1",),
     "musicnn": (),
 }
-"""Submodules that stay float32 under bf16 autocast, per architecture (``model_name``): the layers that read the
+"""Submodules computed to float32 grade under bf16, per architecture (``model_name``): the layers that read the
 log-mel spectrogram. Rounding the spectrogram itself to bf16 (8 significant bits) is most of bf16's error: on the
 six shared recordings (16 chunks per track) keeping them float32 cut the largest track-level probability change
 of Won et al.'s FCN from 2.1e-3 to 1.3e-3 and of CRNN from 6.2e-3 to 1.5e-3 (the final dense layers or CRNN's GRU
-in float32 changed little: 2.3e-3 and 5.8e-3). The price is speed: that full-resolution block in float32 took
-FCN's bf16 forward from 1.6x to 1.3x float32 and CRNN's from 1.4-1.7x to 1.2-1.3x (2 cores, no AMX); the ResNet's
-first convolutions cost nothing measurable. Musicnn stays all bf16: its error is already 6e-4,
-and its spectrogram-reading branches are most of its compute."""
+in float32 changed little: 2.3e-3 and 5.8e-3). In float32 that full-resolution block was most of FCN's bf16
+forward, so :func:`bf16_inference_model` computes its convolutions as :class:`CompensatedBf16` instead (float32-
+grade products, output rounded to bf16): FCN 1.9e-3, CRNN 1.7e-3, at 2.4x the speed of float32 islands for FCN.
+Musicnn stays all bf16: its error is already 6e-4, and its spectrogram-reading branches are most of its
+compute."""
 
 
 def fp32_modules(model: Any) -> tuple[str, ...]:
@@ -168,3 +171,64 @@ def keep_fp32(model: Any, names: Sequence[str]) -> list[Any]:
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post, always_call=True))
     return handles
+
+
+def _inside(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _compensable(module: Any) -> bool:
+    from torch import nn
+
+    if isinstance(module, nn.Linear):
+        return True
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
+    """An inference copy of ``model`` laid out for fast bf16 autocast; ``model`` itself is not touched.
+
+    Run it under bf16 autocast. Measured on a 2-core AVX512-BF16 CPU without AMX (batch 16):
+
+    * convolution and linear weights stored in bf16, so autocast does not cast every weight again on every call
+      (its cast cache only keeps tensors that require grad, and inference mode has none);
+    * 4-D weights and activations channels_last, the layout oneDNN's bf16 convolutions run natively: the paper
+      ResNet's largest convolution ran 740 GFLOP/s channels_last against 510 in NCHW;
+    * the convolution and linear layers inside ``fp32_names`` (the architecture's :data:`FP32_MODULES`, which
+      read the spectrogram) computed with float32-grade products in one compensated bf16 pass
+      (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32: a float32 convolution with one input channel inside the bf16
+      model ran at 7 GFLOP/s, and Won et al.'s FCN as a whole went from 6.3 s to 2.6 s on the six recordings.
+      ReLU and max-pooling after them are exact in bf16. Layers there that cannot be split (grouped
+      convolutions, say) run in float32 through :func:`keep_fp32`.
+
+    Not done: folding BatchNorm into the layer before it. It saved a fifth of the paper ResNet's forward but
+    doubled bf16's probability error on all three trained Won et al. models (FCN 1.9e-3 -> 4.0e-3, CRNN
+    1.7e-3 -> 2.4e-3, Musicnn 6.1e-4 -> 1.3e-3 on the six recordings): the folded bias, rounded to bf16, carries
+    the BatchNorm's mean shift.
+
+    The float32 original stays the reference: ``precision="fp32"`` calls and the close-call re-check run it.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    fast = copy.deepcopy(model).eval()
+    for param in fast.parameters():
+        param.requires_grad_(False)
+    from focaltag.inference.compensated import CompensatedBf16
+    kept: list[str] = []
+    for name, module in list(fast.named_modules()):
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        if not _inside(name, fp32_names):
+            module.to(torch.bfloat16)
+        elif _compensable(module):
+            parent, _, child = name.rpartition(".")
+            setattr(fast.get_submodule(parent) if parent else fast, child, CompensatedBf16(module))
+        else:
+            kept.append(name)
+    fast = fast.to(memory_format=torch.channels_last)
+    keep_fp32(fast, kept)
+    return fast

@@ -83,16 +83,17 @@ def _resolve_thresholds(thresholds: Any, tag_names: Sequence[str]) -> np.ndarray
     return thresholds_array(thresholds, tag_names)
 
 
-BF16_RECHECK_MARGIN = 0.004
+BF16_RECHECK_MARGIN = 0.005
 """Probability gap under which a bf16 result is recomputed in float32 (see ``Tagger``'s ``recheck_margin``).
 
-Tied to bf16's measured error: with the spectrogram-reading layers kept float32
-(:data:`focaltag.inference.precision.FP32_MODULES`) bf16 moved a track's probabilities by at most 1.3e-3 (Won et
-al.'s FCN), 1.5e-3 (CRNN) and 1.2e-3 (Musicnn) on the six shared recordings, so two probabilities more than
-0.004 = 2 x 2e-3 apart keep their order (``tests/integration/test_precision.py`` asserts the error bound and the
-top-5 equality). Genuine near-ties remain and are still recomputed: FCN ranks two of the six tracks' top-5 tags
-1e-4 and 9e-4 apart, which no bf16 rounding resolves; the test re-checks 1 or 2 tracks in 6 per trained model.
-H5's first margin, 0.006, was sized for CRNN's 6.2e-3 error with every layer in bf16."""
+Twice bf16's measured error: with the spectrogram-reading layers computed to float32 grade
+(:data:`focaltag.inference.precision.FP32_MODULES`, :class:`focaltag.inference.compensated.CompensatedBf16`) bf16
+moved a track's probabilities by at most 1.9e-3 (Won et al.'s FCN), 1.7e-3 (CRNN) and 1.1e-3 (Musicnn) on the
+six shared recordings, so with an error bound of 2.5e-3 two probabilities more than 0.005 apart keep their
+order (``tests/integration/test_precision.py`` asserts the bound and the top-5 equality). Genuine near-ties
+remain and are still recomputed: FCN ranks two of the six tracks' top-5 tags 1e-4 and 9e-4 apart, which no
+bf16 rounding resolves; the test re-checks 1 or 2 tracks in 6 per trained model. Earlier margins: 0.006 (every
+layer in bf16, CRNN's 6.2e-3 error), 0.004 (float32 islands under autocast, 1.3e-3)."""
 
 
 class _Pending:
@@ -120,14 +121,16 @@ class Tagger:
         batch_size (int): chunks per forward pass; chunks of several files share a batch. (Default: ``16``)
         runtime (str): ``"torch"`` or ``"onnx"`` (onnxruntime; needs ``pip install 'focaltag[onnx]'``).
         device (str): torch device. (Default: ``"cpu"``)
-        optimize (str): ``"none"``, ``"channels_last"`` (same outputs to 1e-7; measured 0.9x of ``none`` on
-            CPU, so not the default) or ``"compile"`` (channels_last + ``torch.compile``; a one-off compilation of
-            about a minute). The model is put in eval mode and converted in place. (Default: ``"none"``)
-        precision (str): ``"auto"`` (bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32
-            elsewhere), ``"bf16"`` or ``"fp32"``. Under bf16 the layers of FCN, CRNN and the paper ResNet that read
-            the spectrogram stay float32 (``precision.FP32_MODULES``), which keeps probabilities within ~1.5e-3
-            of float32; measured 1.2-1.8x faster than float32 per forward on a 2-core AVX512-BF16 CPU without AMX
-            (``bench/tag.py``).
+        optimize (str): ``"none"``, ``"channels_last"`` (float32 in channels_last; same outputs to 1e-7,
+            measured 0.9x of ``none`` on CPU, so not the default; bf16 always runs channels_last) or ``"compile"``
+            (channels_last + ``torch.compile``; a one-off compilation of about a minute). The model is put in eval
+            mode and converted in place. (Default: ``"none"``)
+        precision (str): ``"auto"`` (bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere),
+            ``"bf16"`` or ``"fp32"``. bf16 runs a copy of the network made by
+            :func:`focaltag.inference.precision.bf16_inference_model` (bf16 weights, channels_last, the layers of
+            FCN, CRNN and the paper ResNet that read the spectrogram computed to float32 grade), which keeps
+            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 2.4x float32 on a 2-core
+            AVX512-BF16 CPU without AMX (``bench/tag.py``).
             ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
             result's ``precision``. (Default: ``"auto"``)
         thresholds: per-tag decision thresholds (dict, a file from ``focaltag evaluate --save-thresholds``,
@@ -137,19 +140,19 @@ class Tagger:
         prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
             calling thread (as ``workers=0``). (Default: ``True``)
         workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
-            bounded by a queue of about two batches of chunks plus one file being read per worker.
-            (Default: ``1``)
+            bounded by a queue of about two batches of chunks plus one file being read per worker. Two
+            measured 1.16x one and 1.37x none on 2 cores (``bench/tag.py``). (Default: ``2``)
         recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
             probability gap smaller than this is read again and recomputed in float32, so bf16 does not change
             the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. The default
             is twice bf16's measured error bound, so only genuine near-ties pay for it; ``0`` turns it off.
-            (Default: ``BF16_RECHECK_MARGIN`` = 0.004)
+            (Default: ``BF16_RECHECK_MARGIN`` = 0.005)
     """
 
     def __init__(self, model_or_models: Any, *, n_chunks: int = 16, hop_seconds: float | None = None,
                  batch_size: int = 16, runtime: Runtime = "torch", device: str = "cpu",
                  optimize: Optimize = "none", precision: Precision = "auto", thresholds: Any = None,
-                 top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 1,
+                 top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 2,
                  recheck_margin: float = BF16_RECHECK_MARGIN) -> None:
         if n_chunks < 1:
             raise ConfigError(f"n_chunks must be >= 1, got {n_chunks}")
