@@ -31,14 +31,15 @@ Sections of the JSON:
 
 Prints one JSON object.
 
-Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, idle: load 0.3 before, ``--repeats 2``): plain loop
-182x real time; fp32 267x (1.46x the loop); bf16 629x (3.45x), with 0 / 1 decoding threads 460x / 540x; every
-layer plain bf16 623x; every track re-checked 176x; whole process ``tag`` auto 2.11x the plain process (fp32
-1.19x). ``ceiling``: 3.41 GMAC per chunk, bf16 matmul 791 GFLOP/s, decoding 0.86 CPU-s, so at most 1,038x; the
-bf16 forward alone ran 689 GFLOP/s (1,375x without decoding). Targets (1,000x, 2.5x) not met: the CPU's own
-ceiling is at the target, and python + torch import (~1.3 s) is in both processes. Architectures, bf16 vs fp32
-(with re-checks): ResNet 3.12x, FCN 1.35x, CRNN 1.47x, Musicnn 0.95x (2 of 6 tracks re-checked in float32 cost
-more than bf16 saves on its small 3 s chunks). Peak RSS tagging a 60-minute MP3: 501 MB (model alone 325 MB).
+Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, ``--repeats 2``, load 1.3 -> 2.1; this VM's
+speed moves by up to 25 % between runs, read ratios within a run): plain loop 145x real time; fp32 337x (2.33x the
+loop; batches of 16: 187x); bf16 621x (4.29x; batches of 8 / 16: 693x / 504x; 0 / 1 decoding threads 562x / 549x);
+plain-bf16 spectrogram layers 452x; every track re-checked 217x; whole process ``tag`` auto 2.52x the plain process
+(fp32 1.77x; an interleaved best-of-4 right after gave 1.99x, earlier runs 2.11x and 2.27x). ``ceiling``: 3.41 GMAC
+per chunk, bf16 matmul 827 GFLOP/s, decoding 0.85 CPU-s, so at most 1,076x; the bf16 forward alone ran 670 GFLOP/s
+(1,337x without decoding). Targets: 1,000x not met (the CPU's own ceiling is at the target), 2.5x met in this run
+only. Architectures, bf16 vs fp32 (with re-checks from kept chunks): ResNet 1.88x, FCN 1.53x, CRNN 1.52x, Musicnn
+0.72x (so ``auto`` keeps Musicnn float32 on CPUs). Peak RSS tagging a 60-minute MP3: 417 MB (model alone 325 MB).
 
     .venv/bin/python bench/tag.py [--music DIR] [--repeats 2] [--all-modes] [--skip-arch] [--skip-rss]
 """
@@ -233,6 +234,11 @@ def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_second
         "bf16": dict(precision="bf16"),  # the default on this CPU (``auto``): 2 decoding threads, re-check margin
         "bf16_workers0": dict(precision="bf16", workers=0),  # decoding in the calling thread, no overlap
         "bf16_workers1": dict(precision="bf16", workers=1),
+        "bf16_batch4": dict(precision="bf16", batch_size=4),  # activations of a batch in the 32 MB L3
+        "bf16_batch8": dict(precision="bf16", batch_size=8),
+        "bf16_batch16": dict(precision="bf16", batch_size=16),
+        "fp32_batch4": dict(precision="fp32", batch_size=4),
+        "fp32_batch16": dict(precision="fp32", batch_size=16),
         "bf16_all_layers_no_recheck": dict(precision="bf16", recheck_margin=0.0, fp32_islands=False),
         # the re-check's worst case: every track recomputed in fp32 (what random weights with equal biases did)
         "bf16_recheck_every_track": dict(precision="bf16", recheck_margin=0.99),
@@ -246,8 +252,9 @@ def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_second
     for name, kwargs in modes.items():
         t0 = time.perf_counter()
         net = copy.deepcopy(model)  # channels_last / compile convert the model in place
-        taggers[name] = _tagger(net.eval(), n_chunks=args.chunks, batch_size=args.batch_size, **kwargs)
-        taggers[name].predict_chunks(np.zeros((args.batch_size, taggers[name].chunk_samples), np.float32))
+        kwargs.setdefault("batch_size", args.batch_size)
+        taggers[name] = _tagger(net.eval(), n_chunks=args.chunks, **kwargs)
+        taggers[name].predict_chunks(np.zeros((taggers[name].batch_size, taggers[name].chunk_samples), np.float32))
         setup[name] = round(time.perf_counter() - t0, 1)
     plain_model = model
     runners = {"plain_fp32_loop": lambda: plain_loop(plain_model, files, args.chunks)}
@@ -417,7 +424,7 @@ def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seco
               for p in files]
     decode_cpu = time.process_time() - c0
     every = np.concatenate(chunks)
-    tagger.predict_chunks(every[: args.batch_size])
+    tagger.predict_chunks(every[: tagger.batch_size])
     forward = float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -440,7 +447,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--music", type=Path, default=MUSIC, help="folder of real tracks")
     parser.add_argument("--chunks", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="chunks per forward pass (default: the Tagger's, 4 on CPU)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="round-robin repeats of the mode comparison")
     parser.add_argument("--arch-repeats", type=int, default=1, help="repeats per architecture")

@@ -18,7 +18,7 @@ Configuration (``config.yaml``)::
         auto: no                        # tag on import
         replace: yes                    # replace the item's mood (no: add ours to the existing values)
         force: no                       # re-tag items that already have focaltag_* attributes
-        batch_size: 16
+        batch_size: null                # chunks per forward pass (null: focaltag's, 4 on CPU, 16 on GPU)
         device: cpu
 """
 
@@ -125,7 +125,7 @@ class FocaltagPlugin(BeetsPlugin):
         super().__init__()
         self.config.add({
             "models": [], "thresholds": None, "top_k": 3, "chunks": 16, "auto": False, "replace": True,
-            "force": False, "batch_size": 16, "device": "cpu",
+            "force": False, "batch_size": None, "device": "cpu",
         })
         for name, key in ((MOOD_FIELD, MOOD_KEY), (OTHER_FIELD, OTHER_KEY)):
             self.add_media_field(name, media_field(key))
@@ -139,6 +139,10 @@ class FocaltagPlugin(BeetsPlugin):
             self.import_stages = [self.imported]
 
     # -- beets hooks ---------------------------------------------------------------------------------------
+    def _batch_size(self) -> int | None:
+        """``batch_size`` from the config: null for focaltag's default, else an integer (checked by confuse)."""
+        return None if self.config["batch_size"].get() is None else self.config["batch_size"].get(int)
+
     def commands(self) -> list[ui.Subcommand]:
         cmd = ui.Subcommand("focaltag", help="tag items with focaltag mood/theme models")
         cmd.parser.add_option("-f", "--force", action="store_true", default=None,
@@ -177,7 +181,7 @@ class FocaltagPlugin(BeetsPlugin):
             thresholds = self.config["thresholds"].get()
             try:
                 self._tagger = Tagger(
-                    models, n_chunks=self.config["chunks"].get(int), batch_size=self.config["batch_size"].get(int),
+                    models, n_chunks=self.config["chunks"].get(int), batch_size=self._batch_size(),
                     device=self.config["device"].as_str(), top_k=self.config["top_k"].get(int),
                     thresholds=os.path.expanduser(thresholds) if thresholds else None)
             except FocaltagError as err:

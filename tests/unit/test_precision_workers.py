@@ -86,6 +86,17 @@ def test_auto_follows_the_hardware_and_fp32_opts_out(monkeypatch: pytest.MonkeyP
         prec.resolve_precision("fp16", "cpu")
 
 
+def test_auto_keeps_musicnn_float32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from focaltag.models import create_model
+
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
+    musicnn, fcn = create_model("musicnn"), create_model("fcn")
+    assert prec.resolve_model_precision("auto", "cpu", musicnn) == "fp32"  # bf16 measured no faster
+    assert prec.resolve_model_precision("bf16", "cpu", musicnn) == "bf16"  # asked for: given
+    assert prec.resolve_model_precision("auto", "cpu", fcn) == "bf16"
+    assert TorchMember(musicnn, precision="auto").precision == "fp32"
+
+
 def test_bf16_member_runs_under_autocast_and_fp32_is_exact() -> None:
     model = Dense()
     batch = np.random.default_rng(0).standard_normal((3, CHUNK)).astype(np.float32)
@@ -119,6 +130,33 @@ def test_recheck_makes_bf16_top_k_and_values_those_of_fp32(tmp_path: Path) -> No
     for r in checked:  # float32 again (to the last bits: a track's chunks now share a batch with no other)
         assert r.precision == "fp32" and [t for t, _ in r.top] == [t for t, _ in fp32[r.file].top]
         np.testing.assert_allclose(r.as_array(), fp32[r.file].as_array(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep_bytes", [None, 0], ids=["kept", "over-budget"])
+def test_recheck_reuses_the_decoded_chunks_within_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              keep_bytes: int | None) -> None:
+    import focaltag.inference.tagger as tagger_module
+
+    if keep_bytes is not None:
+        monkeypatch.setattr(tagger_module, "RECHECK_KEEP_BYTES", keep_bytes)
+    reads: list[str] = []
+    real = tagger_module.iter_chunks
+
+    def counting(plan, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(plan.source)
+        return real(plan, **kwargs)
+
+    monkeypatch.setattr(tagger_module, "iter_chunks", counting)
+    files = _files(tmp_path, 4)
+    fp32 = {r.file: r.as_array() for r in Tagger(Dense(), n_chunks=3, precision="fp32").tag_many(files)}
+    reads.clear()
+    tagger = Tagger(Dense(), n_chunks=3, precision="bf16", recheck_margin=0.99)  # every track re-checked
+    checked = {r.file: r.as_array() for r in tagger.tag_many(files)}
+    assert tagger.n_rechecked == len(files)
+    # within the budget each file is decoded once; over it, once more for the re-check
+    assert sorted(reads) == sorted([str(f) for f in files] * (1 if keep_bytes is None else 2))
+    for name, probs in checked.items():
+        np.testing.assert_allclose(probs, fp32[name], rtol=0, atol=1e-6)
 
 
 def test_close_call_rule() -> None:
@@ -183,6 +221,22 @@ def test_abandoned_run_stops_the_workers(tmp_path: Path) -> None:
     next(run)
     run.close()
     assert threading.active_count() == before
+
+
+def test_default_batch_size_follows_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import focaltag.inference.tagger as tagger_module
+    from focaltag.inference.tagger import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+
+    model = Dense()
+    tagger = Tagger(model, n_chunks=6, precision="fp32", workers=0)
+    assert tagger.batch_size == CPU_BATCH_SIZE == 4
+    list(tagger.tag_many(_files(tmp_path, 3)))
+    assert max(model.batches) == CPU_BATCH_SIZE  # 18 chunks in passes of at most 4
+    assert Tagger(Dense(), batch_size=7).batch_size == 7
+    gpu_member = tagger.members[0]
+    gpu_member.device = torch.device("cuda")  # what a member on a GPU reports
+    monkeypatch.setattr(tagger_module, "load_members", lambda *a, **k: ([gpu_member], np.ones(1)))
+    assert Tagger(Dense()).batch_size == GPU_BATCH_SIZE
 
 
 def test_bad_workers_value() -> None:

@@ -30,8 +30,9 @@ def _add_models(p: argparse.ArgumentParser, *, required: bool = True) -> None:
                    help=_MODEL_HELP + ("" if required else " (default: usc-sail-2020, the paper's ensemble)"))
 
 
-def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = 16,
-                 batch_help: str = "chunks per forward pass") -> None:
+def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
+                 batch_help: str = "chunks per forward pass (default: 4 on CPU, which keeps a batch's activations in "
+                 "cache and measured fastest in bench/tag.py; 16 on GPU)") -> None:
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="torch, or onnxruntime (about as fast as eager torch on CPU in bench/tag.py); a "
                    "checkpoint is exported once and cached in ~/.cache/focaltag/onnx (requires pip install "
@@ -41,7 +42,8 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = 16,
                    "only)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
-                   "(bench/tag.py: 2.4x float32 on 2 AVX512-BF16 cores without AMX); the spectrogram-reading "
+                   "(bench/tag.py: 1.8-2.4x float32 on 2 AVX512-BF16 cores without AMX; Musicnn stays float32 on CPUs, "
+                   "where bf16 did not pay off); the spectrogram-reading "
                    "layers are computed to float32 grade and tracks whose top-5 or a decision is within 0.005 are "
                    "recomputed in float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime "
                    "only)")

@@ -36,7 +36,7 @@ from focaltag.inference.precision import (
     autocast,
     bf16_inference_model,
     fp32_modules,
-    resolve_precision,
+    resolve_model_precision,
 )
 
 __all__ = [
@@ -73,11 +73,12 @@ class Member(Protocol):
 class TorchMember:
     """A torch model in eval mode, optionally channels_last and/or ``torch.compile``d, run in ``precision``.
 
-    ``precision`` ``"auto"`` is bf16 autocast on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, else float32
-    (:func:`focaltag.inference.precision.resolve_precision`); ``self.precision`` is the resolved one. Under bf16
-    a copy made by :func:`focaltag.inference.precision.bf16_inference_model` runs (BatchNorms folded, bf16
-    weights, channels_last), whose ``precision.FP32_MODULES`` (the layers that read the spectrogram) stay float32
-    (``self.fp32_modules``; not with ``optimize="compile"``); float32 calls run ``model`` untouched.
+    ``precision`` ``"auto"`` is bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, else float32
+    (:func:`focaltag.inference.precision.resolve_model_precision`: Musicnn stays float32 on CPUs, where bf16 did
+    not pay off); ``self.precision`` is the resolved one. Under bf16 a copy made by
+    :func:`focaltag.inference.precision.bf16_inference_model` runs under autocast (bf16 weights, channels_last,
+    the architecture's ``precision.FP32_MODULES``, the layers that read the spectrogram, computed to float32
+    grade; ``self.fp32_modules``; not with ``optimize="compile"``); float32 calls run ``model`` untouched.
     """
 
     def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none",
@@ -86,7 +87,7 @@ class TorchMember:
 
         meta = model_meta(model)
         self.name = name
-        self.precision = resolve_precision(precision, device)
+        self.precision = resolve_model_precision(precision, device, model)
         self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)

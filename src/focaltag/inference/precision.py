@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from focaltag.errors import ConfigError
 
-__all__ = ["Precision", "PRECISIONS", "cpu_has_fast_bf16", "resolve_precision", "autocast", "FP32_MODULES",
+__all__ = ["Precision", "PRECISIONS", "cpu_has_fast_bf16", "resolve_precision", "resolve_model_precision",
+           "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES",
            "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,22 @@ def resolve_precision(precision: str, device: Any = "cpu") -> Literal["bf16", "f
     if precision == "bf16":
         raise ConfigError(f"precision bf16 runs on cpu or cuda devices, not {kind}; use --precision fp32 (or auto)")
     return "fp32"
+
+
+AUTO_FP32_ON_CPU: tuple[str, ...] = ("musicnn",)
+"""Architectures (``model_name``) that ``auto`` keeps in float32 on a CPU even where bf16 is native: bf16 did
+not pay off for them in ``bench/tag.py`` (2 AVX512-BF16 cores without AMX, six recordings, with the close-call
+re-checks): Musicnn's bf16 tagging ran 0.72x-1.01x float32 over three runs; its 3 s chunks are small matrices, and
+the re-checks (2 of 6 tracks) cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
+
+
+def resolve_model_precision(precision: str, device: Any, model: Any) -> Literal["bf16", "fp32"]:
+    """:func:`resolve_precision` for one model: ``auto`` also keeps :data:`AUTO_FP32_ON_CPU` float32 on CPUs."""
+    resolved = resolve_precision(precision, device)
+    kind = str(getattr(device, "type", device)).split(":")[0]
+    if precision == "auto" and kind == "cpu" and str(getattr(model, "model_name", "")) in AUTO_FP32_ON_CPU:
+        return "fp32"
+    return resolved
 
 
 def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager[Any]:

@@ -83,6 +83,19 @@ def _resolve_thresholds(thresholds: Any, tag_names: Sequence[str]) -> np.ndarray
     return thresholds_array(thresholds, tag_names)
 
 
+CPU_BATCH_SIZE = 4
+"""Chunks per forward pass on a CPU: small enough that a batch's largest activations stay in the last-level
+cache (the paper ResNet's first block: 2.4 MB per chunk in bf16, 4.7 MB in float32). ``bench/tag.py`` on 2 cores
+with a 32 MB L3: float32 tagging 1.55-1.72x batches of 16, bf16 1.11-1.23x."""
+
+GPU_BATCH_SIZE = 16
+"""Chunks per forward pass on a GPU, where larger batches keep the device busy."""
+
+RECHECK_KEEP_BYTES = 256 * 2 ** 20
+"""A bf16 track's decoded chunks are kept until its result is final, so a float32 re-check needs no second
+decode, when they take at most this much (16 chunks of the paper ResNet: 4.7 MB; FCN's 29 s chunks: 30 MB);
+longer plans (a sliding window over a long file) are read again instead."""
+
 BF16_RECHECK_MARGIN = 0.005
 """Probability gap under which a bf16 result is recomputed in float32 (see ``Tagger``'s ``recheck_margin``).
 
@@ -102,6 +115,7 @@ class _Pending:
     def __init__(self, index: int, source: str, plan: ChunkPlan | None, n_tags: int,
                  wave: np.ndarray | None = None) -> None:
         self.index, self.source, self.plan, self.wave = index, source, plan, wave
+        self.chunks: dict[int, np.ndarray] | None = None  # kept for a float32 re-check (see Tagger._keeps_chunks)
         self.error: Exception | None = None
         self.rechecked = False
         n = plan.n_chunks if plan else 0
@@ -118,7 +132,8 @@ class Tagger:
             several are averaged (mean of sigmoid probabilities; identical tag lists required).
         n_chunks (int): evenly spaced chunks per track, the same positions as evaluation. (Default: ``16``)
         hop_seconds (float | None): sliding window with this hop instead of ``n_chunks``. (Default: ``None``)
-        batch_size (int): chunks per forward pass; chunks of several files share a batch. (Default: ``16``)
+        batch_size (int | None): chunks per forward pass; chunks of several files share a batch. (Default:
+            ``None`` = :data:`CPU_BATCH_SIZE` (4) on CPU, :data:`GPU_BATCH_SIZE` (16) on GPU)
         runtime (str): ``"torch"`` or ``"onnx"`` (onnxruntime; needs ``pip install 'focaltag[onnx]'``).
         device (str): torch device. (Default: ``"cpu"``)
         optimize (str): ``"none"``, ``"channels_last"`` (float32 in channels_last; same outputs to 1e-7,
@@ -129,8 +144,9 @@ class Tagger:
             ``"bf16"`` or ``"fp32"``. bf16 runs a copy of the network made by
             :func:`focaltag.inference.precision.bf16_inference_model` (bf16 weights, channels_last, the layers of
             FCN, CRNN and the paper ResNet that read the spectrogram computed to float32 grade), which keeps
-            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 2.4x float32 on a 2-core
-            AVX512-BF16 CPU without AMX (``bench/tag.py``).
+            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 1.8-2.4x float32 on a 2-core
+            AVX512-BF16 CPU without AMX (``bench/tag.py``). ``auto`` keeps Musicnn float32 on CPUs
+            (``precision.AUTO_FP32_ON_CPU``).
             ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
             result's ``precision``. (Default: ``"auto"``)
         thresholds: per-tag decision thresholds (dict, a file from ``focaltag evaluate --save-thresholds``,
@@ -140,8 +156,8 @@ class Tagger:
         prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
             calling thread (as ``workers=0``). (Default: ``True``)
         workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
-            bounded by a queue of about two batches of chunks plus one file being read per worker. Two
-            measured 1.16x one and 1.37x none on 2 cores (``bench/tag.py``). (Default: ``2``)
+            bounded by a queue of about two batches of chunks plus one file being read per worker. On 2 cores
+            two measured 0.95-1.16x one and 1.05-1.37x none over three runs (``bench/tag.py``). (Default: ``2``)
         recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
             probability gap smaller than this is read again and recomputed in float32, so bf16 does not change
             the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. The default
@@ -150,7 +166,7 @@ class Tagger:
     """
 
     def __init__(self, model_or_models: Any, *, n_chunks: int = 16, hop_seconds: float | None = None,
-                 batch_size: int = 16, runtime: Runtime = "torch", device: str = "cpu",
+                 batch_size: int | None = None, runtime: Runtime = "torch", device: str = "cpu",
                  optimize: Optimize = "none", precision: Precision = "auto", thresholds: Any = None,
                  top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 2,
                  recheck_margin: float = BF16_RECHECK_MARGIN) -> None:
@@ -158,7 +174,7 @@ class Tagger:
             raise ConfigError(f"n_chunks must be >= 1, got {n_chunks}")
         if hop_seconds is not None and not hop_seconds > 0:
             raise ConfigError(f"hop_seconds must be > 0, got {hop_seconds}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if top_k < 0:
             raise ConfigError(f"top_k must be >= 0, got {top_k}")
@@ -175,7 +191,9 @@ class Tagger:
         first = self.members[0]
         self.tag_names: tuple[str, ...] = first.tag_names
         self.sample_rate, self.chunk_samples = first.sample_rate, first.chunk_samples
-        self.n_chunks, self.hop_seconds, self.batch_size = n_chunks, hop_seconds, batch_size
+        on_cpu = all(str(getattr(m, "device", "cpu")).startswith("cpu") for m in self.members)
+        self.batch_size: int = batch_size or (CPU_BATCH_SIZE if on_cpu else GPU_BATCH_SIZE)
+        self.n_chunks, self.hop_seconds = n_chunks, hop_seconds
         self.top_k, self.read, self.prefetch = top_k, read, prefetch
         self.workers = workers if prefetch else 0
         self.recheck_margin = float(recheck_margin)
@@ -214,12 +232,19 @@ class Tagger:
                 return True
         return self.thresholds is not None and bool(np.any(np.abs(track - self.thresholds) < margin))
 
+    def _keeps_chunks(self, plan: ChunkPlan) -> bool:
+        """Whether a file's decoded chunks are kept for a possible float32 re-check (bf16, within the budget)."""
+        return ("bf16" in self.precision and self.recheck_margin > 0
+                and plan.n_chunks * plan.chunk_samples * 4 <= RECHECK_KEEP_BYTES)
+
     def _recheck(self, item: _Pending) -> None:
         """Read ``item`` again and recompute its chunk probabilities in float32."""
         plan = item.plan
         assert plan is not None
         try:
-            if item.wave is not None:
+            if item.chunks is not None and len(item.chunks) == plan.n_chunks:
+                pairs = iter(item.chunks.items())  # kept from the bf16 pass: no second decode
+            elif item.wave is not None:
                 pairs = cut_chunks(item.wave, plan.starts, plan.chunk_samples)
             else:
                 pairs = iter_chunks(plan, method=self.read)
@@ -275,9 +300,11 @@ class Tagger:
             if not batch:
                 return
             probs = self.predict_chunks(np.stack([c for _, _, c in batch]))
-            for (item, ci, _), p in zip(batch, probs, strict=True):
+            for (item, ci, chunk), p in zip(batch, probs, strict=True):
                 item.probs[ci] = p
                 item.remaining -= 1
+                if item.chunks is not None:
+                    item.chunks[ci] = chunk
             batch.clear()
 
         def drain() -> Iterator[TagResult | TagFailure]:
@@ -288,12 +315,15 @@ class Tagger:
                 next_out += 1
                 if item.error is None and self._close_call(item.probs.mean(axis=0)):
                     self._recheck(item)
+                item.chunks = None
                 yield self._finish(item)
 
         for event in self._events(inputs, sr):
             kind, index = event[0], event[1]
             if kind == "start":
-                by_index[index] = _Pending(index, event[2].source, event[2], n_tags, event[3])
+                item = by_index[index] = _Pending(index, event[2].source, event[2], n_tags, event[3])
+                if event[3] is None and self._keeps_chunks(event[2]):
+                    item.chunks = {}
             elif kind == "fail":
                 item = by_index.get(index)
                 if item is None:
