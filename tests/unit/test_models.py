@@ -248,7 +248,7 @@ def test_set_output_bias_and_tag_names():
     assert model.fc.bias.tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ModelError, match="scalar or 3 values"):
         model.set_output_bias([1.0, 2.0])
-    assert create_model(width=4, n_tags=12).pretrained_cfg.tag_names[:2] == ("tag_00", "tag_01")
+    assert create_model(width=4, n_tags=12).pretrained_cfg.tag_names[:2] == ("tag_000", "tag_001")
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,8 @@ def test_functions_defined_once() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and node.name in ("plot_tag_distribution", "macro_scores",
                                                                    "load_checkpoint", "read_checkpoint",
-                                                                   "auto_group_thresholds", "frequency_groups"):
+                                                                   "auto_group_thresholds", "frequency_groups",
+                                                                   "default_tag_names"):
                 defined.setdefault(node.name, []).append(str(path.relative_to(SRC)))
     assert {k: len(v) for k, v in defined.items()} == dict.fromkeys(defined, 1), defined
 
@@ -119,3 +120,12 @@ def test_one_checkpoint_version_rule(tmp_path: Path) -> None:
     torch.save({"x": torch.zeros(1)}, plain)
     with pytest.raises(CheckpointError, match="not a focaltag training checkpoint"):
         load_checkpoint(plain)
+
+
+def test_models_and_evaluation_name_unnamed_columns_alike() -> None:
+    from focaltag.evaluation.metrics import default_tag_names
+    from focaltag.models import create_model
+
+    for n in (12, 56):
+        assert create_model(width=4, n_tags=n).pretrained_cfg.tag_names == tuple(default_tag_names(n))
+    assert default_tag_names(3) == ("tag_000", "tag_001", "tag_002")

@@ -233,6 +233,9 @@ def test_default_batch_size_follows_the_device(tmp_path: Path, monkeypatch: pyte
     list(tagger.tag_many(_files(tmp_path, 3)))
     assert max(model.batches) == CPU_BATCH_SIZE  # 18 chunks in passes of at most 4
     assert Tagger(Dense(), batch_size=7).batch_size == 7
+    for bad in (0, -2, "8", 2.5, True):
+        with pytest.raises(ConfigError, match="batch_size"):
+            Tagger(Dense(), batch_size=bad)  # type: ignore[arg-type]
     gpu_member = tagger.members[0]
     gpu_member.device = torch.device("cuda")  # what a member on a GPU reports
     monkeypatch.setattr(tagger_module, "load_members", lambda *a, **k: ([gpu_member], np.ones(1)))

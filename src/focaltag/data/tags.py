@@ -28,6 +28,15 @@ MOODTHEME_TRAIN_COUNTS: dict[str, int] = {
 MOODTHEME_TAGS: tuple[str, ...] = tuple(MOODTHEME_PREFIX + t for t in sorted(MOODTHEME_TRAIN_COUNTS))
 
 
+def default_tag_names(n_tags: int) -> tuple[str, ...]:
+    """Names for ``n_tags`` columns that came without any: the 56 mood/theme tags when there are 56, else
+    ``tag_000``, ``tag_001``, ... One rule for a model's outputs and an evaluated matrix's columns, so the names
+    a model writes are the names evaluation reads."""
+    if n_tags == len(MOODTHEME_TAGS):
+        return MOODTHEME_TAGS
+    return tuple(f"tag_{j:03d}" for j in range(n_tags))
+
+
 def short_tag(name: str) -> str:
     """``mood/theme---happy`` -> ``happy`` (names without a category prefix are returned unchanged)."""
     return name.split("---", 1)[1] if "---" in name else name

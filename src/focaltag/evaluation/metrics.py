@@ -1,19 +1,12 @@
-"""MediaEval-exact ranking metrics: scikit-learn's ``average_precision_score`` / ``roc_auc_score`` on
-track-level (n_tracks, n_tags) matrices, with input checks and an explicit rule for undefined tags.
-
-The MediaEval task's ``evaluate.py`` (MTG/mtg-jamendo-dataset, ``scripts/mediaeval/evaluate.py``) calls
-``roc_auc_score`` and ``average_precision_score`` with ``average='macro'`` and ``'micro'``; the paper's tables
-use the same calls. scikit-learn refuses (ROC-AUC) or returns a meaningless value (PR-AUC) for a tag with no
-positive (or no negative) track in the evaluated split, so such tags are named in a warning and left out of
-the macro averages; micro averages pool every tag and stay defined.
-
-The implementation lives in ``focaltag.metrics``, below both training and evaluation; this module re-exports
-it for evaluation's users and adds the default column names of a prediction matrix.
-"""
+"""MediaEval-exact ranking metrics for evaluation's users: a re-export of :mod:`focaltag.metrics` (which sits below
+both training and evaluation, so their scores cannot drift apart) plus the default column names of a matrix
+(:func:`focaltag.data.tags.default_tag_names`)."""
 
 from __future__ import annotations
 
-from focaltag.metrics import (
+from focaltag import metrics as _metrics
+from focaltag.data.tags import default_tag_names
+from focaltag.metrics import (  # noqa: F401  (re-exported)
     check_ground_truth,
     check_matrices,
     check_predictions,
@@ -27,26 +20,4 @@ from focaltag.metrics import (
     undefined_tags,
 )
 
-__all__ = [
-    "check_matrices",
-    "check_ground_truth",
-    "check_predictions",
-    "undefined_tags",
-    "per_tag_scores",
-    "pr_auc_macro",
-    "roc_auc_macro",
-    "pr_auc_micro",
-    "roc_auc_micro",
-    "micro_scores",
-    "macro_scores",
-    "default_tag_names",
-]
-
-
-def default_tag_names(n_tags: int) -> list[str]:
-    """The 56 canonical mood/theme names when the width matches, else ``tag_000``...: columns need names."""
-    from focaltag.data.tags import MOODTHEME_TAGS
-
-    if n_tags == len(MOODTHEME_TAGS):
-        return list(MOODTHEME_TAGS)
-    return [f"tag_{j:03d}" for j in range(n_tags)]
+__all__ = [*_metrics.__all__, "default_tag_names"]

@@ -31,30 +31,34 @@ class CompensatedBf16(nn.Module):
     weight: torch.Tensor
     bias: torch.Tensor | None
 
+    @staticmethod
+    def supports(layer: nn.Module) -> bool:
+        """Whether ``layer`` can be split: Linear, or Conv1d / Conv2d with groups 1 and numeric zero padding."""
+        if isinstance(layer, nn.Linear):
+            return True
+        return (isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.groups == 1 and layer.padding_mode == "zeros"
+                and not isinstance(layer.padding, str))
+
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
-        if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            raise TypeError(f"CompensatedBf16 takes Conv1d, Conv2d or Linear, got {type(layer).__name__}")
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and (
-                layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str)):
-            raise ValueError("CompensatedBf16 needs groups=1, padding_mode='zeros' and numeric padding")
+        if not self.supports(layer):
+            raise ValueError(f"CompensatedBf16 takes Linear, or Conv1d / Conv2d with groups=1, padding_mode='zeros' "
+                             f"and numeric padding; got {layer!r}")
         self.dim = -1 if isinstance(layer, nn.Linear) else 1  # the input-feature / channel axis
         hi, lo = split_bf16(layer.weight.detach())
         self.register_buffer("weight", torch.cat([hi, hi, lo], dim=self.dim))
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().to(torch.bfloat16))
         self.kind = type(layer).__name__
+        self.op = {"Linear": F.linear, "Conv1d": F.conv1d, "Conv2d": F.conv2d}[self.kind]
         self.conv_args = {} if isinstance(layer, nn.Linear) else dict(
             stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hi, lo = split_bf16(x)
         stacked = torch.cat([hi, lo, hi], dim=self.dim)
-        if self.kind == "Linear":
-            return F.linear(stacked, self.weight, self.bias)
-        if self.kind == "Conv1d":
-            return F.conv1d(stacked, self.weight, self.bias, **self.conv_args)
-        return F.conv2d(stacked.contiguous(memory_format=torch.channels_last), self.weight, self.bias,
-                        **self.conv_args)
+        if stacked.ndim == 4:
+            stacked = stacked.contiguous(memory_format=torch.channels_last)  # oneDNN's native bf16 layout
+        return self.op(stacked, self.weight, self.bias, **self.conv_args)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, weight={tuple(self.weight.shape)} (hi, hi, lo)"

@@ -95,7 +95,7 @@ class TorchMember:
             raise ConfigError(f"optimize must be 'none', 'channels_last' or 'compile', got {optimize!r}")
         if optimize in ("channels_last", "compile"):
             self.model = self.model.to(memory_format=torch.channels_last)
-        # bf16 runs a folded, bf16-weight, channels_last copy whose spectrogram-reading layers stay float32;
+        # bf16 runs a bf16-weight, channels_last copy whose spectrogram-reading layers are float32-grade;
         # ``self.model`` stays the untouched float32 reference (``precision="fp32"`` calls, close-call re-checks)
         self.fp32_modules = fp32_modules(self.model) if self.precision == "bf16" and optimize != "compile" else ()
         self._bf16_model = (bf16_inference_model(self.model, self.fp32_modules)

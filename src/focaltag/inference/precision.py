@@ -194,15 +194,6 @@ def _inside(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _compensable(module: Any) -> bool:
-    from torch import nn
-
-    if isinstance(module, nn.Linear):
-        return True
-    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1 and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
-
-
 def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
     """An inference copy of ``model`` laid out for fast bf16 autocast; ``model`` itself is not touched.
 
@@ -214,15 +205,14 @@ def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
       ResNet's largest convolution ran 740 GFLOP/s channels_last against 510 in NCHW;
     * the convolution and linear layers inside ``fp32_names`` (the architecture's :data:`FP32_MODULES`, which
       read the spectrogram) computed with float32-grade products in one compensated bf16 pass
-      (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32: a float32 convolution with one input channel inside the bf16
-      model ran at 7 GFLOP/s, and Won et al.'s FCN as a whole went from 6.3 s to 2.6 s on the six recordings.
-      ReLU and max-pooling after them are exact in bf16. Layers there that cannot be split (grouped
-      convolutions, say) run in float32 through :func:`keep_fp32`.
+      (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32: a float32 convolution with
+      one input channel inside the bf16 model ran at 7 GFLOP/s, and Won et al.'s FCN as a whole went from 6.3 s
+      to 2.6 s on the six recordings. ReLU and max-pooling after them are exact in bf16. Layers there that
+      cannot be split (grouped convolutions, say) run in float32 through :func:`keep_fp32`.
 
     Not done: folding BatchNorm into the layer before it. It saved a fifth of the paper ResNet's forward but
     doubled bf16's probability error on all three trained Won et al. models (FCN 1.9e-3 -> 4.0e-3, CRNN
-    1.7e-3 -> 2.4e-3, Musicnn 6.1e-4 -> 1.3e-3 on the six recordings): the folded bias, rounded to bf16, carries
-    the BatchNorm's mean shift.
+    1.7e-3 -> 2.4e-3, Musicnn 6.1e-4 -> 1.3e-3 on the six recordings); why was not established.
 
     The float32 original stays the reference: ``precision="fp32"`` calls and the close-call re-check run it.
     """
@@ -231,17 +221,18 @@ def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
     import torch
     from torch import nn
 
+    from focaltag.inference.compensated import CompensatedBf16
+
     fast = copy.deepcopy(model).eval()
     for param in fast.parameters():
         param.requires_grad_(False)
-    from focaltag.inference.compensated import CompensatedBf16
     kept: list[str] = []
     for name, module in list(fast.named_modules()):
         if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             continue
         if not _inside(name, fp32_names):
             module.to(torch.bfloat16)
-        elif _compensable(module):
+        elif CompensatedBf16.supports(module):
             parent, _, child = name.rpartition(".")
             setattr(fast.get_submodule(parent) if parent else fast, child, CompensatedBf16(module))
         else:

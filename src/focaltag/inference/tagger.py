@@ -174,8 +174,9 @@ class Tagger:
             raise ConfigError(f"n_chunks must be >= 1, got {n_chunks}")
         if hop_seconds is not None and not hop_seconds > 0:
             raise ConfigError(f"hop_seconds must be > 0, got {hop_seconds}")
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ConfigError(f"batch_size must be an integer >= 1 (or None for the default), got {batch_size!r}")
         if top_k < 0:
             raise ConfigError(f"top_k must be >= 0, got {top_k}")
         if read not in ("auto", "seek", "stream", "whole"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from focaltag.audio import CHUNK_SAMPLES, SAMPLE_RATE, WON2020_CHUNK_SAMPLES
 from focaltag.audio.features import LogMelSpectrogram
-from focaltag.data.tags import MOODTHEME_TAGS
+from focaltag.data.tags import default_tag_names
 from focaltag.errors import ModelError
 from focaltag.models._registry import register_model
 from focaltag.models.layers import ResidualBlock, Stride
@@ -67,14 +67,6 @@ class PretrainedCfg:
         return self.chunk_samples / self.sample_rate
 
 
-def default_tag_names(n_tags: int) -> tuple[str, ...]:
-    """The 56 MTG-Jamendo mood/theme tags for 56 outputs, else placeholders ``tag_00``, ``tag_01``, ..."""
-    if n_tags == len(MOODTHEME_TAGS):
-        return MOODTHEME_TAGS
-    digits = len(str(max(n_tags - 1, 0)))
-    return tuple(f"tag_{i:0{digits}d}" for i in range(n_tags))
-
-
 def _check_tag_names(tag_names: Sequence[str] | None, n_tags: int | None) -> tuple[int, tuple[str, ...]]:
     """Reconcile ``n_tags`` and ``tag_names`` (either may be omitted) into a consistent pair."""
     if tag_names is None:
@@ -108,7 +100,7 @@ class ShortChunkResNet(nn.Module):
             ``width x (1, 1, 2, 2, 2, 2, 4)``. (Default: ``128``)
         hidden_dim (int or None, optional): Size of the head's hidden layer. (Default: ``None`` = ``2 * width``)
         tag_names (sequence of str or None, optional): Output tag names. (Default: ``None`` = the 56
-            MTG-Jamendo mood/theme tags when there are 56 outputs, else ``tag_00``, ``tag_01``, ...)
+            MTG-Jamendo mood/theme tags when there are 56 outputs, else ``tag_000``, ``tag_001``, ...)
         sample_rate (int, optional): Input sample rate in Hz. (Default: ``16000``)
         n_mels (int, optional): Mel bins of the front end. (Default: ``128``)
         drop_rate (float, optional): Dropout before the classifier. (Default: ``0.5``)
