@@ -31,15 +31,15 @@ Sections of the JSON:
 
 Prints one JSON object.
 
-Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, ``--repeats 2``, load 1.3 -> 2.1; this VM's
-speed moves by up to 25 % between runs, read ratios within a run): plain loop 145x real time; fp32 337x (2.33x the
-loop; batches of 16: 187x); bf16 621x (4.29x; batches of 8 / 16: 693x / 504x; 0 / 1 decoding threads 562x / 549x);
-plain-bf16 spectrogram layers 452x; every track re-checked 217x; whole process ``tag`` auto 2.52x the plain process
-(fp32 1.77x; an interleaved best-of-4 right after gave 1.99x, earlier runs 2.11x and 2.27x). ``ceiling``: 3.41 GMAC
-per chunk, bf16 matmul 827 GFLOP/s, decoding 0.85 CPU-s, so at most 1,076x; the bf16 forward alone ran 670 GFLOP/s
-(1,337x without decoding). Targets: 1,000x not met (the CPU's own ceiling is at the target), 2.5x met in this run
-only. Architectures, bf16 vs fp32 (with re-checks from kept chunks): ResNet 1.88x, FCN 1.53x, CRNN 1.52x, Musicnn
-0.72x (so ``auto`` keeps Musicnn float32 on CPUs). Peak RSS tagging a 60-minute MP3: 417 MB (model alone 325 MB).
+Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, ``--repeats 2``, load 1.0 -> 2.3; this VM's
+speed moves by up to 25 % between runs, read ratios within a run): plain loop 159x real time; fp32 352x (2.21x the
+loop; batches of 16: 228x); bf16 563x (3.54x; batches of 8 / 16: 567x / 436x; 0 / 1 decoding threads 576x /
+537x); plain-bf16 spectrogram layers 603x; every track re-checked 219x; whole process ``tag`` auto 2.27x the plain
+process (fp32 1.78x; 1.99-2.52x over the day's runs). ``ceiling``: 3.41 GMAC per chunk, bf16 matmul 836 GFLOP/s,
+decoding 1.0 CPU-s, so at most 1,015x; the bf16 forward alone ran 629 GFLOP/s (1,255x without decoding). Targets:
+1,000x not met (the CPU's own ceiling is at the target), 2.5x met in one run of four. Architectures, bf16 vs fp32
+(with re-checks from kept chunks): ResNet 1.83x, FCN 1.28x, CRNN 1.30x, Musicnn 0.74x (so ``auto`` keeps Musicnn
+float32 on CPUs). Peak RSS tagging a 60-minute MP3: 402 MB (model alone 324 MB).
 
     .venv/bin/python bench/tag.py [--music DIR] [--repeats 2] [--all-modes] [--skip-arch] [--skip-rss]
 """

@@ -42,7 +42,7 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
                    "only)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
-                   "(bench/tag.py: 1.8-2.4x float32 on 2 AVX512-BF16 cores without AMX; Musicnn stays float32 on CPUs, "
+                   "(bench/tag.py: 1.6-2.4x float32 on 2 AVX512-BF16 cores without AMX; Musicnn stays float32 on CPUs, "
                    "where bf16 did not pay off); the spectrogram-reading "
                    "layers are computed to float32 grade and tracks whose top-5 or a decision is within 0.005 are "
                    "recomputed in float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime "

@@ -86,7 +86,7 @@ def _resolve_thresholds(thresholds: Any, tag_names: Sequence[str]) -> np.ndarray
 CPU_BATCH_SIZE = 4
 """Chunks per forward pass on a CPU: small enough that a batch's largest activations stay in the last-level
 cache (the paper ResNet's first block: 2.4 MB per chunk in bf16, 4.7 MB in float32). ``bench/tag.py`` on 2 cores
-with a 32 MB L3: float32 tagging 1.55-1.72x batches of 16, bf16 1.11-1.23x."""
+with a 32 MB L3: float32 tagging 1.25-1.72x batches of 16, bf16 1.11-1.29x."""
 
 GPU_BATCH_SIZE = 16
 """Chunks per forward pass on a GPU, where larger batches keep the device busy."""
@@ -144,7 +144,7 @@ class Tagger:
             ``"bf16"`` or ``"fp32"``. bf16 runs a copy of the network made by
             :func:`focaltag.inference.precision.bf16_inference_model` (bf16 weights, channels_last, the layers of
             FCN, CRNN and the paper ResNet that read the spectrogram computed to float32 grade), which keeps
-            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 1.8-2.4x float32 on a 2-core
+            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 1.6-2.4x float32 on a 2-core
             AVX512-BF16 CPU without AMX (``bench/tag.py``). ``auto`` keeps Musicnn float32 on CPUs
             (``precision.AUTO_FP32_ON_CPU``).
             ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
@@ -157,7 +157,7 @@ class Tagger:
             calling thread (as ``workers=0``). (Default: ``True``)
         workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
             bounded by a queue of about two batches of chunks plus one file being read per worker. On 2 cores
-            two measured 0.95-1.16x one and 1.05-1.37x none over three runs (``bench/tag.py``). (Default: ``2``)
+            two measured 0.95-1.16x one and 0.98-1.37x none over four runs (``bench/tag.py``). (Default: ``2``)
         recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
             probability gap smaller than this is read again and recomputed in float32, so bf16 does not change
             the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. The default

@@ -234,7 +234,7 @@ class RuntimeConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
     num_workers: int = 4
     bf16: bool = True  # bf16 autocast on CUDA
-    cpu_bf16: bool = False  # bf16 autocast on CPUs with AMX / AVX512-BF16 (bench/train.py: ~3.8x; changes numerics)
+    cpu_bf16: bool = False  # bf16 autocast on CPUs with AMX / AVX512-BF16 (bench/train.py: 5.1x on AVX512-BF16 without AMX; changes numerics)
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward
     sync_batchnorm: bool = True  # SyncBatchNorm under multi-GPU DDP (CUDA only)
