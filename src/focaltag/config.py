@@ -15,9 +15,39 @@ import yaml
 from focaltag.errors import ConfigError
 
 __all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override", "set_dotted", "resolve_config",
-           "shipped_configs", "shipped_config_path", "is_config_file_argument", "CONFIG_KINDS"]
+           "shipped_configs", "shipped_config_path", "is_config_file_argument", "check_seed", "CONFIG_KINDS",
+           "SEED_LIMIT"]
 
 T = TypeVar("T")
+
+SEED_LIMIT = 2**32  # numpy's legacy seeding and most RNGs take a 32-bit unsigned seed
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``, also inside ``<<:`` merges).
+
+    Safe tags alone do not bound a document: a 1 KB file of nested aliases ("billion laughs") expands to
+    gigabytes when the mapping is copied or walked. A config never needs aliases, so the first one is refused
+    at parse time, before anything is expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} is not allowed in a focaltag config (write the value out)",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_seed(value: Any, key: str = "seed") -> None:
+    """Refuse a seed outside ``0 <= seed < 2**32`` at validation (numpy and torch would fail much later)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{key}: expected an integer 0 <= seed < 2**32, got {value!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -26,7 +56,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -47,7 +77,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

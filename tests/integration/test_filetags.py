@@ -263,3 +263,150 @@ def test_write_tags_on_a_library_tagged_before_uses_the_recorded_probabilities(
         assert lines[str(f)]["size"] == f.stat().st_size and lines[str(f)]["mtime"] == f.stat().st_mtime
     assert main([*argv, "--refresh"]) == 0  # the re-recorded size/mtime: our own write is not a change
     assert "0 tagged, 3 skipped" in capsys.readouterr().err
+
+
+# -- the file stays the file the user knows (issue 22) ------------------------------------------------------
+def _nobody() -> tuple[int, int]:
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to nobody:nogroup needs root (chown)")
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no nobody user / nogroup group on this system")
+
+
+def test_owner_group_mode_and_mtime_are_kept(tmp_path: Path) -> None:
+    uid, gid = _nobody()
+    flac = _generated(tmp_path, "flac")
+    os.chown(flac, uid, gid)
+    flac.chmod(0o640)
+    os.utime(flac, (1_500_000_000, 1_500_000_000))
+    audio, inode = _audio(flac), flac.stat().st_ino
+    assert write_file_tags(flac, ["happy"], keep_mtime=True).status == "written"
+    st = flac.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, 0o640)
+    assert st.st_ino == inode and st.st_mtime == 1_500_000_000
+    assert read_file_tags(flac) == ["happy"]
+    np.testing.assert_array_equal(_audio(flac), audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [flac.name]  # no copy left beside it
+
+
+def test_a_symlink_is_followed_and_stays_a_link(tmp_path: Path) -> None:
+    target_dir = tmp_path / "store"
+    target_dir.mkdir()
+    target = _generated(target_dir, "ogg")
+    audio = _audio(target)
+    link = tmp_path / "link.ogg"
+    link.symlink_to(target)
+    assert write_file_tags(link, ["sad"]).status == "written"
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_file_tags(target) == ["sad"]
+    np.testing.assert_array_equal(_audio(target), audio)
+    assert sorted(p.name for p in target_dir.iterdir()) == [target.name]
+
+
+def test_hard_links_stay_one_file(tmp_path: Path) -> None:
+    first = _generated(tmp_path, "flac")
+    second = tmp_path / "second.flac"
+    os.link(first, second)
+    audio = _audio(first)
+    assert write_file_tags(first, ["calm"]).status == "written"
+    assert first.stat().st_ino == second.stat().st_ino and first.stat().st_nlink == 2
+    assert read_file_tags(second) == ["calm"]
+    np.testing.assert_array_equal(_audio(second), audio)
+
+
+_KILLED_WRITE = """
+import os, signal, sys
+import focaltag.inference.filetags as ft
+def half_written(audio, kind):  # the kill lands mid-write: the file is damaged, the copy is aside
+    with open(audio.filename, "r+b") as f:
+        f.seek(0)
+        f.write(b"\\0" * 4096)
+    os.kill(os.getpid(), signal.SIGKILL)
+ft._save = half_written
+ft.write_file_tags(sys.argv[1], ["happy"])
+"""
+
+
+def test_a_killed_write_is_restored_by_the_next_run(tiny_model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    flac = _generated(lib, "flac")
+    raw, audio = flac.read_bytes(), _audio(flac)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(flac)], timeout=120)
+    assert killed.returncode == -9
+    leftovers = [p for p in lib.iterdir() if p.name.startswith(f".{flac.name}.focaltag-backup-")]
+    assert len(leftovers) == 1 and leftovers[0].read_bytes() == raw and flac.read_bytes() != raw
+    stale = lib / f".{flac.name}.focaltag-999999999"  # the tagged copy of an older version's killed run
+    stale.write_bytes(raw)
+
+    out = tmp_path / "tags.jsonl"
+    assert main(["tag", str(lib), "-m", str(tiny_model), "--chunks", "1", "-o", str(out), "--write-tags",
+                 "--top-k", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"restored {flac} from the copy a killed run put aside" in err and f"removed {stale}" in err
+    assert sorted(p.name for p in lib.iterdir()) == [flac.name]
+    assert len(read_file_tags(flac)) == 2
+    np.testing.assert_array_equal(_audio(flac), audio)
+
+
+def _no_space(*_args: object, **_kwargs: object) -> None:
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_failed_write_exits_1_and_is_listed_in_failures(tiny_model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import focaltag.inference.filetags as ft
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    files = [_generated(lib, "flac", seed=i) for i in range(2)]
+    raw = {f: f.read_bytes() for f in files}
+    monkeypatch.setattr(ft, "_save", _no_space)  # the disk fills up while mutagen writes
+    out = tmp_path / "tags.jsonl"
+    argv = ["tag", str(lib), "-m", str(tiny_model), "--chunks", "1", "-o", str(out), "--write-tags"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "2 failed" in err
+    rows = (tmp_path / "tags.jsonl.failures.tsv").read_text().splitlines()
+    assert sorted(r.split("\t")[0] for r in rows) == sorted(map(str, files))
+    assert all(f.read_bytes() == raw[f] for f in files) and sorted(lib.iterdir()) == sorted(files)
+    monkeypatch.undo()  # space again: the rerun retries both and tags them
+    assert main(argv) == 0
+    assert all(read_file_tags(f) for f in files)
+    assert not (tmp_path / "tags.jsonl.failures.tsv").exists()
+
+
+def test_a_really_full_disk_fails_the_write_and_keeps_the_file(tmp_path: Path) -> None:
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount rights (the simulated full disk covers this)")
+    try:
+        flac = _generated(mount, "flac")
+        raw = flac.read_bytes()
+        filler = mount / "filler"
+        with open(filler, "wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        outcome = write_file_tags(flac, ["happy"])
+        assert outcome.status == "failed" and "No space left on device" in outcome.reason
+        assert flac.read_bytes() == raw
+        assert sorted(p.name for p in mount.iterdir()) == ["filler", flac.name]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

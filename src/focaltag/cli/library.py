@@ -81,8 +81,12 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
         from focaltag.errors import ConfigError
 
         raise ConfigError("--write-tags needs mutagen: pip install mutagen") from None
-    from focaltag.inference.filetags import FileTagWriter
+    import logging
 
+    from focaltag.inference.filetags import FileTagWriter, recover_leftovers
+
+    for line in recover_leftovers(args.paths, dry_run=args.dry_run):  # what a killed --write-tags run left
+        logging.getLogger(__name__).warning("%s", line)
     return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, top_k=args.top_k, replace=args.replace,
                          probabilities=args.write_probabilities, keep_mtime=args.keep_mtime, dry_run=args.dry_run)
 
@@ -95,7 +99,7 @@ def run_library(args: argparse.Namespace, tagger: Any) -> int:
     writer = file_tag_writer(args, tagger)
     with progress(desc="tag", unit="file") as bar:
         summary = tag_library(tagger, args.paths, args.output, refresh=args.refresh, shard=args.shard,
-                              top_k=args.top_k, on_result=writer,
+                              top_k=args.top_k, on_result=writer.failure_of if writer is not None else None,
                               on_recorded=writer.recorded if writer is not None else None, progress=bar.update)
     if summary.done + summary.skipped + summary.failed == 0 and args.shard is None:
         from focaltag.errors import ConfigError
@@ -112,7 +116,7 @@ def run_library(args: argparse.Namespace, tagger: Any) -> int:
         print(f"focaltag: the failed files and why are in {failures_path(args.output)}; a rerun retries them",
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if writer is not None and writer.counts["failed"] else 0
 
 
 def register(subparsers: Any) -> None:

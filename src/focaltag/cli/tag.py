@@ -155,7 +155,7 @@ def run_tag(args: argparse.Namespace) -> int:
         print(f"focaltag: {writer.n_failed} of {writer.n_written} file(s) could not be tagged (see above)",
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if file_tags is not None and file_tags.counts["failed"] else 0
 
 
 def _register_predict(subparsers: Any) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from focaltag.config import apply_overrides, from_dict, load_yaml, set_dotted, to_dict
+from focaltag.config import apply_overrides, check_seed, from_dict, load_yaml, set_dotted, to_dict
 from focaltag.data.groups import DEFAULT_GROUP_THRESHOLDS
 from focaltag.errors import ConfigError
 
@@ -84,6 +84,10 @@ class RunSpec:
     seed: int | None = None
     set: dict[str, Any] = field(default_factory=dict)  # any other training-config key, dotted: value
 
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            check_seed(self.seed, "seed")
+
 
 @dataclass
 class TableSpec:
@@ -112,6 +116,9 @@ class EvaluationSpec:
     test_chunks: int = 32
     batch_size: int = 32  # chunks per inference forward pass
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "evaluation.seed")
+
 
 @dataclass
 class SynthSpec:
@@ -121,6 +128,9 @@ class SynthSpec:
     seed: int = 0
     min_duration: float = 8.0
     max_duration: float = 14.0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "synth.seed")
 
 
 @dataclass

@@ -14,20 +14,28 @@ MP4 / M4A                   ``----:com.apple.iTunes:MOOD``                ``----
 Probabilities (only when asked) go to ``FOCALTAG_PROBABILITIES`` (TXXX / Vorbis comment / iTunes freeform) as
 one JSON object ``{tag: probability}``.
 
-Only tags are touched (mutagen rewrites the tag blocks, never the audio frames), and the write is safe: the file
-is copied beside itself, the copy is tagged, read back and checked (tag values and stream parameters), then
-renamed over the original. A crash leaves the original intact. Existing values are kept (ours are added) unless
-``replace``; read-only files and containers without a mood field are reported and skipped.
+Only tags are touched (mutagen rewrites the tag blocks, never the audio frames), and the file stays the file the
+user knows: it is written in place (same inode), so its owner, group, mode, hard links and symlinks are kept (a
+symlink is followed and its target tagged), and ``keep_mtime`` gives back its times. The write is safe: first a
+copy of the file is put aside (``.NAME.focaltag-backup-PID`` beside it, checked byte for byte), then the file is
+tagged in place, read back and checked (tag values and stream parameters); on any error (a full disk, a tag
+mutagen cannot write) the copy is written back, and only when all went well is the copy removed. A run killed
+mid-write leaves that copy: :func:`recover_leftovers` (called by the CLI before ``--write-tags`` runs) writes it
+back and removes it. Existing values are kept (ours are added) unless ``replace``; read-only files and
+containers without a mood field are reported and skipped; a write that fails is a failure (exit code 1).
 """
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
 import json
 import logging
 import os
+import re
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -46,6 +54,7 @@ __all__ = [
     "chosen_tags",
     "is_mood_vocabulary",
     "read_file_tags",
+    "recover_leftovers",
     "restore_vorbis_header_layout",
     "vorbis_header_layout",
     "write_file_tags",
@@ -59,7 +68,11 @@ PROBABILITIES_KEY = "FOCALTAG_PROBABILITIES"
 MP4_MEAN = "com.apple.iTunes"
 V23_SEPARATOR = "; "
 
-Status = Literal["written", "unchanged", "would write", "skipped"]
+Status = Literal["written", "unchanged", "would write", "skipped", "failed"]
+BACKUP_MARK = ".focaltag-backup-"
+# what a write leaves beside FILE while it runs: ".FILE.focaltag-backup-PID" (the copy put aside), and
+# ".FILE.focaltag-PID" (the tagged copy of focaltag <= 0.2.1, which renamed it over the file)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.focaltag-(?P<backup>backup-)?(?P<pid>[0-9]+)$", re.DOTALL)
 
 
 @dataclass
@@ -76,6 +89,8 @@ class WriteOutcome:
     def line(self) -> str:
         if self.status == "skipped":
             return f"not writing tags to {self.file}: {self.reason}"
+        if self.status == "failed":
+            return f"could not write tags to {self.file}: {self.reason}"
         values = "; ".join(self.values) or "(none)"
         before = "; ".join(self.previous) or "(none)"
         return f"{self.status}: {self.file} {self.key} = {values} (before: {before})"
@@ -117,6 +132,10 @@ def _open(path: str | os.PathLike[str]) -> Any:
 
 class _Skip(Exception):
     """Internal: the file is skipped with this reason."""
+
+
+class _Failed(Exception):
+    """Internal: the write was tried and failed (the file is as it was); a failure of the run."""
 
 
 def _kind(audio: Any) -> str:
@@ -296,7 +315,7 @@ def _merged(previous: list[str], values: Sequence[str], replace: bool) -> list[s
 def write_file_tags(path: str | os.PathLike[str], values: Sequence[str], *, key: str = MOOD_KEY,
                     probabilities: Mapping[str, float] | None = None, replace: bool = False,
                     keep_mtime: bool = False, dry_run: bool = False) -> WriteOutcome:
-    """Put ``values`` under ``key`` in the file (safe copy-tag-verify-rename); never raises for a bad file.
+    """Put ``values`` under ``key`` in the file (in place, a checked copy kept aside); never raises for a bad file.
 
     Args:
         values: tag names, one entry each.
@@ -319,22 +338,34 @@ def write_file_tags(path: str | os.PathLike[str], values: Sequence[str], *, key:
             return WriteOutcome(name, "unchanged", key, new, previous)
         if dry_run:
             return WriteOutcome(name, "would write", key, new, previous)
-        folder = os.path.dirname(os.path.abspath(name))
-        if not _writable(name):
+        real = os.path.realpath(name)  # a symlink: its target is tagged, the link stays a link
+        folder = os.path.dirname(real)
+        if not _writable(real):
             raise _Skip("the file is read-only (make it writable to tag it)")
         if not os.access(folder, os.W_OK):
-            raise _Skip(f"its folder {folder} is read-only (the safe write renames a tagged copy over it)")
-        _safe_write(name, kind, key, new, prob_text, keep_mtime)
-        return WriteOutcome(name, "written", key, new, previous)
+            raise _Skip(f"its folder {folder} is read-only (the safe write keeps a copy of the file beside it)")
     except _Skip as skip:
         return WriteOutcome(name, "skipped", key, reason=str(skip))
     except OSError as err:
         return WriteOutcome(name, "skipped", key, reason=f"{err.strerror or err}")
     except Exception as err:  # a tag block mutagen chokes on must not stop a run over a whole library
-        logger.debug("tag write of %s failed", name, exc_info=True)
+        logger.debug("reading the tags of %s failed", name, exc_info=True)
         first = str(err).splitlines()[0] if str(err) else ""
         return WriteOutcome(name, "skipped", key, reason=f"unexpected {type(err).__name__}: {first}; the file is "
                             "unchanged")
+    try:
+        _safe_write(real, kind, key, new, prob_text, keep_mtime)
+    except _Failed as err:
+        return WriteOutcome(name, "failed", key, new, previous, reason=str(err))
+    except OSError as err:
+        return WriteOutcome(name, "failed", key, new, previous,
+                            reason=f"{err.strerror or err}; the file is unchanged")
+    except Exception as err:  # a tag block mutagen chokes on while saving: the file was given back
+        logger.debug("tag write of %s failed", name, exc_info=True)
+        first = str(err).splitlines()[0] if str(err) else ""
+        return WriteOutcome(name, "failed", key, new, previous,
+                            reason=f"unexpected {type(err).__name__}: {first}; the file is unchanged")
+    return WriteOutcome(name, "written", key, new, previous)
 
 
 def _writable(name: str) -> bool:
@@ -342,35 +373,161 @@ def _writable(name: str) -> bool:
     return os.access(name, os.W_OK) and bool(os.stat(name).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def _safe_write(name: str, kind: str, key: str, values: list[str], prob_text: str | None,
+def _safe_write(real: str, kind: str, key: str, values: list[str], prob_text: str | None,
                 keep_mtime: bool) -> None:
-    """Copy, tag the copy, re-read and check it, then rename it over the original."""
+    """Put a checked copy aside, tag the file in place, read it back; on any error write the copy back.
+
+    In place (not a tagged copy renamed over the file) keeps the inode: owner, group, mode and hard links.
+    """
     import mutagen
 
-    st = os.stat(name)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(name)), f".{os.path.basename(name)}.focaltag-{os.getpid()}")
+    st = os.stat(real)
+    backup = _backup_path(real)
+    _copy_aside(real, backup, st)
     try:
-        shutil.copy2(name, tmp)
-        copy = mutagen.File(tmp)
-        before = _stream(copy)
-        _set(copy, kind, key, values)
+        audio = mutagen.File(real)
+        before = _stream(audio)
+        _set(audio, kind, key, values)
         if prob_text is not None:
-            _set(copy, kind, PROBABILITIES_KEY, [prob_text])
-        _save(copy, kind)
-        check = mutagen.File(tmp)
+            _set(audio, kind, PROBABILITIES_KEY, [prob_text])
+        _save(audio, kind)
+        check = mutagen.File(real)
         if _get(check, kind, key) != values:
-            raise _Skip(f"the tagged copy did not read back {key} = {values}; the original is unchanged")
+            raise _Failed(f"the file did not read back {key} = {values}")
         if _stream(check) != before:
-            raise _Skip("the tagged copy's audio stream parameters changed; the original is unchanged")
-        os.chmod(tmp, st.st_mode & 0o7777)
-        os.replace(tmp, name)
-        if keep_mtime:
-            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns))
-    except mutagen.MutagenError as err:
-        raise _Skip(f"mutagen could not write it ({type(err).__name__}: {err}); the original is unchanged") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            raise _Failed("its audio stream parameters changed")
+        _fsync(real)
+    except BaseException as err:  # also Ctrl-C: the file is given back as it was before going on
+        _write_back(backup, real)
+        os.unlink(backup)
+        if isinstance(err, _Failed):
+            raise _Failed(f"{err}; the file is unchanged") from None
+        if isinstance(err, mutagen.MutagenError):
+            raise _Failed(f"mutagen could not write it ({type(err).__name__}: {err}); the file is unchanged") \
+                from None
+        raise
+    os.unlink(backup)
+    if keep_mtime:
+        os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _backup_path(real: str) -> str:
+    return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}{BACKUP_MARK}{os.getpid()}")
+
+
+def _copy_aside(real: str, backup: str, st: os.stat_result) -> None:
+    """Copy the file to ``backup`` (private, synced, with the file's times) and check it byte for byte."""
+    try:
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(real, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.utime(backup, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if not filecmp.cmp(real, backup, shallow=False):
+            raise _Failed("the copy put aside before writing did not match the file; the file is unchanged")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(backup)
+        raise
+
+
+def _write_back(backup: str, real: str) -> None:
+    """Write the copy put aside back into the file, in place (same inode), with its times."""
+    with open(backup, "rb") as src, open(real, "r+b") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.truncate()
+        dst.flush()
+        os.fsync(dst.fileno())
+    st = os.stat(backup)
+    os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _leftovers_in(folder: str, entries: Sequence[str], names: Sequence[str] | None = None
+                  ) -> Iterator[tuple[str, str, bool]]:
+    """``(leftover, original, is_backup)`` among a folder's ``entries`` (only for the files ``names`` if given)."""
+    for entry in entries:
+        match = _LEFTOVER.match(entry)
+        if match is None or (names is not None and match["name"] not in names):
+            continue
+        if _pid_alive(int(match["pid"])):  # a run writing right now: not ours to touch
+            continue
+        yield os.path.join(folder, entry), os.path.join(folder, match["name"]), bool(match["backup"])
+
+
+def _listing(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _candidates(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[str, str, bool]]:
+    """Leftovers in every folder below the folder arguments, beside each file argument and each symlink's target."""
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            for folder, _dirs, files in os.walk(path):  # one listing per folder, as the library walk does
+                yield from _leftovers_in(folder, files)
+                for name in files:
+                    full = os.path.join(folder, name)
+                    if os.path.islink(full):
+                        real = os.path.realpath(full)
+                        yield from _leftovers_in(os.path.dirname(real), _listing(os.path.dirname(real)),
+                                                 [os.path.basename(real)])
+        elif os.path.lexists(path):
+            real = os.path.realpath(path)
+            yield from _leftovers_in(os.path.dirname(real), _listing(os.path.dirname(real)),
+                                     [os.path.basename(real)])
+
+
+def recover_leftovers(paths: Sequence[str | os.PathLike[str]], *, dry_run: bool = False) -> list[str]:
+    """Undo what a killed ``--write-tags`` run left under ``paths``; returns one line per file handled.
+
+    The copy a write put aside (``.NAME.focaltag-backup-PID`` of a process that is gone) is written back into
+    the file (the write may have been cut off half-way; its tags are written again by this run) and removed; a
+    tagged copy left by focaltag <= 0.2.1 (``.NAME.focaltag-PID``, the file itself being intact) is removed.
+    """
+    lines: list[str] = []
+    seen: set[str] = set()
+    for leftover, original, is_backup in _candidates(paths):
+        if leftover in seen:
+            continue
+        seen.add(leftover)
+        verb = "would restore" if dry_run else "restored"
+        if not is_backup:
+            line = f"{'would remove' if dry_run else 'removed'} {leftover}, a copy left by a killed run " \
+                   f"(the file {original} is intact)"
+            if not dry_run:
+                os.unlink(leftover)
+        elif os.path.exists(original):
+            line = f"{verb} {original} from the copy a killed run put aside ({leftover})"
+            if not dry_run:
+                _write_back(leftover, original)
+                os.unlink(leftover)
+        else:
+            line = f"{verb} {original} from the copy a killed run put aside (the file was gone)"
+            if not dry_run:
+                os.rename(leftover, original)
+        lines.append(line)
+    return lines
 
 
 class FileTagWriter:
@@ -389,7 +546,7 @@ class FileTagWriter:
         self.key = MOOD_KEY if is_mood_vocabulary(self.tag_names) else OTHER_KEY
         self.thresholds, self.top_k = thresholds, top_k
         self.replace, self.probabilities, self.keep_mtime, self.dry_run = replace, probabilities, keep_mtime, dry_run
-        self.counts: dict[str, int] = {"written": 0, "unchanged": 0, "would write": 0, "skipped": 0}
+        self.counts: dict[str, int] = {"written": 0, "unchanged": 0, "would write": 0, "skipped": 0, "failed": 0}
 
     def __call__(self, result: Any) -> WriteOutcome:
         values = chosen_tags(result.probabilities, self.tag_names, thresholds=self.thresholds, top_k=self.top_k)
@@ -397,13 +554,19 @@ class FileTagWriter:
                                   probabilities=result.probabilities if self.probabilities else None,
                                   replace=self.replace, keep_mtime=self.keep_mtime, dry_run=self.dry_run)
         self.counts[outcome.status] += 1
-        if outcome.status == "skipped":
+        if outcome.status in ("skipped", "failed"):
             logger.warning("%s", outcome.line())
         elif outcome.status == "would write":
             logger.info("%s", outcome.line())
         else:
             logger.debug("%s", outcome.line())
         return outcome
+
+    def failure_of(self, result: Any) -> str | None:
+        """Write the tags of ``result``; the reason when the write failed (a library run lists it in
+        failures.tsv and retries it), else None."""
+        outcome = self(result)
+        return outcome.reason if outcome.status == "failed" else None
 
     def recorded(self, line: Mapping[str, Any]) -> bool:
         """``--write-tags`` for a file an earlier run tagged: the tags come from its recorded probabilities.
@@ -423,5 +586,6 @@ class FileTagWriter:
         if self.dry_run:
             return (f"tags: {self.counts['would write']} file(s) would change, {self.counts['unchanged']} "
                     f"unchanged, {self.counts['skipped']} skipped (dry run: nothing written)")
+        failed = f", {self.counts['failed']} failed" if self.counts["failed"] else ""
         return (f"tags: written to {self.counts['written']} file(s), {self.counts['unchanged']} already had them, "
-                f"{self.counts['skipped']} skipped")
+                f"{self.counts['skipped']} skipped{failed}")

@@ -234,7 +234,7 @@ def _changed(record: tuple[int | None, float | None] | None, now: tuple[int, flo
 
 def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *,
                 refresh: bool = False, shard: tuple[int, int] | None = None, top_k: int | None = None,
-                on_result: Callable[[Any], None] | None = None,
+                on_result: Callable[[Any], str | None] | None = None,
                 on_recorded: Callable[[dict[str, Any]], bool] | None = None,
                 progress: Callable[[int], None] | None = None) -> LibrarySummary:
     """Tag every not-yet-recorded audio file under ``paths`` with ``tagger``, appending to ``output``.
@@ -245,7 +245,8 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
         shard: ``(I, N)``: only shard I of N (by path relative to the folder argument).
         top_k: length of each line's ``top`` (the tagger's ``top_k`` when None).
         on_result: called with each successful result before its line is written (``--write-tags``); the
-            size and mtime are taken after it, so a tag write by focaltag does not look like a change.
+            size and mtime are taken after it, so a tag write by focaltag does not look like a change. It
+            returns the reason when it failed (the file then goes to the failures, and is retried), else None.
         on_recorded: called after the run with the recorded line of each file this run skipped (``--write-tags``
             on a library tagged before: the tags come from the recorded probabilities); returns True when it
             changed the file, whose size and mtime are then recorded again (the output is rewritten).
@@ -279,7 +280,7 @@ def _lock(out: IO[str], output: Path) -> None:
 
 def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: Path, out: IO[str], *,
                  refresh: bool, shard: tuple[int, int] | None, top_k: int | None,
-                 on_result: Callable[[Any], None] | None, on_recorded: Callable[[dict[str, Any]], bool] | None,
+                 on_result: Callable[[Any], str | None] | None, on_recorded: Callable[[dict[str, Any]], bool] | None,
                  progress: Callable[[int], None] | None) -> LibrarySummary:
     state = read_output(output, stats=refresh)
     skipped: set[int] = set()  # only filled for on_recorded
@@ -351,7 +352,7 @@ def _revisit(output: Path, state: OutputState, keys: set[int],
 
 def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], out: IO[str], failures: IO[str],
          state: OutputState, summary: LibrarySummary, top_k: int | None,
-         on_result: Callable[[Any], None] | None, progress: Callable[[int], None] | None) -> int:
+         on_result: Callable[[Any], str | None] | None, progress: Callable[[int], None] | None) -> int:
     """The tagging loop: one output line or failure row per file as it finishes; returns lines replaced."""
     from focaltag.inference.tagger import TagFailure
     from focaltag.inference.writers import result_to_dict
@@ -359,14 +360,15 @@ def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], o
     replaced = 0
     for result in tagger.tag_many(todo):
         path, was_recorded = in_flight.popleft()
-        if isinstance(result, TagFailure):
+        problem = result.error if isinstance(result, TagFailure) else None
+        if problem is None and on_result is not None:
+            problem = on_result(result)  # a tag write that failed: not recorded, so the next run retries it
+        if problem is not None:
             summary.failed += 1
-            reason = " ".join(str(result.error).split())
+            reason = " ".join(str(problem).split())
             failures.write(f"{_tsv_field(path)}\t{_tsv_field(reason)}\n")
             failures.flush()
         else:
-            if on_result is not None:
-                on_result(result)
             line = result_to_dict(result, top_k=top_k)
             line["file"] = path
             size_mtime = _stat(path)

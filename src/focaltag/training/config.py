@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from focaltag.config import apply_overrides, from_dict, load_yaml, to_dict
+from focaltag.config import apply_overrides, check_seed, from_dict, load_yaml, to_dict
 from focaltag.devices import check_device_name
 from focaltag.errors import ConfigError
 from focaltag.training.loss_registry import LOSSES
@@ -265,6 +265,9 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping (paths as strings) for ``config.yaml`` and checkpoints."""
