@@ -248,11 +248,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd: Path, timeout: int = 300, nproc: int = 2) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={nproc}",
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -389,3 +389,25 @@ def test_cli_data_and_run_dir_errors(synth_dataset, tmp_path, capsys):
     assert code == 2 and "already holds a training run" in err and "--resume" in err
     code, err = run_cli(["--config", str(good), "--out", str(tmp_path / "r"), "--resume"], capsys)
     assert code == 2 and "not a readable PyTorch checkpoint" in err
+
+
+def test_torchrun_single_process_joins_its_process_group(synth_dataset, cache_dir, tmp_path):
+    """``--nproc-per-node 1`` checks the backend's set-up (gloo here, NCCL on a GPU: tests/integration/test_cuda.py)."""
+    cfg = tiny(synth_dataset, cache_dir, optim={"epochs": 1})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    proc = torchrun(["-m", "focaltag", "train", "--config", "cfg.yaml", "--out", "run"], cwd=tmp_path, nproc=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed training: 1 processes, backend gloo" in proc.stderr
+    assert len(read_metrics(tmp_path / "run")) == 1
+
+
+def test_deterministic_kernels_change_nothing_on_cpu_and_are_switched_off_after(synth_dataset, cache_dir, tmp_path):
+    """``runtime.deterministic`` (for bit-exact GPU resumes) leaves CPU results as they are and the process's
+    settings as it found them."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(tiny(synth_dataset, cache_dir, optim={"epochs": 1}), tmp_path / "plain")
+    train(tiny(synth_dataset, cache_dir, optim={"epochs": 1}, runtime={"deterministic": True}), tmp_path / "det")
+    assert not torch.are_deterministic_algorithms_enabled()
+    plain, det = _weights(tmp_path / "plain" / "last.pt"), _weights(tmp_path / "det" / "last.pt")
+    for key, value in plain["state_dict"].items():
+        assert torch.equal(value, det["state_dict"][key]), key

@@ -237,6 +237,7 @@ class RuntimeConfig:
     cpu_bf16: bool = False  # bf16 autocast on CPUs with AMX / AVX512-BF16 (bench/train.py: 5.1x on AVX512-BF16 without AMX; changes numerics)
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward
+    deterministic: bool = False  # deterministic kernels (bit-exact reruns and resumes on GPUs; slower)
     sync_batchnorm: bool = True  # SyncBatchNorm under multi-GPU DDP (CUDA only)
     max_steps_per_epoch: int | None = None  # cap an epoch (demos, smoke tests)
     max_steps: int | None = None  # stop (and save last.pt) after this many steps in total; --resume continues

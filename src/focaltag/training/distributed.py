@@ -40,6 +40,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (which sets WORLD_SIZE), even as its only process
 
     @property
     def enabled(self) -> bool:
@@ -68,7 +69,7 @@ def env_dist_info() -> DistInfo:
     local = _env_int("LOCAL_RANK", rank)
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, launched=bool(os.environ.get("WORLD_SIZE")))
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -79,9 +80,12 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
 
 def init_distributed(device: torch.device, info: DistInfo | None = None) -> DistInfo:
-    """Join the process group when launched by torchrun: nccl on CUDA, gloo on CPU (env:// rendezvous)."""
+    """Join the process group when launched by torchrun: nccl on CUDA, gloo on CPU (env:// rendezvous).
+
+    A torchrun job of one process joins its group too, so ``--nproc-per-node 1`` checks the backend's set-up
+    on one GPU before a larger job relies on it; collectives stay no-ops there."""
     info = info or env_dist_info()
-    if not info.enabled or (dist.is_available() and dist.is_initialized()):
+    if not (info.enabled or info.launched) or (dist.is_available() and dist.is_initialized()):
         return info
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed support")

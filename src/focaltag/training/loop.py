@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,26 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def _deterministic_kernels(on: bool) -> Iterator[None]:
+    """``runtime.deterministic``: the same kernels and reduction orders on every run, so that a GPU run and its
+    resume are bit-exact (CPU kernels already are). cuBLAS needs a fixed workspace for that, set before its
+    first use unless the user chose one. The process's previous settings come back afterwards."""
+    if not on:
+        yield
+        return
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+              torch.are_deterministic_algorithms_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[:2]
+        torch.use_deterministic_algorithms(before[2])
+
+
 def _better(select_by: str, value: float, best: float | None) -> bool:
     if not math.isfinite(value):
         return False
@@ -144,8 +164,9 @@ def train(config: TrainConfig | dict[str, Any], out_dir: str | os.PathLike[str],
     if not info.is_main:  # only rank 0 reports progress; warnings still come from every rank
         logging.getLogger("focaltag").setLevel(logging.WARNING)
     try:
-        trainer = _Trainer(cfg, Path(out_dir), info, device, resume=resume, on_step=on_step)
-        return trainer.run()
+        with _deterministic_kernels(cfg.runtime.deterministic):
+            trainer = _Trainer(cfg, Path(out_dir), info, device, resume=resume, on_step=on_step)
+            return trainer.run()
     finally:
         ddp.cleanup_distributed()
 
