@@ -89,14 +89,20 @@ def probe_file(path: str | os.PathLike[str], sample_rate: int) -> FileFacts:
     The length is ``len(load_audio(path, sample_rate))`` whenever the header's frame count is exact
     (WAV/FLAC/OGG; for MP3 it is the decoder's estimate).
     """
-    from focaltag.audio.decode import audio_info
+    from focaltag.audio.backends import open_reader
 
-    info = audio_info(path)
-    if info.frames <= 0:
+    fh = open_reader(Path(path))
+    try:
+        frames, rate, seekable = fh.frames, fh.samplerate, fh.seekable
+    finally:
+        fh.close()
+    if frames <= 0 and seekable:
         raise AudioDecodeError(f"{path}: contains no audio samples; re-download or remove it")
-    n = int(round(info.frames * sample_rate / info.sample_rate))
-    seekable = info.frames < 2**62  # libsndfile reports a huge frame count for unseekable streams
-    return FileFacts(n, int(info.sample_rate), seekable)
+    if frames <= 0:  # no length in the header (a raw stream): decode it to know
+        from focaltag.audio.decode import load_audio
+
+        return FileFacts(len(load_audio(path, sample_rate)), rate, False)
+    return FileFacts(int(round(frames * sample_rate / rate)), rate, seekable)
 
 
 def cut_chunks(wave: np.ndarray, starts: Sequence[int], chunk_samples: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -153,10 +159,6 @@ def read_file_chunks(path: str | os.PathLike[str], starts: Sequence[int], chunk_
     yield from _stream_chunks(path, starts, chunk_samples, sample_rate)
 
 
-def _reason(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 def _groups(starts: Sequence[int], chunk_samples: int, sample_rate: int, margin: int) -> list[list[int]]:
     """Chunk indices grouped so that chunks closer than two margins are decoded in one read."""
     max_span = int(MAX_GROUP_SECONDS * sample_rate)
@@ -177,19 +179,16 @@ def _groups(starts: Sequence[int], chunk_samples: int, sample_rate: int, margin:
 def _seek_chunks(path: Path, starts: Sequence[int], chunk_samples: int, sr: int,
                  native_sr: int) -> Iterator[tuple[int, np.ndarray]]:
     """Decode each group of chunks by seeking; the group start is aligned so resampling lines up exactly."""
-    import soundfile as sf
     import soxr
 
+    from focaltag.audio.backends import open_reader
     from focaltag.audio.decode import RESAMPLE_QUALITY
 
     g = math.gcd(native_sr, sr)
     a, b = native_sr // g, sr // g  # a native samples <-> b model samples, exactly
     margin = int(MARGIN_SECONDS * sr)
+    fh = open_reader(path)
     try:
-        fh = sf.SoundFile(str(path))
-    except Exception as err:
-        raise AudioDecodeError(f"cannot read audio file {path}: {_reason(err)}") from None
-    with fh:
         for group in _groups(starts, chunk_samples, sr, margin):
             lo = min(starts[i] for i in group)
             hi = max(starts[i] for i in group) + chunk_samples
@@ -197,11 +196,11 @@ def _seek_chunks(path: Path, starts: Sequence[int], chunk_samples: int, sr: int,
             q1 = hi + margin
             s0 = q0 // b * a
             n_native = int(math.ceil((q1 - q0) * a / b))
-            try:
-                fh.seek(min(s0, max(fh.frames - 1, 0)))
-                data = fh.read(n_native, dtype="float32", always_2d=True) if s0 < fh.frames else None
-            except Exception as err:
-                raise AudioDecodeError(f"cannot decode {path} near {q0 / sr:.1f} s: {_reason(err)}") from None
+            if s0 < fh.frames:
+                fh.seek(s0)
+                data = fh.read(n_native)
+            else:
+                data = None
             if data is None or len(data) == 0:
                 seg = np.zeros(0, dtype=np.float32)
             elif not np.isfinite(data).all():
@@ -214,6 +213,8 @@ def _seek_chunks(path: Path, starts: Sequence[int], chunk_samples: int, sr: int,
             for i in group:
                 off = starts[i] - q0
                 yield i, np.asarray(pad_to(seg[off:off + chunk_samples], chunk_samples), dtype=np.float32)
+    finally:
+        fh.close()
 
 
 def _stream_chunks(path: Path, starts: Sequence[int], chunk_samples: int,

@@ -1,14 +1,16 @@
-"""Decode any audio file to float32 mono at 16 kHz (soundfile + soxr), whole or streamed in blocks.
+"""Decode any audio file to float32 mono at 16 kHz (libsndfile or FFmpeg, then soxr), whole or streamed in blocks.
 
-Formats: whatever the bundled libsndfile reads -- MP3, OGG Vorbis, OGG Opus, FLAC, WAV (and AIFF etc.), any
-sample rate and channel count. Channels are averaged (the same downmix as ``librosa.load(mono=True)``).
+Formats: everything FFmpeg decodes (MP3, M4A/AAC/ALAC, Ogg Vorbis/Opus/FLAC, FLAC, WAV/AIFF/CAF, WMA, WebM/MKA,
+WavPack, APE, AC-3, MP2, the audio of videos), at any sample rate and channel count;
+:func:`focaltag.audio.backends.choose_backend` picks libsndfile or PyAV per file. Channels are averaged (the
+same downmix as ``librosa.load(mono=True)``).
 
 Resampling uses soxr quality ``"HQ"`` (20-bit precision): it is librosa's default ``res_type="soxr_hq"``,
-so ``load_audio(p)`` equals ``librosa.load(p, sr=16000)`` sample for sample (up to librosa's one zero sample
-of length rounding); its precision is far below the 16-bit quantisation of the training cache (``VHQ`` differs
-from it by > 110 dB SNR below 7 kHz, only the transition band near 8 kHz differs, and costs ~50 % more
-resampling time). Streaming (:func:`iter_audio_blocks`) gives the same samples as one-shot resampling, so an
-hour-long file never needs its decoded hour at the input rate in memory.
+so ``load_audio(p)`` equals ``librosa.load(p, sr=16000)`` sample for sample for a file both decode alike (up to
+librosa's one zero sample of length rounding); its precision is far below the 16-bit quantisation of the
+training cache (``VHQ`` differs from it by > 110 dB SNR below 7 kHz, only the transition band near 8 kHz
+differs, and costs ~50 % more resampling time). Streaming (:func:`iter_audio_blocks`) gives the same samples as
+one-shot resampling, so an hour-long file never needs its decoded hour at the input rate in memory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 
+from focaltag.audio.backends import AudioReader, open_reader
 from focaltag.errors import AudioDecodeError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -32,12 +34,10 @@ __all__ = ["load_audio", "iter_audio_blocks", "audio_info", "AudioInfo", "RESAMP
 RESAMPLE_QUALITY = "HQ"
 """soxr quality preset used everywhere (librosa's default ``soxr_hq``)."""
 
-_FORMATS_HINT = "expected MP3, OGG Vorbis/Opus, FLAC or WAV; the file may be corrupt, truncated or not audio"
-
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """Header facts about an audio file (for MP3 ``frames``/``duration`` are the decoder's estimate)."""
+    """Header facts about an audio file (for compressed formats ``frames``/``duration`` may be an estimate)."""
 
     path: str
     sample_rate: int
@@ -48,46 +48,15 @@ class AudioInfo:
     subtype: str
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioDecodeError(f"audio file not found: {path}")
-    if path.is_dir():
-        raise AudioDecodeError(f"{path} is a folder; pass an audio file")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(f"{path}: empty file (0 bytes); re-download or remove it")
-
-
-def _open(path: Path) -> sf.SoundFile:
-    _check_file(path)
-    try:
-        handle = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioDecodeError(f"{path}: cannot decode ({_reason(err)}); {_FORMATS_HINT}") from None
-    if handle.samplerate <= 0 or handle.channels <= 0:
-        handle.close()
-        raise AudioDecodeError(f"{path}: invalid header (sample rate {handle.samplerate}, "
-                               f"{handle.channels} channels); {_FORMATS_HINT}")
-    return handle
-
-
-def _reason(err: BaseException) -> str:
-    """libsndfile's message without the ``Error opening '...':`` prefix (the path is already in ours)."""
-    lines = str(err).strip().splitlines()
-    text = lines[-1] if lines else type(err).__name__
-    if text.startswith("Error opening") and "': " in text:
-        text = text.split("': ", 1)[1]
-    if "does not exist or is not a regular file" in text:  # libsndfile's wording for an unparsable stream
-        text = "no recognisable audio stream"
-    return text.rstrip(".")
-
-
 def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """Sample rate, channels and duration from the header, without decoding; raises AudioDecodeError."""
     path = Path(path)
-    with _open(path) as fh:
-        frames = int(fh.frames)
-        return AudioInfo(str(path), int(fh.samplerate), int(fh.channels), frames, frames / fh.samplerate,
-                         str(fh.format), str(fh.subtype))
+    fh = open_reader(path)
+    try:
+        return AudioInfo(str(path), fh.samplerate, fh.channels, fh.frames, fh.frames / fh.samplerate,
+                         fh.format, fh.subtype)
+    finally:
+        fh.close()
 
 
 def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
@@ -108,7 +77,8 @@ def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
     if block_seconds <= 0:
         raise AudioDecodeError(f"block_seconds must be > 0, got block_seconds={block_seconds}")
     path = Path(path)
-    with _open(path) as fh:
+    fh = open_reader(path)
+    try:
         sr_in = int(fh.samplerate)
         block = max(1, int(round(block_seconds * sr_in)))
         stream = None if sr_in == sr else soxr.ResampleStream(sr_in, sr, 1, dtype="float32",
@@ -123,6 +93,8 @@ def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
             if out.size:
                 yield np.ascontiguousarray(out, dtype=np.float32)
             pending = nxt
+    finally:
+        fh.close()
     if n_in == 0:
         raise AudioDecodeError(f"{path}: contains no audio samples; re-download or remove it")
 
@@ -143,12 +115,9 @@ def _downmix(block: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _read_block(fh: sf.SoundFile, path: Path, frames: int) -> np.ndarray | None:
-    """Next ``(frames, channels)`` float32 block, ``None`` at the end; decode errors become AudioDecodeError."""
-    try:
-        data = fh.read(frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioDecodeError(f"{path}: decoding failed mid-file ({_reason(err)}); {_FORMATS_HINT}") from None
+def _read_block(fh: AudioReader, path: Path, frames: int) -> np.ndarray | None:
+    """Next ``(frames, channels)`` float32 block, ``None`` at the end; decode errors are AudioDecodeError."""
+    data = fh.read(frames)
     if data.shape[0] == 0:
         return None
     if not np.isfinite(data).all():
@@ -163,7 +132,7 @@ def load_audio(path: str | os.PathLike[str], sr: int = 16000) -> np.ndarray:
     Raises AudioDecodeError naming the file for a missing, empty, corrupt or non-audio file.
 
     Args:
-        path (str or PathLike): audio file (MP3, OGG Vorbis/Opus, FLAC, WAV, ...).
+        path (str or PathLike): audio file (any format FFmpeg decodes).
         sr (int, optional): output sample rate in Hz. (Default: ``16000``)
 
     Returns:

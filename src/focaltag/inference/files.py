@@ -6,12 +6,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from focaltag.audio.backends import FFMPEG_EXTENSIONS
 from focaltag.errors import ConfigError
 
 __all__ = ["AUDIO_EXTENSIONS", "collect_audio"]
 
-AUDIO_EXTENSIONS = frozenset({".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff"})
-"""Extensions (compared case-insensitively) that a folder search picks up: what libsndfile decodes."""
+AUDIO_EXTENSIONS = FFMPEG_EXTENSIONS
+"""Extensions (compared case-insensitively) that a folder search picks up: every audio (and video) container
+whose sound :mod:`focaltag.audio` decodes."""
 
 
 def collect_audio(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
