@@ -284,6 +284,8 @@ class _PyAVReader:
                 # stream's start time (an MP3's encoder delay, Opus pre-skip); a negative one (Vorbis's first
                 # packet) is lead-in that read() drops. Later frames follow on, whatever their rounded timestamps.
                 start = int(round(float((frame.pts - self._t0) * frame.time_base) * self.samplerate))
+                if self._decoded_end == 0 and start < 0:  # lead-in is at most that first frame (a broken
+                    start = max(start, -data.shape[0])  # encoder's far negative timestamps drop no audio)
             self._place_by_pts = False
             self._decoded_end = start + data.shape[0]
             return _Pending(data, start)
