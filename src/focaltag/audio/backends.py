@@ -1,10 +1,11 @@
 """The two decoders behind :mod:`focaltag.audio.decode` and the one rule that picks between them.
 
-* **libsndfile** (``soundfile``) for WAV, FLAC and AIFF: PCM decodes exactly in both, and libsndfile was as fast
-  or faster on them (``bench/decode.py``).
-* **FFmpeg through PyAV** (``av``) for everything else: MP3, MP4/M4A (AAC, ALAC), Ogg (Vorbis, Opus, FLAC), Opus,
-  WMA, WebM/Matroska, WavPack, APE, AC-3, MP2, the audio track of videos; and as the fallback whenever libsndfile
-  refuses a file. MP3 moved here from libsndfile's mpg123, which stops silently at the first badly damaged frame
+* **libsndfile** (``soundfile``) for WAV, FLAC, AIFF and Ogg (``.ogg``/``.oga``): PCM decodes exactly in both
+  and libsndfile was as fast or faster on it (``bench/decode.py``); for Ogg Vorbis, libvorbisfile seeks to the
+  exact sample, where FFmpeg's Ogg seek placed a chunk up to a Vorbis block off (447 samples at 48 kHz measured).
+* **FFmpeg through PyAV** (``av``) for everything else: MP3, MP4/M4A (AAC, ALAC), Opus (``.opus``), WMA,
+  WebM/Matroska, WavPack, APE, AC-3, MP2, the audio track of videos; and as the fallback whenever libsndfile
+  refuses a file (an Ogg Opus or Ogg FLAC libsndfile calls malformed). MP3 moved here from libsndfile's mpg123, which stops silently at the first badly damaged frame
   (a damaged file came back 18 % long) and prints its complaints straight onto the terminal; FFmpeg skips the
   damaged packet, says so in the log, and decodes the rest.
 
@@ -18,7 +19,8 @@ debug level, and a damaged packet is skipped and logged at debug level (both sho
 
 Seeking (PyAV) lands :data:`PREROLL_SECONDS` before the target, decodes on and places each frame by its
 timestamp counted from the stream's start time (an MP3's encoder delay, Opus pre-skip), so a seek read starts
-on the same sample as a front-to-back decode (measured: offset 0 for MP3, AAC, Opus, Vorbis, AC-3, MP2, WavPack).
+on the same sample as a front-to-back decode (measured: offset 0 for MP3, AAC, Opus, AC-3, MP2, WavPack; codecs
+with variable block sizes, such as Vorbis, can land up to one block off, hence Ogg goes to libsndfile).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ logger = logging.getLogger(__name__)
 Backend = Literal["sndfile", "pyav"]
 
 BACKEND_BY_EXTENSION: dict[str, Backend] = {".wav": "sndfile", ".wave": "sndfile", ".flac": "sndfile",
-                                            ".aif": "sndfile", ".aiff": "sndfile", ".aifc": "sndfile"}
+                                            ".aif": "sndfile", ".aiff": "sndfile", ".aifc": "sndfile",
+                                            ".ogg": "sndfile", ".oga": "sndfile"}
 """Extensions (lower case) that libsndfile decodes first; every other file goes to FFmpeg (PyAV)."""
 
 FFMPEG_EXTENSIONS = frozenset({
