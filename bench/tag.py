@@ -472,9 +472,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from focaltag.inference.chunking import iter_chunks
-    from focaltag.inference.precision import cpu_has_fast_bf16
     from focaltag.inference.tagger import Tagger
     from focaltag.models import save_model
+    from focaltag.precision import cpu_has_fast_bf16
 
     tmp = Path(tempfile.mkdtemp(prefix="focaltag-bench-tag-"))
     files = sorted(p for p in args.music.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav"))

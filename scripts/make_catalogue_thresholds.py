@@ -19,11 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
+from focaltag.errors import FocaltagError
 from focaltag.evaluation.thresholds import decide, decision_metrics, mediaeval_thresholds
-from focaltag.models.catalogue import CATALOGUE_FILE, catalogue_thresholds_inputs
+from focaltag.models.catalogue import CATALOGUE_FILE, get_entry
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_F_MACRO_REPORTED = 0.186  # the ensemble's thresholds applied to the authors' test predictions (issue #11)
+
+
+def catalogue_thresholds_inputs(predictions_dir: Path) -> tuple[np.ndarray, dict[str, Path], list[str]]:
+    """(validation ground truth, {member name: its published validation predictions}, tag names) under the
+    authors' ``reference-predictions`` folder (all training data, standard sampling), for the thresholds."""
+    root = Path(predictions_dir)
+    entry = get_entry("usc-sail-2020")
+    folder = root / "all_training_data" / "standard_sampling" / "validation"
+    files = {m: folder / get_entry(m).extra["prediction_file"] for m in entry.members}
+    missing = [str(p) for p in [root / "validation_ground_truth.npy", *files.values()] if not p.is_file()]
+    if missing:
+        raise FocaltagError(f"reference predictions not found: {missing[0]}")
+    return np.load(root / "validation_ground_truth.npy"), files, list(entry.tag_names)
 
 
 def compute(predictions_dir: Path) -> dict[str, dict]:

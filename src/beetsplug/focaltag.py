@@ -12,7 +12,9 @@ Configuration (``config.yaml``)::
     plugins: focaltag
     focaltag:
         models: [~/models/focal.pt]     # checkpoints, run/ensemble folders or catalogue names; averaged
-        thresholds: ~/models/thr.tsv    # per-tag thresholds (decisions, strict >); without it, top_k is used
+                                        # (default: usc-sail-2020, the paper's ensemble, as `focaltag tag`)
+        thresholds: ~/models/thr.tsv    # per-tag thresholds (decisions, strict >); default: a catalogue
+                                        # model's own, as `focaltag tag`; none: no decisions, top_k is used
         top_k: 3
         chunks: 16                      # evenly spaced chunks per track
         auto: no                        # tag on import
@@ -143,6 +145,16 @@ class FocaltagPlugin(BeetsPlugin):
         """``batch_size`` from the config: null for focaltag's default, else an integer (checked by confuse)."""
         return None if self.config["batch_size"].get() is None else self.config["batch_size"].get(int)
 
+    def _thresholds(self) -> str | None:
+        """``thresholds`` from the config, as ``focaltag tag --thresholds``: null -> "auto" (a catalogue model's own,
+        else none), ``none`` (or false) -> no decisions, else the file."""
+        from focaltag.cli._common import thresholds_option
+
+        value = self.config["thresholds"].get()
+        if value is False:
+            return None
+        return thresholds_option(None if value is None else os.path.expanduser(str(value)))
+
     def commands(self) -> list[ui.Subcommand]:
         cmd = ui.Subcommand("focaltag", help="tag items with focaltag mood/theme models")
         cmd.parser.add_option("-f", "--force", action="store_true", default=None,
@@ -174,16 +186,14 @@ class FocaltagPlugin(BeetsPlugin):
         if self._tagger is None:
             from focaltag.errors import FocaltagError
             from focaltag.inference.tagger import Tagger
+            from focaltag.models.catalogue import DEFAULT_MODEL
 
-            models = [os.path.expanduser(m) for m in self.config["models"].as_str_seq()]
-            if not models:
-                raise ui.UserError("focaltag: no models configured; set focaltag.models in the beets config")
-            thresholds = self.config["thresholds"].get()
+            models = [os.path.expanduser(m) for m in self.config["models"].as_str_seq()] or [DEFAULT_MODEL]
             try:
                 self._tagger = Tagger(
                     models, n_chunks=self.config["chunks"].get(int), batch_size=self._batch_size(),
                     device=self.config["device"].as_str(), top_k=self.config["top_k"].get(int),
-                    thresholds=os.path.expanduser(thresholds) if thresholds else None)
+                    thresholds=self._thresholds())
             except FocaltagError as err:
                 raise ui.UserError(f"focaltag: {err}") from None
         return self._tagger

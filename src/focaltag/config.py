@@ -117,7 +117,8 @@ def _deepcopy(obj: Any) -> Any:
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain dict/list/scalars (Paths become strings) for YAML/JSON and checkpoints."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("deprecated") and getattr(obj, f.name) is None)}  # old spellings, unset
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

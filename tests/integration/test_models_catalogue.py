@@ -359,8 +359,8 @@ def usc_files(shared_dir: Path, tmp_path: Path) -> dict[str, Path]:
 def test_usc_sail_ensemble_import_pull_load_and_tag(usc_files: dict[str, Path], patched_pins: Any, cache: Path,
                                                     music_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from focaltag.inference import Tagger
-    from focaltag.inference.ensemble import read_ensemble
     from focaltag.models._checkpoint import load_model as load_raw
+    from focaltag.models.ensemble import read_ensemble
 
     patched_pins(usc_files)
     files = [str(p) for p in usc_files.values()]

@@ -73,8 +73,8 @@ def test_cli_precision_in_first_info_line_and_json(music_dir: Path, tmp_path: Pa
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from focaltag.inference.precision import resolve_precision
     from focaltag.models import create_model, save_model
+    from focaltag.precision import resolve_precision
 
     torch.manual_seed(0)
     ckpt = save_model(create_model("short_chunk_resnet", width=8), tmp_path / "tiny.pt")

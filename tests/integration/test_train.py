@@ -125,7 +125,7 @@ def test_tiny_model_beats_chance_on_validation(learnable_dataset, tmp_path):
     cfg = tiny(learnable_dataset, tmp_path / "cache", data={"auto_prepare": True, "prepare_workers": 2},
                model={"width": 16, "variant": "paper"}, loss={"name": "bce", "bias_init": "class_prior"},
                optim={"batch_size": 16, "epochs": 15, "adam_epochs": 15, "adam_lr": 3e-3},
-               validation={"n_chunks": 2}, runtime={"max_steps_per_epoch": None, "cpu_bf16": True})
+               validation={"n_chunks": 2}, runtime={"max_steps_per_epoch": None, "precision": "bf16"})
     summary = train(cfg, tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
     assert summary["steps"] >= 120

@@ -157,3 +157,13 @@ def test_command_line_overrides_sit_between_preset_and_run():
     assert cfg["loss"] == {"name": "bce"}  # the run's own loss beats --set
     with pytest.raises(ConfigError, match="--set expects key=value"):
         resolve_experiment(spec, overrides=["nonsense"])
+
+
+def test_runs_finished_with_the_old_precision_spelling_keep_their_fingerprint() -> None:
+    from focaltag.experiments.spec import ResolvedRun
+
+    old = ResolvedRun("bce", "BCE", {"loss": {"name": "bce"}, "runtime": {"device": "cpu", "cpu_bf16": True}})
+    new = ResolvedRun("bce", "BCE", {"loss": {"name": "bce"}, "runtime": {"device": "cpu", "precision": "bf16"}})
+    assert new.fingerprint() != old.fingerprint()
+    assert new.legacy_fingerprint() == old.fingerprint()  # a DONE marker of 0.2 still counts
+    assert ResolvedRun("x", "x", {"runtime": {"precision": "fp32"}}).legacy_fingerprint() is None

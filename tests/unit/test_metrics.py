@@ -304,7 +304,7 @@ def test_mean_and_weighted_ensemble() -> None:
     np.testing.assert_array_equal(mean_ensemble([a, b]), np.mean(np.stack([a, b]), axis=0))
     np.testing.assert_allclose(weighted_ensemble([a, b], [3, 1]), 0.75 * a + 0.25 * b, rtol=1e-6)
     np.testing.assert_array_equal(weighted_ensemble([a, b], [1, 0]), a)
-    with pytest.raises(EvaluationError, match="non-negative"):
+    with pytest.raises(ConfigError, match=">= 0"):  # the one weights rule of model ensembles
         weighted_ensemble([a, b], [1, -1])
     with pytest.raises(EvaluationError, match="shape"):
         mean_ensemble([a, b[:5]])

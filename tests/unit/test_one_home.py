@@ -1,4 +1,5 @@
-"""Each concept lives in one place: grouping, the metrics training uses, loss names, the checkpoint reader.
+"""Each concept lives in one place: grouping, the metrics training uses, loss names, the checkpoint reader, the
+model resolver and its defaults, the ensemble (mean, folder format, weights rule) and the precision rule.
 
 These guard against a second copy creeping back in (a copy drifts: the thresholds, the version rule and the
 validation scores once existed two or three times with small differences).
@@ -99,7 +100,13 @@ def test_functions_defined_once() -> None:
             if isinstance(node, ast.FunctionDef) and node.name in ("plot_tag_distribution", "macro_scores",
                                                                    "load_checkpoint", "read_checkpoint",
                                                                    "auto_group_thresholds", "frequency_groups",
-                                                                   "default_tag_names"):
+                                                                   "default_tag_names", "check_weights",
+                                                                   "mean_probabilities",
+                                                                   "write_manifest", "member_file", "save_ensemble",
+                                                                   "read_ensemble", "is_ensemble_dir",
+                                                                   "resolve_model", "cpu_has_fast_bf16",
+                                                                   "runs_bf16_fast", "resolve_precision",
+                                                                   "autocast"):
                 defined.setdefault(node.name, []).append(str(path.relative_to(SRC)))
     assert {k: len(v) for k, v in defined.items()} == dict.fromkeys(defined, 1), defined
 
@@ -129,3 +136,90 @@ def test_models_and_evaluation_name_unnamed_columns_alike() -> None:
     for n in (12, 56):
         assert create_model(width=4, n_tags=n).pretrained_cfg.tag_names == tuple(default_tag_names(n))
     assert default_tag_names(3) == ("tag_000", "tag_001", "tag_002")
+
+
+def _assignments(name: str) -> list[str]:
+    """Where a module-level constant ``name`` is assigned (``NAME = ...``) in the package."""
+    found = []
+    for path in _python_files():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                found.append(str(path.relative_to(SRC)))
+    return found
+
+
+def test_model_defaults_ensemble_format_and_precision_names_are_defined_once() -> None:
+    assert _assignments("DEFAULT_MODEL") == ["_defaults.py"]
+    assert _assignments("ENSEMBLE_MANIFEST") == ["models/ensemble.py"]
+    assert _assignments("PRECISIONS") == ["precision.py"]
+    assert _assignments("TAG_PRECISIONS") == ["inference/precision.py"]
+    from focaltag._defaults import DEFAULT_MODEL
+    from focaltag.models import catalogue
+
+    assert catalogue.DEFAULT_MODEL is DEFAULT_MODEL and DEFAULT_MODEL in catalogue.catalogue()
+
+
+def test_no_second_mean_member_file_pattern_or_bf16_check() -> None:
+    """The mean is models.ensemble's; member files are named by member_file; bf16 speed is asked of
+    focaltag.precision (torch's mkldnn check is true on CPUs that only emulate bf16)."""
+    patterns = {
+        "member file names": (re.compile(r"member-\{"), {"models/ensemble.py"}),
+        "torch's bf16 check": (re.compile(r"_is_mkldnn_bf16_supported\(\)"), set()),
+        "bf16 autocast": (re.compile(r"torch\.autocast\([^)]*bfloat16"), {"precision.py"}),
+        "a weighted sum of sigmoids": (re.compile(r"\+= *weight *\*|weights\[i\] \* torch\.sigmoid"), set()),
+        "a joined precision tested by substring": (re.compile(r'"bf16" (not )?in '), set()),
+    }
+    for what, (pattern, allowed) in patterns.items():
+        hits = {str(p.relative_to(SRC)) for p in _python_files() if pattern.search(p.read_text(encoding="utf-8"))}
+        assert hits <= allowed, (what, hits)
+
+
+def test_one_weights_rule_with_one_error_type(tmp_path: Path) -> None:
+    import json
+
+    from focaltag.evaluation.ensemble import weighted_ensemble
+    from focaltag.models import create_model
+    from focaltag.models.ensemble import (
+        ENSEMBLE_MANIFEST,
+        MeanEnsemble,
+        check_weights,
+        read_manifest,
+        save_ensemble,
+    )
+    from focaltag.models.resolve import resolve_model
+
+    m = create_model(width=4, n_tags=3, tag_names=["a", "b", "c"])
+    assert check_weights([3, 1], 2) == [0.75, 0.25] and check_weights(None, 4) == [0.25] * 4
+    save_ensemble(tmp_path / "ens", [m, m], weights=[1.0, 1.0])
+    manifest = json.loads((tmp_path / "ens" / ENSEMBLE_MANIFEST).read_text())
+    manifest["members"][1]["weight"] = -1
+    (tmp_path / "ens" / ENSEMBLE_MANIFEST).write_text(json.dumps(manifest))
+    p = np.ones((2, 3))
+    for call in (lambda: check_weights([1, -1], 2), lambda: check_weights([1.0], 2),
+                 lambda: check_weights([float("nan"), 1], 2), lambda: MeanEnsemble([m, m], [0, 0]),
+                 lambda: save_ensemble(tmp_path / "bad", [m, m], weights=[1, -1]),
+                 lambda: read_manifest(tmp_path / "ens"), lambda: resolve_model(tmp_path / "ens"),
+                 lambda: weighted_ensemble([p, p], [1, -1])):
+        with pytest.raises(ConfigError, match="weight"):
+            call()
+
+
+def test_the_mean_is_the_same_for_torch_numpy_and_the_exported_module() -> None:
+    from focaltag.models import create_model
+    from focaltag.models.ensemble import MeanEnsemble, mean_probabilities
+
+    torch.manual_seed(0)
+    members = [create_model(width=4, n_tags=3, tag_names=["a", "b", "c"]).eval() for _ in range(3)]
+    x = torch.randn(2, members[0].pretrained_cfg.chunk_samples) * 0.1
+    w = [0.5, 0.25, 0.25]
+    with torch.no_grad():
+        probs = [torch.sigmoid(m(x)) for m in members]
+        want = sum(wi * pi.double() for wi, pi in zip(w, probs, strict=True))  # the formula, independently
+        as_module = MeanEnsemble(members, [2, 1, 1], output="probabilities")(x)
+        logits = MeanEnsemble(members, [2, 1, 1])(x)
+    torch.testing.assert_close(as_module.double(), want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.sigmoid(logits).double(), want, rtol=0, atol=1e-5)
+    as_numpy = mean_probabilities([p.numpy() for p in probs], np.asarray(w))
+    np.testing.assert_allclose(as_numpy, want.numpy(), rtol=0, atol=1e-7)

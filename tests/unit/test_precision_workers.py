@@ -12,9 +12,10 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from focaltag import precision as rule
 from focaltag.errors import ConfigError
 from focaltag.inference import precision as prec
-from focaltag.inference.ensemble import TorchMember
+from focaltag.inference.members import TorchMember
 from focaltag.inference.tagger import TagFailure, Tagger, TagResult
 
 SR = 16000
@@ -63,33 +64,33 @@ def test_fast_bf16_is_read_from_cpu_flags(tmp_path: Path, flags: str | None, fas
     path = tmp_path / "cpuinfo"
     if flags is not None:
         path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    assert prec.cpu_has_fast_bf16(str(path)) is fast
+    assert rule.cpu_has_fast_bf16(str(path)) is fast
 
 
 def test_auto_follows_the_hardware_and_fp32_opts_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
-    assert prec.resolve_precision("auto", "cpu") == "bf16"
-    assert prec.resolve_precision("fp32", "cpu") == "fp32"
-    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
-    assert prec.resolve_precision("auto", "cpu") == "fp32"
-    assert prec.resolve_precision("bf16", "cpu") == "bf16"  # asked for: emulated, with a warning
-    monkeypatch.setattr(prec, "_cuda_bf16", lambda device: False)
-    assert prec.resolve_precision("auto", "cuda:0") == "fp32"
+    monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda: True)
+    assert rule.resolve_precision("auto", "cpu") == "bf16"
+    assert rule.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda: False)
+    assert rule.resolve_precision("auto", "cpu") == "fp32"
+    assert rule.resolve_precision("bf16", "cpu") == "bf16"  # asked for: emulated, with a warning
+    monkeypatch.setattr(rule, "cuda_has_bf16", lambda: False)
+    assert rule.resolve_precision("auto", "cuda:0") == "fp32"
     with pytest.raises(ConfigError, match="does not support bf16"):
-        prec.resolve_precision("bf16", "cuda")
-    monkeypatch.setattr(prec, "_cuda_bf16", lambda device: True)
-    assert prec.resolve_precision("auto", torch.device("cuda", 1)) == "bf16"
-    assert prec.resolve_precision("auto", "mps") == "fp32"
+        rule.resolve_precision("bf16", "cuda")
+    monkeypatch.setattr(rule, "cuda_has_bf16", lambda: True)
+    assert rule.resolve_precision("auto", torch.device("cuda", 1)) == "bf16"
+    assert rule.resolve_precision("auto", "mps") == "fp32"
     with pytest.raises(ConfigError, match="cpu or cuda"):
-        prec.resolve_precision("bf16", "mps")
+        rule.resolve_precision("bf16", "mps")
     with pytest.raises(ConfigError, match="auto, bf16, fp32"):
-        prec.resolve_precision("fp16", "cpu")
+        rule.resolve_precision("fp16", "cpu")
 
 
 def test_auto_keeps_musicnn_float32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from focaltag.models import create_model
 
-    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda: True)
     musicnn, fcn = create_model("musicnn"), create_model("fcn")
     assert prec.resolve_model_precision("auto", "cpu", musicnn) == "fp32"  # bf16 measured no faster
     assert prec.resolve_model_precision("bf16", "cpu", musicnn) == "bf16"  # asked for: given
@@ -238,7 +239,7 @@ def test_default_batch_size_follows_the_device(tmp_path: Path, monkeypatch: pyte
             Tagger(Dense(), batch_size=bad)  # type: ignore[arg-type]
     gpu_member = tagger.members[0]
     gpu_member.device = torch.device("cuda")  # what a member on a GPU reports
-    monkeypatch.setattr(tagger_module, "load_members", lambda *a, **k: ([gpu_member], np.ones(1)))
+    monkeypatch.setattr(tagger_module, "load_members", lambda *a, **k: [gpu_member])
     assert Tagger(Dense()).batch_size == GPU_BATCH_SIZE
 
 

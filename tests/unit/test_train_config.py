@@ -96,3 +96,34 @@ def test_schedule_phases_follow_the_paper():
     sgd = make_optimizer(params, o, 2)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9 and sgd.defaults["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(("legacy", "precision"), [
+    ({"bf16": True, "cpu_bf16": False}, "auto"),  # 0.2's defaults
+    ({"cpu_bf16": True}, "bf16"),  # the 0.2 demo config
+    ({"bf16": True, "cpu_bf16": True}, "bf16"),
+    ({"bf16": False}, "fp32"),
+    ({"bf16": False, "cpu_bf16": False}, "fp32"),
+])
+def test_old_precision_booleans_are_still_read(legacy, precision, caplog):
+    from focaltag.config import to_dict
+
+    with caplog.at_level("WARNING"):
+        cfg = train_config_from_dict({"runtime": legacy})
+    assert cfg.runtime.precision == precision
+    assert f"write runtime.precision: {precision}" in caplog.text  # the deprecation note names the new spelling
+    saved = to_dict(cfg)["runtime"]
+    assert saved["precision"] == precision and "bf16" not in saved and "cpu_bf16" not in saved
+    assert train_config_from_dict({"runtime": saved}).runtime == cfg.runtime  # the new spelling round-trips
+
+
+def test_precision_is_one_of_the_shared_choices():
+    from focaltag.errors import ConfigError
+    from focaltag.precision import PRECISIONS
+
+    for p in PRECISIONS:
+        assert train_config_from_dict({"runtime": {"precision": p}}).runtime.precision == p
+    with pytest.raises(ConfigError, match="runtime.precision"):
+        train_config_from_dict({"runtime": {"precision": "fp16"}})
+    assert load_train_config(REPO / "configs" / "train" / "demo.yaml").runtime.precision == "bf16"
+    assert TrainConfig().runtime.precision == "auto"

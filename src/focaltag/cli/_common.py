@@ -72,3 +72,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 def is_main_process() -> bool:
     """False on the other ranks of a ``torchrun`` job (RANK > 0): only rank 0 prints a command's result."""
     return os.environ.get("RANK", "").strip() in ("", "0")
+
+
+def thresholds_option(value: str | os.PathLike[str] | None) -> str | None:
+    """``--thresholds`` of tag and serve: not given -> ``"auto"`` (a catalogue model's own thresholds, else none),
+    ``none`` -> None (no decisions), anything else -> the thresholds file. Tagger's ``thresholds`` takes the result.
+    """
+    if value is None:
+        return "auto"
+    text = os.fspath(value)
+    return None if text.lower() == "none" else text

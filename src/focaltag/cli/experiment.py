@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="change the base training config of every run, e.g. data.dataset_dir=/data/mtg "
                           "or model.init_from=pretrained.pt (repeatable)")
-    run.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+    run.add_argument("--init-from", default=None, metavar="CKPT",
                      help="start every run from this pretrained checkpoint (= --set model.init_from=CKPT)")
     run.add_argument("--bootstrap", type=int, default=None, metavar="N", help="bootstrap resamples (override)")
     run.add_argument("--no-figures", action="store_true", help="write report.md and results.json only")
@@ -86,13 +86,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap: expected >= 0 resamples, got {args.bootstrap}")
     overrides = list(args.overrides)
     if args.init_from is not None:
-        from focaltag.models.catalogue import is_catalogue_name
+        from focaltag.models.resolve import catalogue_name_of
 
-        named = is_catalogue_name(args.init_from)  # e.g. won2020-msd-short-res, pulled on first use
-        if not named and not args.init_from.is_file():
+        named = catalogue_name_of(args.init_from) is not None  # e.g. won2020-msd-short-res, pulled on first use
+        if not named and not Path(args.init_from).is_file():
             raise ConfigError(f"--init-from {args.init_from}: checkpoint not found (nor a catalogue name, see "
                               "'focaltag models list')")
-        overrides.append(f"model.init_from={args.init_from if named else args.init_from.resolve()}")
+        overrides.append(f"model.init_from={args.init_from if named else Path(args.init_from).resolve()}")
     result = run_experiment(spec, args.out, only=args.only, preset=args.preset, splits=splits,
                             bootstrap=args.bootstrap, overrides=overrides,
                             figures=not args.no_figures)

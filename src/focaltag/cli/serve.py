@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
-from focaltag.cli._common import add_command
+from focaltag._defaults import DEFAULT_MODEL
+from focaltag.cli._common import add_command, thresholds_option
+from focaltag.inference.precision import TAG_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def register(subparsers: Any) -> None:
                     "mean). Requires pip install 'focaltag[serve]'.")
     p.add_argument("-m", "--model", dest="models", action="append", default=None, metavar="M",
                    help="checkpoint (.pt), run folder, ensemble folder or catalogue name; repeat to serve "
-                   "several (default: usc-sail-2020, the paper's ensemble)")
+                   f"several (default: {DEFAULT_MODEL}, the paper's ensemble)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but a loopback address is reachable from other machines")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
@@ -34,16 +35,17 @@ def register(subparsers: Any) -> None:
                    help="requests tagged at the same time (the models are shared, never copied)")
     p.add_argument("--chunks", type=int, default=16, metavar="N",
                    help="evenly spaced chunks per track unless a request says otherwise")
-    p.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
-                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions")
+    p.add_argument("--thresholds", default=None, metavar="FILE",
+                   help="per-tag thresholds from 'focaltag evaluate --save-thresholds' for every model; adds yes/no "
+                   "decisions. Default: a catalogue model's own, where it has them; 'none' turns decisions off")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto")
-    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"),
+    p.add_argument("--precision", default=None, choices=TAG_PRECISIONS,
                    help="inference precision, as 'focaltag tag --precision' (default: the Tagger's)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError, FocaltagError
-    from focaltag.serve.config import DEFAULT_MODEL, ServeConfig, require_serve
+    from focaltag.serve.config import ServeConfig, require_serve
 
     require_serve()
     if args.chunks < 1:
@@ -55,7 +57,8 @@ def run_serve(args: argparse.Namespace) -> int:
                                       max_upload_mb=args.max_upload_mb, queue=args.queue, workers=args.workers)
     from focaltag.serve.registry import ModelRegistry
 
-    options: dict[str, Any] = {"n_chunks": args.chunks, "thresholds": args.thresholds, "device": args.device,
+    options: dict[str, Any] = {"n_chunks": args.chunks, "thresholds": thresholds_option(args.thresholds),
+                               "device": args.device,
                                "precision": args.precision}
     if args.models:
         registry = ModelRegistry(args.models, **options)

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from focaltag._defaults import DEFAULT_MODEL
 from focaltag.cli import library as _library
-from focaltag.cli._common import add_command
+from focaltag.cli._common import add_command, thresholds_option
+from focaltag.inference.precision import TAG_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ def register(subparsers: Any) -> None:
 
 
 def _add_models(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    p.add_argument("-m", "--model", dest="models", action="append", required=required, type=Path, metavar="M",
-                   help=_MODEL_HELP + ("" if required else " (default: usc-sail-2020, the paper's ensemble)"))
+    p.add_argument("-m", "--model", dest="models", action="append", required=required, metavar="M",
+                   help=_MODEL_HELP + ("" if required else f" (default: {DEFAULT_MODEL}, the paper's ensemble)"))
 
 
 def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
@@ -40,7 +42,7 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
     p.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help=batch_help)
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (torch runtime "
                    "only)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    p.add_argument("--precision", choices=TAG_PRECISIONS, default="auto",
                    help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
                    "(bench/tag.py: 1.6-2.4x float32 on 2 AVX512-BF16 cores without AMX; Musicnn stays float32 on CPUs, "
                    "where bf16 did not pay off); the spectrogram-reading "
@@ -66,7 +68,7 @@ def _register_tag(subparsers: Any) -> None:
                    help="table: top-k tags per file; json: a JSON array (file, duration, tags, top, decisions); "
                    "csv: every tag's probability")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="tags listed per file (table, json 'top')")
-    p.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+    p.add_argument("--thresholds", default=None, metavar="FILE",
                    help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions "
                    "(probability > threshold). Default: the catalogue model's own, where it has them "
                    "(usc-sail-2020 and its members); 'none' turns decisions off")
@@ -89,22 +91,6 @@ def _positive(parser_name: str, **values: float | None) -> None:
             raise ConfigError(f"{parser_name}: --{name.replace('_', '-')} must be > 0, got {value}")
 
 
-def _models_and_thresholds(models: list[Path] | None, thresholds: Path | None) -> tuple[list[Path], Any]:
-    """No --model: the paper's ensemble; no --thresholds: a catalogue model's own ('none': no decisions)."""
-    from focaltag.models.catalogue import DEFAULT_MODEL, catalogue_thresholds
-
-    if not models:
-        logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
-        models = [Path(DEFAULT_MODEL)]
-    if thresholds is not None:
-        return models, None if str(thresholds).lower() == "none" else thresholds
-    own = catalogue_thresholds(models)
-    if own is not None:
-        logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
-                    "turns them off", models[0])
-    return models, own
-
-
 def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
     from focaltag.inference.files import collect_audio
@@ -119,10 +105,14 @@ def run_tag(args: argparse.Namespace) -> int:
     files = [] if args.output is not None else collect_audio(args.paths)
     if args.taggram is not None and len(files) != 1:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
-    models, thresholds = _models_and_thresholds(args.models, args.thresholds)
-    tagger = Tagger(models, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
+    if not args.models:
+        logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
+    tagger = Tagger(args.models or DEFAULT_MODEL, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
                     runtime=args.runtime, device=args.device, optimize=args.optimize, precision=args.precision,
-                    thresholds=thresholds, top_k=args.top_k, **_library.tagger_extra(args))
+                    thresholds=thresholds_option(args.thresholds), top_k=args.top_k, **_library.tagger_extra(args))
+    if tagger.resolved.thresholds is not None and args.thresholds is None:
+        logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
+                    "turns them off", tagger.model_name)
     if args.output is not None:
         return _library.run_library(args, tagger)
     file_tags = _library.file_tag_writer(args, tagger)

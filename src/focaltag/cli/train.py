@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
                         help="run directory: config.yaml, metrics.jsonl, tensorboard/, best.pt, last.pt")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUN_DIR exactly where last.pt left it")
-    parser.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
                         help="start from the name- and shape-matching weights of CKPT (e.g. MSD-pretrained)")
     parser.add_argument("--select-by", choices=("pr_auc", "loss"), default=None,
                         help="keep best.pt by validation macro PR-AUC (default) or by validation loss (the paper's "

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from focaltag.errors import EvaluationError
+from focaltag.models.ensemble import check_weights  # the one weights rule (ConfigError), as model ensembles
 
 __all__ = ["mean_ensemble", "weighted_ensemble", "optimize_weights", "check_weights"]
 
@@ -38,21 +39,11 @@ def mean_ensemble(predictions: Sequence[object], *, names: Sequence[str] | None 
     return np.mean(np.stack(_stack(predictions, names)), axis=0)
 
 
-def check_weights(weights: Sequence[float], n_members: int) -> np.ndarray:
-    """Non-negative weights, one per member, not all zero; returned normalised to sum 1."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n_members,):
-        raise EvaluationError(f"weights must have one value per member ({n_members}), got {w.size}")
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise EvaluationError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
-    return w / w.sum()
-
-
 def weighted_ensemble(predictions: Sequence[object], weights: Sequence[float], *,
                       names: Sequence[str] | None = None) -> np.ndarray:
     """Weighted mean of member matrices (weights are normalised to sum 1)."""
     mats = _stack(predictions, names)
-    w = check_weights(weights, len(mats))
+    w = np.asarray(check_weights(weights, len(mats), "weights"), dtype=np.float64)
     out = np.tensordot(w, np.stack(mats).astype(np.float64), axes=1)
     return out.astype(np.result_type(*mats), copy=False)
 

@@ -202,7 +202,7 @@ def _run_one(run: ResolvedRun, split: int, split_dir: Path, res: ResolvedExperim
     fp = run.fingerprint()
     done = _read_marker(run_dir / "DONE")
     if done is not None:
-        if done.get("fingerprint") not in (None, fp):
+        if done.get("fingerprint") not in (None, fp, run.legacy_fingerprint()):
             raise ConfigError(f"run {run.name!r} in {run_dir} was finished with a different training config; "
                               "delete that folder to retrain it, or use another --out")
         log.info("split-%d %s: finished earlier, skipped", split, run.name)

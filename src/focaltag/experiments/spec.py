@@ -170,8 +170,22 @@ class ResolvedRun:
 
     def fingerprint(self) -> str:
         """Short hash of the training config: a finished run is only reused when its config is unchanged."""
-        text = json.dumps(self.config, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _hash(self.config)
+
+    def legacy_fingerprint(self) -> str | None:
+        """The fingerprint the same run had when 0.2's experiment files spelled ``runtime.precision: bf16`` as
+        ``runtime.cpu_bf16: true``, so runs finished then are still recognised; None when it cannot differ."""
+        runtime = self.config.get("runtime")
+        if not isinstance(runtime, dict) or runtime.get("precision") != "bf16":
+            return None
+        old = {k: v for k, v in runtime.items() if k != "precision"}
+        old["cpu_bf16"] = True
+        return _hash({**self.config, "runtime": old})
+
+
+def _hash(config: dict[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -8,9 +8,9 @@ in the ONNX metadata (``focaltag.tag_names`` as JSON, ``focaltag.sample_rate``, 
 so an ``.onnx`` file alone is enough to tag with ``--runtime onnx``.
 
 This module works on torch models that are already loaded; resolving model specs (run folders, ensemble
-folders) is ``focaltag.inference.ensemble``'s job, and ``focaltag.inference.export`` combines the two. So the
-ensemble loader can open ONNX members without importing the exporter, and the exporter imports the loader:
-the dependency points one way.
+folders) is :mod:`focaltag.models.resolve`'s job, the mean is :class:`focaltag.models.ensemble.MeanEnsemble`,
+and ``focaltag.inference.export`` combines them. So the member loader can open ONNX members without importing
+the exporter, and the exporter imports the loader: the dependency points one way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from focaltag._extras import install_hint, require_extra
 from focaltag.errors import CheckpointError, ConfigError, ModelError
-from focaltag.inference.meta import ModelMeta, model_meta
+from focaltag.models.meta import ModelMeta, model_meta
 
 __all__ = ["OnnxMember", "require_onnx", "write_onnx", "cached_onnx", "onnx_cache_dir", "ONNX_OPSET", "INSTALL_HINT"]
 
@@ -46,31 +46,6 @@ def require_onnx(*, export: bool = False) -> Any:
     import onnxruntime
 
     return onnxruntime
-
-
-class _MeanProbabilities:
-    """Factory for the exported module (kept lazy so importing this file does not import torch)."""
-
-    @staticmethod
-    def build(models: Sequence[Any], weights: Sequence[float]) -> Any:
-        import torch
-        from torch import nn
-
-        class MeanProbabilities(nn.Module):
-            """Weighted mean of the members' sigmoid probabilities."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.members = nn.ModuleList(models)
-                self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32), persistent=False)
-
-            def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-                out = self.weights[0] * torch.sigmoid(self.members[0](waveform))
-                for i in range(1, len(self.members)):
-                    out = out + self.weights[i] * torch.sigmoid(self.members[i](waveform))
-                return out
-
-        return MeanProbabilities().eval()
 
 
 @contextlib.contextmanager
@@ -96,7 +71,9 @@ def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) 
     import onnx
     import torch
 
-    module = _MeanProbabilities.build(models, weights)
+    from focaltag.models.ensemble import MeanEnsemble
+
+    module = MeanEnsemble(models, weights, output="probabilities").eval()
     example = torch.zeros(2, meta.chunk_samples)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
@@ -129,7 +106,9 @@ def _session(model: bytes | str, threads: int | None = None) -> Any:
 
 
 class OnnxMember:
-    """An onnxruntime session behaving like a tagger member (chunks -> probabilities)."""
+    """An onnxruntime session behaving like a tagger member (chunks -> probabilities), always in float32."""
+
+    precision = "fp32"
 
     def __init__(self, session: Any, meta: ModelMeta, *, name: str = "onnx") -> None:
         self.session, self.name = session, name
@@ -173,7 +152,8 @@ class OnnxMember:
 
         return cls.from_torch(load_model(path), name=str(path))
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, *, precision: str | None = None) -> np.ndarray:
+        """Probabilities of a batch; ``precision`` is accepted for the member protocol (always float32)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
@@ -243,7 +223,9 @@ def write_onnx(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta,
         batch = (0.1 * rng.standard_normal((3, meta.chunk_samples))).astype(np.float32)
         got = _session(data).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
         with torch.inference_mode():
-            want = _MeanProbabilities.build(models, weights)(torch.from_numpy(batch)).numpy()
+            from focaltag.models.ensemble import MeanEnsemble
+
+            want = MeanEnsemble(models, weights, output="probabilities").eval()(torch.from_numpy(batch)).numpy()
         diff = float(np.abs(got - want).max())
         result["max_abs_diff"] = diff
         if not diff <= atol:

@@ -1,95 +1,40 @@
-"""Inference precision: bf16 autocast where the hardware runs it natively, float32 elsewhere.
+"""Inference precision: how a model runs in bf16 (and which inference precisions exist).
 
-On CPUs with AMX or AVX512-BF16 the network runs in bf16 (:func:`bf16_inference_model`: bf16 weights,
-channels_last, the spectrogram-reading layers to float32 grade); on 2 AVX512-BF16 cores without AMX the paper
-ResNet's forward is ~2x float32's with probabilities within ~3e-4 (``bench/tag.py``). Without those
-instructions bf16 is emulated and slower, so ``auto`` keeps float32. On CUDA, ``auto`` uses bf16 where the GPU
-supports it. The log-mel front end always runs in float32 (:class:`focaltag.audio.features.LogMelSpectrogram`
-disables autocast), only the network after it runs in bf16.
+Whether a device runs bf16 fast, what ``auto`` resolves to and the autocast context are the one rule of
+:mod:`focaltag.precision`, shared with training. This module adds what only inference needs: the
+``--precision`` choices (:data:`TAG_PRECISIONS`), the per-architecture exceptions of ``auto``, and the bf16
+inference copy of a network (:func:`bf16_inference_model`: bf16 weights, channels_last, the
+spectrogram-reading layers to float32 grade). The log-mel front end always runs in float32
+(:class:`focaltag.audio.features.LogMelSpectrogram` disables autocast); measured speed and error are in
+``bench/tag.py`` and the README.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from focaltag.errors import ConfigError
+from focaltag.precision import PRECISIONS, Precision, RunPrecision, autocast, device_kind, resolve_precision
 
-__all__ = ["Precision", "PRECISIONS", "cpu_has_fast_bf16", "resolve_precision", "resolve_model_precision",
-           "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES",
-           "fp32_modules", "keep_fp32", "bf16_inference_model"]
+__all__ = ["Precision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
+           "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES", "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "bf16", "fp32"]
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
-_FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+TAG_PRECISIONS: tuple[str, ...] = PRECISIONS
+"""The ``--precision`` choices of ``tag``, ``predict`` and ``serve`` and what ``Tagger(precision=...)`` accepts:
+the shared :data:`focaltag.precision.PRECISIONS`, plus any inference-only precision added here."""
+
+REDUCED_PRECISIONS: frozenset[str] = frozenset({"bf16"})
+"""Resolved precisions that approximate float32: a track whose top tags or decisions hang on a gap smaller than
+``Tagger.recheck_margin`` is recomputed in float32 when any member runs in one of these."""
 
 
-def _cpu_flags(cpuinfo: str) -> set[str]:
-    """The feature flags of the first processor listed in a ``/proc/cpuinfo`` text."""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16).
-
-    Read from the kernel's CPU flags: torch's own check (``mkldnn._is_mkldnn_bf16_supported``) is also true
-    on plain AVX512 CPUs, where bf16 is emulated and slower than float32. Without ``/proc/cpuinfo`` (macOS,
-    Windows) the answer is False, so ``auto`` stays float32.
-    """
-    try:
-        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return bool(_cpu_flags(text) & set(_FAST_BF16_FLAGS))
-
-
-def _cuda_bf16(device: Any) -> bool:
-    import torch
-
-    try:
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    except (RuntimeError, AssertionError):
-        return False
-
-
-def resolve_precision(precision: str, device: Any = "cpu") -> Literal["bf16", "fp32"]:
-    """``"auto"``, ``"bf16"`` or ``"fp32"`` -> the precision a model on ``device`` actually runs in.
-
-    ``auto``: bf16 on CPUs with AMX / AVX512-BF16 and on CUDA GPUs that support it, else fp32. ``bf16`` asked
-    for explicitly runs on any CPU (emulated, slower, with a warning) and on bf16-capable CUDA GPUs.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return "fp32"
-    kind = str(getattr(device, "type", device)).split(":")[0]
-    if kind == "cpu":
-        fast = cpu_has_fast_bf16()
-        if precision == "bf16" and not fast:
-            logger.warning("precision bf16: this CPU has no AMX / AVX512-BF16 instructions, so bf16 is emulated "
-                           "and slower than fp32")
-        return "bf16" if fast or precision == "bf16" else "fp32"
-    if kind == "cuda":
-        if _cuda_bf16(device):
-            return "bf16"
-        if precision == "bf16":
-            raise ConfigError("precision bf16: this GPU does not support bf16; use --precision fp32 (or auto)")
-        return "fp32"
-    if precision == "bf16":
-        raise ConfigError(f"precision bf16 runs on cpu or cuda devices, not {kind}; use --precision fp32 (or auto)")
-    return "fp32"
+def is_reduced(precision: str) -> bool:
+    """Whether a member running in ``precision`` approximates float32 (its close calls are re-checked)."""
+    return precision in REDUCED_PRECISIONS
 
 
 AUTO_FP32_ON_CPU: tuple[str, ...] = ("musicnn",)
@@ -99,23 +44,13 @@ re-checks): Musicnn's bf16 tagging ran 0.72x-1.01x float32 over four runs; its 3
 the re-checks (2 of 6 tracks) cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
 
 
-def resolve_model_precision(precision: str, device: Any, model: Any) -> Literal["bf16", "fp32"]:
-    """:func:`resolve_precision` for one model: ``auto`` also keeps :data:`AUTO_FP32_ON_CPU` float32 on CPUs."""
+def resolve_model_precision(precision: str, device: Any, model: Any) -> RunPrecision:
+    """:func:`focaltag.precision.resolve_precision` for one model: ``auto`` also keeps :data:`AUTO_FP32_ON_CPU`
+    float32 on CPUs."""
     resolved = resolve_precision(precision, device)
-    kind = str(getattr(device, "type", device)).split(":")[0]
-    if precision == "auto" and kind == "cpu" and str(getattr(model, "model_name", "")) in AUTO_FP32_ON_CPU:
+    if precision == "auto" and device_kind(device) == "cpu" and str(getattr(model, "model_name", "")) in AUTO_FP32_ON_CPU:
         return "fp32"
     return resolved
-
-
-def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for ``precision == "bf16"`` on ``device``, else a no-op context."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    import torch
-
-    kind = str(getattr(device, "type", device)).split(":")[0]
-    return torch.autocast(kind, dtype=torch.bfloat16)
 
 
 FP32_MODULES: dict[str, tuple[str, ...]] = {

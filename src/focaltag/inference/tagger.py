@@ -15,17 +15,19 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
 from focaltag.audio.chunks import cut_chunks
 from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagError
 from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks, plan_file, plan_starts
-from focaltag.inference.ensemble import Optimize, Runtime, load_members, model_label
-from focaltag.inference.precision import Precision
+from focaltag.inference.members import Optimize, Runtime, check_runtime, load_members
+from focaltag.inference.precision import Precision, is_reduced
+from focaltag.models.ensemble import mean_probabilities
+from focaltag.models.resolve import ModelSpecs, ResolvedModel, resolve_model
 
 __all__ = ["Tagger", "TagResult", "TagFailure"]
 
@@ -70,8 +72,16 @@ class TagFailure:
     ok: bool = field(default=False, init=False)
 
 
-def _resolve_thresholds(thresholds: Any, tag_names: Sequence[str]) -> np.ndarray | None:
-    """Per-tag thresholds (mapping, ``focaltag evaluate --save-thresholds`` file, or one number) in tag order."""
+Thresholds: TypeAlias = 'Literal["auto"] | float | Mapping[str, float] | str | os.PathLike[str] | None'
+"""``"auto"`` (a catalogue model's own, else none), ``None`` (no decisions), one number for every tag, a
+``{tag: threshold}`` mapping, or a file from ``focaltag evaluate --save-thresholds``."""
+
+
+def _resolve_thresholds(thresholds: Thresholds, tag_names: Sequence[str],
+                        own: Mapping[str, float] | None) -> np.ndarray | None:
+    """Per-tag thresholds in tag order (see :data:`Thresholds`); ``own`` is the catalogue model's."""
+    if isinstance(thresholds, str) and thresholds == "auto":
+        thresholds = own
     if thresholds is None:
         return None
     if isinstance(thresholds, (int, float)):
@@ -128,8 +138,10 @@ class Tagger:
     """Whole-track tagger over one model or an ensemble.
 
     Args:
-        model_or_models: a model, a path (checkpoint, run folder, ensemble folder, ``.onnx``) or a list of them;
-            several are averaged (mean of sigmoid probabilities; identical tag lists required).
+        model_or_models: a model, a path (checkpoint, run folder, ensemble folder, ``.onnx``), a catalogue name
+            (a ``str``; pulled on first use), or a list of them; several are averaged (mean of sigmoid
+            probabilities; identical tag lists required). Resolved once by
+            :func:`focaltag.models.resolve.resolve_model` (an already resolved model is taken as it is).
         n_chunks (int): evenly spaced chunks per track, the same positions as evaluation. (Default: ``16``)
         hop_seconds (float | None): sliding window with this hop instead of ``n_chunks``. (Default: ``None``)
         batch_size (int | None): chunks per forward pass; chunks of several files share a batch. (Default:
@@ -149,8 +161,10 @@ class Tagger:
             (``precision.AUTO_FP32_ON_CPU``).
             ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
             result's ``precision``. (Default: ``"auto"``)
-        thresholds: per-tag decision thresholds (dict, a file from ``focaltag evaluate --save-thresholds``,
-            or one number); adds ``decisions`` to every result. (Default: ``None``)
+        thresholds: per-tag decision thresholds; adds ``decisions`` to every result. ``"auto"``: a catalogue
+            model's own calibrated thresholds where it has them (``usc-sail-2020`` and its members), else none;
+            ``None``: no decisions; a mapping, a file from ``focaltag evaluate --save-thresholds`` or one number
+            overrides them. (Default: ``"auto"``)
         top_k (int): length of ``TagResult.top``. (Default: ``5``)
         read (str): how files are read: ``"auto"`` (seek when possible), ``"seek"``, ``"stream"``, ``"whole"``.
         prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
@@ -165,9 +179,9 @@ class Tagger:
             (Default: ``BF16_RECHECK_MARGIN`` = 0.005)
     """
 
-    def __init__(self, model_or_models: Any, *, n_chunks: int = 16, hop_seconds: float | None = None,
+    def __init__(self, model_or_models: ModelSpecs | ResolvedModel, *, n_chunks: int = 16, hop_seconds: float | None = None,
                  batch_size: int | None = None, runtime: Runtime = "torch", device: str = "cpu",
-                 optimize: Optimize = "none", precision: Precision = "auto", thresholds: Any = None,
+                 optimize: Optimize = "none", precision: Precision = "auto", thresholds: Thresholds = "auto",
                  top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 2,
                  recheck_margin: float = BF16_RECHECK_MARGIN) -> None:
         if n_chunks < 1:
@@ -185,10 +199,13 @@ class Tagger:
             raise ConfigError(f"workers must be an integer >= 0 (decoding threads), got {workers!r}")
         if not 0 <= recheck_margin < 1:
             raise ConfigError(f"recheck_margin must be in [0, 1), got {recheck_margin}")
-        self.members, self.weights = load_members(model_or_models, runtime=runtime, device=device, optimize=optimize,
-                                                  precision=precision)
-        self.precision: str = "+".join(sorted({getattr(m, "precision", "fp32") for m in self.members}))
-        self.model_name: str = model_label(model_or_models)
+        check_runtime(runtime, device, precision)  # a bad --device is one line before any model is read
+        resolved = model_or_models if isinstance(model_or_models, ResolvedModel) else resolve_model(model_or_models)
+        self.resolved = resolved
+        self.members = load_members(resolved, runtime=runtime, device=device, optimize=optimize, precision=precision)
+        self.weights = np.asarray(resolved.weights, dtype=np.float64)
+        self.member_precisions: tuple[str, ...] = tuple(m.precision for m in self.members)
+        self.model_name: str = resolved.label
         first = self.members[0]
         self.tag_names: tuple[str, ...] = first.tag_names
         self.sample_rate, self.chunk_samples = first.sample_rate, first.chunk_samples
@@ -199,7 +216,17 @@ class Tagger:
         self.workers = workers if prefetch else 0
         self.recheck_margin = float(recheck_margin)
         self.n_rechecked = 0  # bf16 results recomputed in float32 so far (bench/tag.py reports the rate)
-        self.thresholds = _resolve_thresholds(thresholds, self.tag_names)
+        self.thresholds = _resolve_thresholds(thresholds, self.tag_names, resolved.thresholds)
+
+    @property
+    def precision(self) -> str:
+        """The members' precisions as one label (``"bf16"``, ``"fp32"``, ``"bf16+fp32"``): for logs and results."""
+        return "+".join(sorted(set(self.member_precisions)))
+
+    @property
+    def reduced(self) -> bool:
+        """Whether any member approximates float32 (bf16), so close calls are re-checked in float32."""
+        return any(is_reduced(p) for p in self.member_precisions)
 
     # -- the network ---------------------------------------------------------------------------------------
     def predict_chunks(self, chunks: np.ndarray, *, precision: str | None = None) -> np.ndarray:
@@ -213,19 +240,16 @@ class Tagger:
         out = np.zeros((len(chunks), len(self.tag_names)), dtype=np.float64)
         for lo in range(0, len(chunks), self.batch_size):
             batch = chunks[lo:lo + self.batch_size]
-            for member, weight in zip(self.members, self.weights, strict=True):
-                if precision is not None and getattr(member, "precision", "fp32") != precision:
-                    run: Any = member  # a TorchMember: only it has a precision to override
-                    out[lo:lo + len(batch)] += weight * run(batch, precision=precision)
-                else:
-                    out[lo:lo + len(batch)] += weight * member(batch)
+            out[lo:lo + len(batch)] = mean_probabilities(
+                (m(batch) if precision is None or m.precision == precision else m(batch, precision=precision)
+                 for m in self.members), self.weights)
         return out
 
     # -- bf16 close calls ----------------------------------------------------------------------------------
     def _close_call(self, track: np.ndarray) -> bool:
         """True when bf16 rounding could change the top-k order or a decision of this track."""
         margin = self.recheck_margin
-        if margin <= 0 or "bf16" not in self.precision:
+        if margin <= 0 or not self.reduced:
             return False
         if self.top_k > 0 and track.size > 1:
             top = np.sort(track)[::-1][: self.top_k + 1]
@@ -235,7 +259,7 @@ class Tagger:
 
     def _keeps_chunks(self, plan: ChunkPlan) -> bool:
         """Whether a file's decoded chunks are kept for a possible float32 re-check (bf16, within the budget)."""
-        return ("bf16" in self.precision and self.recheck_margin > 0
+        return (self.reduced and self.recheck_margin > 0
                 and plan.n_chunks * plan.chunk_samples * 4 <= RECHECK_KEEP_BYTES)
 
     def _recheck(self, item: _Pending) -> None:

@@ -23,8 +23,8 @@ from focaltag.models._checkpoint import (
 )
 from focaltag.models._factory import create_model
 from focaltag.models._registry import is_model, list_models, register_model
-from focaltag.models.catalogue import load_matching_weights, load_model  # also catalogue names
 from focaltag.models.resnet import VARIANTS, PretrainedCfg, ShortChunkResNet
+from focaltag.models.resolve import load_matching_weights, load_model  # also catalogue names and ensembles
 from focaltag.models.won2020 import CRNN, FCN, Musicnn
 
 __all__ = [

@@ -9,10 +9,8 @@ the result in ``<cache>/models/NAME/``: ``best.pt`` (so the folder loads like a 
 ensemble, ``ensemble.json`` and its members (loadable like any ensemble folder), plus ``source.json`` (the
 provenance; written last, so it marks a finished pull) and ``thresholds.tsv`` where the entry has thresholds.
 
-Every place that accepts a model accepts a catalogue name too: ``resolve_spec`` turns a name into its cached
-path, pulling it on first use. The wrappers ``load_model`` and ``load_matching_weights`` here are the ones
-``focaltag.models`` exports, so ``focaltag.load_model("won2020-mtat-fcn")`` and ``--init-from
-won2020-msd-short-res`` work.
+Every place that accepts a model accepts a catalogue name too: :func:`focaltag.models.resolve.resolve_model`
+turns a name into its cached path (pulling it on first use) and brings the entry's tag names and thresholds.
 """
 
 from __future__ import annotations
@@ -29,43 +27,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from focaltag._cache import cache_root
+from focaltag._defaults import DEFAULT_MODEL  # what 'focaltag tag' uses without --model
 from focaltag._io import write_json, write_text
 from focaltag.data.pinned import Pin, fetch_pinned, verify_pinned
-from focaltag.errors import CheckpointError, DownloadError, FocaltagError, ModelError
+from focaltag.errors import CheckpointError, DownloadError, ModelError
 from focaltag.models import _checkpoint
+from focaltag.models.ensemble import ENSEMBLE_MANIFEST, member_file, write_manifest
 
 __all__ = [
     "CATALOGUE_FILE",
     "DEFAULT_MODEL",
     "MIRROR_ENV",
     "CatalogueEntry",
-    "MeanEnsemble",
     "catalogue",
     "get_entry",
-    "is_catalogue_name",
     "models_dir",
     "model_dir",
     "is_pulled",
     "pull",
     "import_files",
-    "resolve_spec",
-    "catalogue_thresholds",
-    "load_model",
-    "load_matching_weights",
 ]
 
 logger = logging.getLogger(__name__)
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
-DEFAULT_MODEL = "usc-sail-2020"  # what 'focaltag tag' uses without --model: the paper's ensemble
 MIRROR_ENV = "FOCALTAG_MODEL_MIRROR"
 SOURCE_FILE = "source.json"
 CHECKPOINT_FILE = "best.pt"
-ENSEMBLE_MANIFEST = "ensemble.json"  # the folder format of focaltag.inference.ensemble (read_ensemble)
 THRESHOLDS_FILE = "thresholds.tsv"
 
 
@@ -203,14 +194,6 @@ def get_entry(name: str) -> CatalogueEntry:
     raise ModelError(f"unknown catalogue model {name!r}; {hint}see 'focaltag models list'")
 
 
-def is_catalogue_name(spec: Any) -> bool:
-    """Whether ``spec`` (a str or Path) is a catalogue name and no file or folder of that name exists here."""
-    if not isinstance(spec, (str, os.PathLike)):
-        return False
-    text = os.fspath(spec)
-    return isinstance(text, str) and text in catalogue() and not Path(text).exists()
-
-
 # --------------------------------------------------------------------------------------------- cache
 
 
@@ -246,7 +229,7 @@ def is_pulled(name: str) -> bool:
         return False
     if entry.kind == "ensemble":
         return (folder / ENSEMBLE_MANIFEST).is_file() and all(
-            (folder / f"member-{i:02d}.pt").is_file() for i in range(len(entry.members)))
+            (folder / member_file(i)).is_file() for i in range(len(entry.members)))
     return (folder / CHECKPOINT_FILE).is_file()
 
 
@@ -342,11 +325,9 @@ def _install_ensemble(entry: CatalogueEntry, folder: Path) -> None:
     """``folder`` = the members' converted checkpoints + an ``ensemble.json`` in the ensemble folder format."""
     members = []
     for i, member in enumerate(entry.members):
-        name = f"member-{i:02d}.pt"
-        _link_or_copy(cached_path(member), folder / name)
-        members.append({"path": name, "weight": 1.0, "model": member})
-    write_json(folder / ENSEMBLE_MANIFEST, {"format": "focaltag-ensemble", "version": 1, "combine": "mean-sigmoid",
-                                            "tag_names": list(entry.tag_names), "members": members})
+        _link_or_copy(cached_path(member), folder / member_file(i))
+        members.append({"path": member_file(i), "weight": 1.0, "model": member})
+    write_manifest(folder, members, entry.tag_names)
     _write_side_files(entry, folder)
 
 
@@ -421,115 +402,3 @@ def import_files(name: str, files: Sequence[str | os.PathLike[str]]) -> Path:
         with _lock(folder):
             _install_ensemble(entry, folder)
     return cached_path(name)
-
-
-# --------------------------------------------------------------------------------------------- name resolution
-
-
-def resolve_spec(spec: Any) -> Any:
-    """A catalogue name -> its cached path (pulled on first use); anything else is returned unchanged."""
-    if not is_catalogue_name(spec):
-        return spec
-    name = os.fspath(spec)
-    return cached_path(name) if is_pulled(name) else pull(name)
-
-
-def catalogue_thresholds(specs: Any) -> dict[str, float] | None:
-    """The shipped decision thresholds when ``specs`` is one catalogue name that has them, else None."""
-    if isinstance(specs, (str, os.PathLike)):
-        specs = [specs]
-    if not isinstance(specs, Sequence) or len(specs) != 1 or not is_catalogue_name(specs[0]):
-        return None
-    thresholds = get_entry(os.fspath(specs[0])).thresholds
-    return None if thresholds is None else dict(thresholds)
-
-
-class MeanEnsemble(nn.Module):
-    """Several models as one: ``forward`` gives the logits of the weighted mean of their sigmoid probabilities.
-
-    ``sigmoid(ensemble(x))`` is exactly what ``focaltag tag -m A -m B`` averages; ``pretrained_cfg`` is the
-    members' (they must agree on tags and input).
-    """
-
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None,
-                 names: Sequence[str] | None = None) -> None:
-        super().__init__()
-        if not members:
-            raise ModelError("an ensemble needs at least one member")
-        first = members[0].pretrained_cfg
-        for i, m in enumerate(members[1:], start=1):
-            cfg = m.pretrained_cfg
-            if (tuple(cfg.tag_names), cfg.sample_rate, cfg.chunk_samples) != (
-                    tuple(first.tag_names), first.sample_rate, first.chunk_samples):
-                raise ModelError(f"ensemble member {i} differs from member 0 in tags or input length")
-        w = torch.tensor(list(weights) if weights is not None else [1.0] * len(members), dtype=torch.float32)
-        if w.shape != (len(members),) or not torch.all(w >= 0) or float(w.sum()) <= 0:
-            raise ModelError(f"ensemble weights must be one non-negative number per member, got {w.tolist()}")
-        self.members = nn.ModuleList(members)
-        self.register_buffer("weights", w / w.sum(), persistent=False)
-        self.pretrained_cfg = first
-        self.model_name = "mean_ensemble"
-        self.member_names = list(names or [f"member {i}" for i in range(len(members))])
-
-    def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
-        out = self.weights[0] * torch.sigmoid(self.members[0](waveform))
-        for i in range(1, len(self.members)):
-            out = out + self.weights[i] * torch.sigmoid(self.members[i](waveform))
-        return out
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.logit(self.probabilities(waveform))
-
-
-def _read_ensemble_folder(folder: Path) -> tuple[list[Path], list[float]]:
-    try:
-        manifest = json.loads((folder / ENSEMBLE_MANIFEST).read_text(encoding="utf-8"))
-        members = manifest["members"]
-        paths = [folder / (m["path"] if isinstance(m, dict) else m) for m in members]
-        weights = [float(m.get("weight", 1.0)) if isinstance(m, dict) else 1.0 for m in members]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{folder / ENSEMBLE_MANIFEST}: not a readable ensemble manifest ({err})") from None
-    return paths, weights
-
-
-def load_model(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """``focaltag.load_model``: a checkpoint, run folder, reference state_dict, or a catalogue name.
-
-    A catalogue name is pulled on first use; an ensemble name (or an ensemble folder) gives a
-    :class:`MeanEnsemble`. Other arguments are those of :func:`focaltag.models._checkpoint.load_model`.
-    """
-    resolved = resolve_spec(path)
-    folder = Path(resolved) if isinstance(resolved, (str, os.PathLike)) else None
-    if folder is not None and folder.is_dir() and (folder / ENSEMBLE_MANIFEST).is_file():
-        paths, weights = _read_ensemble_folder(folder)
-        members = [_checkpoint.load_model(p, **kwargs) for p in paths]
-        model: nn.Module = MeanEnsemble(members, weights, names=[str(p) for p in paths]).eval()
-    else:
-        model = _checkpoint.load_model(resolved, **kwargs)
-    if resolved is not path:
-        model.catalogue_name = os.fspath(path)  # what 'tag --format json' reports as "model"
-    return model
-
-
-load_model.__doc__ = (load_model.__doc__ or "") + "\n" + (_checkpoint.load_model.__doc__ or "")
-
-
-def load_matching_weights(model: nn.Module, path: str | os.PathLike[str], **kwargs: Any
-                          ) -> tuple[list[str], list[tuple[str, str]]]:
-    """``--init-from`` / ``model.init_from``: as :func:`_checkpoint.load_matching_weights`, names allowed."""
-    return _checkpoint.load_matching_weights(model, resolve_spec(path), **kwargs)
-
-
-def catalogue_thresholds_inputs(predictions_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Path], list[str]]:
-    """(validation ground truth, {member name: its published validation predictions}, tag names) under the
-    authors' ``reference-predictions`` folder (all training data, standard sampling), for the thresholds."""
-    import numpy as np
-
-    root = Path(predictions_dir)
-    entry = get_entry("usc-sail-2020")
-    folder = root / "all_training_data" / "standard_sampling" / "validation"
-    files = {m: folder / get_entry(m).extra["prediction_file"] for m in entry.members}
-    missing = [str(p) for p in [root / "validation_ground_truth.npy", *files.values()] if not p.is_file()]
-    if missing:
-        raise FocaltagError(f"reference predictions not found: {missing[0]}")
-    return np.load(root / "validation_ground_truth.npy"), files, list(entry.tag_names)

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from focaltag._extras import install_hint, require_extra
 from focaltag.errors import ConfigError
 
-__all__ = ["ServeConfig", "require_serve", "is_loopback", "INSTALL_HINT", "TOKEN_ENV", "DEFAULT_MODEL"]
+__all__ = ["ServeConfig", "require_serve", "is_loopback", "INSTALL_HINT", "TOKEN_ENV"]
 
 INSTALL_HINT = install_hint("serve")
 TOKEN_ENV = "FOCALTAG_SERVE_TOKEN"
-DEFAULT_MODEL = "usc-sail-2020"
 _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 
 

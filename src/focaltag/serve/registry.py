@@ -1,9 +1,9 @@
 """The models a server answers with: each ``-m`` loaded once at start, plus ``ensemble`` (their mean).
 
-A checkpoint is loaded into memory here and the same module object is shared by its own tagger, the ensemble
-tagger and every per-request variant (another ``chunks``), so no request ever loads a second copy of a model.
-Ensemble folders and catalogue names are handed to :class:`~focaltag.inference.Tagger` as they are (it knows
-how to expand them).
+Each ``-m`` is resolved once by :func:`focaltag.models.resolve.resolve_model` (catalogue names, ensemble
+folders), its checkpoints loaded into memory, and the same module objects are shared by its own tagger, the
+ensemble tagger and every per-request variant (another ``chunks``), so no request ever loads a second copy of a
+model. A catalogue model brings its own decision thresholds, as in ``focaltag tag``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from focaltag.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from focaltag.inference.tagger import Thresholds
 
 __all__ = ["ModelRegistry", "ENSEMBLE", "model_name"]
 
@@ -51,19 +54,6 @@ def _unique(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _loaded(spec: str | Path) -> Any:
-    """A checkpoint or run folder loaded into a model object; other specs (ensemble folders, ``.onnx`` files,
-    catalogue names) as they are, for the Tagger to resolve."""
-    from focaltag.inference.ensemble import is_ensemble_dir
-
-    path = Path(spec)
-    if not path.exists() or path.suffix.lower() == ".onnx" or (path.is_dir() and is_ensemble_dir(path)):
-        return spec
-    from focaltag.models import load_model
-
-    return load_model(path)
-
-
 @dataclass(frozen=True)
 class _Entry:
     name: str
@@ -77,14 +67,16 @@ class ModelRegistry:
     Args:
         specs: ``-m`` values (checkpoints, run folders, ensemble folders, catalogue names).
         n_chunks: default evenly spaced chunks per track (as ``focaltag tag``).
-        thresholds: per-tag thresholds file or mapping for yes/no decisions (all models).
+        thresholds: ``"auto"`` (each catalogue model's own, none for the others and the ensemble), None (no
+            decisions), or a thresholds file or mapping for every model (see :class:`~focaltag.inference.Tagger`).
         device: torch device.
         precision: passed to the Tagger when given (and when the installed Tagger supports it).
     """
 
-    def __init__(self, specs: Sequence[str | Path], *, n_chunks: int = 16, thresholds: Any = None,
+    def __init__(self, specs: Sequence[str | Path], *, n_chunks: int = 16, thresholds: Thresholds = "auto",
                  device: str = "cpu", precision: str | None = None) -> None:
         from focaltag.inference import Tagger
+        from focaltag.models.resolve import combine, resolve_model
 
         if not specs:
             raise ConfigError("serve: no model given; pass a checkpoint with -m MODEL")
@@ -95,18 +87,18 @@ class ModelRegistry:
             options["precision"] = precision
         self._lock = threading.Lock()
         self._variants: OrderedDict[tuple[str, int], Any] = OrderedDict()
-        loaded = [_loaded(spec) for spec in specs]
+        resolved = [resolve_model(spec).with_loaded_members() for spec in specs]
         self._entries: dict[str, _Entry] = {}
-        for name, obj in zip(_unique([model_name(s) for s in specs]), loaded, strict=True):
-            tagger = Tagger(obj, **options)
-            self._entries[name] = _Entry(name, tagger, len(getattr(tagger, "members", [None])))
-        if len(loaded) > 1:
+        for name, model in zip(_unique([model_name(s) for s in specs]), resolved, strict=True):
+            tagger = Tagger(model, **options)
+            self._entries[name] = _Entry(name, tagger, len(tagger.members))
+        if len(resolved) > 1:
             try:
-                tagger = Tagger(loaded, **options)
+                tagger = Tagger(combine(resolved), **options)
             except ModelError as err:  # different tag lists: each model still answers by its own name
                 logger.warning("serve: no '%s' of the models (%s); pick a model by name", ENSEMBLE, err)
             else:
-                self._entries[ENSEMBLE] = _Entry(ENSEMBLE, tagger, len(getattr(tagger, "members", loaded)))
+                self._entries[ENSEMBLE] = _Entry(ENSEMBLE, tagger, len(tagger.members))
         self.default = ENSEMBLE if ENSEMBLE in self._entries else next(iter(self._entries))
 
     @property

@@ -8,6 +8,7 @@ applied before validation.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from typing import Any, Literal
 from focaltag.config import apply_overrides, check_seed, from_dict, load_yaml, to_dict
 from focaltag.devices import check_device_name
 from focaltag.errors import ConfigError
+from focaltag.precision import PRECISIONS, Precision
 from focaltag.training.loss_registry import LOSSES
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataConfig",
@@ -112,7 +116,7 @@ class ModelConfig:
     backend_channels: int | None = None  # musicnn: back-end channels (default 64; 512 is the MSD size)
     dense_channels: int | None = None  # musicnn: hidden dense layer (default 200; 500 is the MSD size)
     drop_rate: float | None = None  # every architecture: dropout before the output layer (default 0.5)
-    init_from: Path | None = None  # checkpoint whose name- and shape-matching entries are loaded
+    init_from: str | None = None  # checkpoint or catalogue name whose matching entries are loaded
 
     def __post_init__(self) -> None:
         from focaltag.errors import ModelError
@@ -227,14 +231,30 @@ class ValidationConfig:
                self.tracks_per_batch)
 
 
+def legacy_precision(bf16: bool | None, cpu_bf16: bool | None) -> Precision:
+    """``runtime.precision`` for a 0.2 config's ``runtime.bf16`` (CUDA, default true) and ``runtime.cpu_bf16``
+    (CPUs, default false); logs the deprecation once per config."""
+    cuda, cpu = True if bf16 is None else bool(bf16), bool(cpu_bf16)
+    precision: Precision = "bf16" if cpu else ("auto" if cuda else "fp32")
+    if cpu and not cuda:
+        logger.warning("runtime.bf16: false with runtime.cpu_bf16: true has no single precision; using "
+                       "runtime.precision: bf16 (bf16 on CUDA too)")
+    logger.warning("runtime.bf16 / runtime.cpu_bf16 are deprecated; write runtime.precision: %s instead", precision)
+    return precision
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Hardware and bookkeeping: device, loader workers, precision/layout/compile switches, step limits."""
 
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
     num_workers: int = 4
-    bf16: bool = True  # bf16 autocast on CUDA
-    cpu_bf16: bool = False  # bf16 autocast on CPUs with AMX / AVX512-BF16 (bench/train.py: 5.1x on AVX512-BF16 without AMX; changes numerics)
+    # auto: bf16 autocast on CUDA GPUs that support it, float32 on CPUs (bf16 changes the numerics there);
+    # bf16: also on CPUs that run it fast (AMX / AVX512-BF16, the rule of focaltag.precision), else float32;
+    # fp32: never. See bench/train.py for the speed.
+    precision: Precision = "auto"
+    bf16: bool | None = field(default=None, metadata={"deprecated": True})  # old spelling: precision
+    cpu_bf16: bool | None = field(default=None, metadata={"deprecated": True})  # old spelling: precision
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward
     deterministic: bool = False  # deterministic kernels (bit-exact reruns and resumes on GPUs; slower)
@@ -245,6 +265,11 @@ class RuntimeConfig:
     log_every_steps: int = 10  # TensorBoard train-loss interval
 
     def __post_init__(self) -> None:
+        if self.bf16 is not None or self.cpu_bf16 is not None:  # 0.2 configs: two booleans
+            object.__setattr__(self, "precision", legacy_precision(self.bf16, self.cpu_bf16))
+            object.__setattr__(self, "bf16", None)
+            object.__setattr__(self, "cpu_bf16", None)
+        _check(self.precision in PRECISIONS, "runtime.precision", " | ".join(PRECISIONS), self.precision)
         _check(self.num_workers >= 0, "runtime.num_workers", "an integer >= 0", self.num_workers)
         _check(self.log_every_steps >= 1, "runtime.log_every_steps", "an integer >= 1", self.log_every_steps)
         for key in ("max_steps_per_epoch", "max_steps", "checkpoint_every_steps"):

@@ -28,6 +28,7 @@ from focaltag._io import write_text
 from focaltag._progress import progress
 from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError
 from focaltag.metrics import macro_scores  # the same per-tag scores as focaltag evaluate
+from focaltag.precision import RunPrecision, autocast, runs_bf16_fast
 from focaltag.training import distributed as ddp
 from focaltag.training.checkpoint import (
     build_checkpoint,
@@ -64,24 +65,20 @@ def compute_loss(model: nn.Module, loss_fn: nn.Module, inputs: torch.Tensor, tar
     return mixup_loss(loss_fn, logits, batch) if batch is not None else loss_fn(logits, targets)
 
 
-def _amp_dtype(device: torch.device, runtime: RuntimeConfig, main: bool) -> torch.dtype | None:
-    """bf16 on CUDA (``runtime.bf16``) and on CPUs with fast bf16 kernels (``runtime.cpu_bf16``), else None."""
-    if device.type == "cuda":
-        return torch.bfloat16 if runtime.bf16 else None
-    if device.type == "cpu" and runtime.cpu_bf16:
-        try:
-            fast = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            fast = False
-        if fast:
-            return torch.bfloat16
-        if main:
-            log.info("runtime.cpu_bf16: this CPU has no fast bf16 kernels (AMX / AVX512-BF16); training in float32")
-    return None
+def _amp_precision(device: torch.device, runtime: RuntimeConfig, main: bool) -> RunPrecision:
+    """What the training forward runs in: ``runtime.precision`` on this device (the rule of focaltag.precision).
 
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    ``auto``: bf16 on CUDA GPUs that run it natively, float32 on CPUs (bf16 changes the numerics there, so a CPU
+    run asks for it with ``bf16``); ``bf16``: wherever the device runs it fast, else float32 with a note.
+    """
+    if runtime.precision == "fp32" or (runtime.precision == "auto" and device.type != "cuda"):
+        return "fp32"
+    if runs_bf16_fast(device):
+        return "bf16"
+    if main and runtime.precision == "bf16":
+        log.info("runtime.precision bf16: this %s has no fast bf16 kernels (AMX / AVX512-BF16 on CPUs); training "
+                 "in float32", "GPU" if device.type == "cuda" else "CPU")
+    return "fp32"
 
 
 def _seed_everything(seed: int) -> None:
@@ -190,7 +187,7 @@ class _Trainer:
         self._setup_model()
         self._setup_loaders()
         self.config_dict = cfg.to_dict()
-        self.amp = _amp_dtype(device, cfg.runtime, self.main)
+        self.amp = _amp_precision(device, cfg.runtime, self.main)
         self.writer: Any = None
 
     # ------------------------------------------------------------------------------------------ setup
@@ -268,7 +265,7 @@ class _Trainer:
         prior = np.clip(data.class_counts / n, 0.5 / n, 1.0 - 0.5 / n)
         return torch.as_tensor(np.log(prior / (1.0 - prior)), dtype=torch.float32)
 
-    def _init_from(self, model: nn.Module, path: Path) -> None:
+    def _init_from(self, model: nn.Module, path: str) -> None:
         """Load the name- and shape-matching entries of ``path`` and report what was loaded and skipped."""
         from focaltag.models import load_matching_weights
 
@@ -395,7 +392,7 @@ class _Trainer:
             targets = targets.to(device, non_blocking=True)
             rng = np.random.default_rng([cfg.seed, self.info.rank, run.step, 0x317])  # mixup, resumable
             loss = compute_loss(self.step_model, self.loss_fn, inputs, targets, mixup=cfg.mixup, rng=rng,
-                                autocast=_autocast(device, self.amp))
+                                autocast=autocast(device, self.amp))
             value = float(ddp.all_reduce_mean(loss.detach()))  # NaN on any rank stops every rank
             if not math.isfinite(value):
                 self._diverged(value)
@@ -469,7 +466,7 @@ class _Trainer:
             b, k, t = chunks.shape
             chunks = chunks.to(device, non_blocking=True).reshape(b * k, t)
             targets = targets.to(device, non_blocking=True)
-            with _autocast(device, self.amp):
+            with autocast(device, self.amp):
                 logits = model(chunks)
             logits = logits.float()
             loss_sum += float(self.loss_fn(logits, targets.repeat_interleave(k, dim=0))) * b * k

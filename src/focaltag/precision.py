@@ -1,0 +1,115 @@
+"""The one precision rule: which devices run bf16 fast, what a requested precision resolves to, and autocast.
+
+Training (``runtime.precision``) and inference (``--precision``, ``Tagger(precision=...)``) both ask this
+module. On CPUs, bf16 is native only with AMX-BF16 or AVX512-BF16; elsewhere it is emulated and slower than
+float32, so ``auto`` stays float32 there. On CUDA it follows ``torch.cuda.is_bf16_supported()``.
+
+The precisions a user can ask for are :data:`PRECISIONS`; what a model then runs in is a
+:data:`RunPrecision`. Inference-only precisions (see :data:`focaltag.inference.precision.TAG_PRECISIONS`)
+extend these there, so training configs never see them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from focaltag.errors import ConfigError
+
+__all__ = ["Precision", "RunPrecision", "PRECISIONS", "cpu_has_fast_bf16", "cuda_has_bf16", "runs_bf16_fast",
+           "device_kind", "resolve_precision", "autocast"]
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "bf16", "fp32"]
+RunPrecision = Literal["bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+"""What training configs and the inference options accept (inference adds its own in TAG_PRECISIONS)."""
+
+_FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor listed in a ``/proc/cpuinfo`` text."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16).
+
+    Read from the kernel's CPU flags: torch's own check (``mkldnn._is_mkldnn_bf16_supported``) is also true
+    on plain AVX512 CPUs, where bf16 is emulated and slower than float32. Without ``/proc/cpuinfo`` (macOS,
+    Windows) the answer is False, so ``auto`` stays float32.
+    """
+    try:
+        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(_cpu_flags(text) & set(_FAST_BF16_FLAGS))
+
+
+def cuda_has_bf16() -> bool:
+    """True when a CUDA GPU is visible and supports bf16."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError):
+        return False
+
+
+def device_kind(device: Any) -> str:
+    """``"cpu"``, ``"cuda"``, ``"mps"``... of a torch device or device name."""
+    return str(getattr(device, "type", device)).split(":")[0]
+
+
+def runs_bf16_fast(device: Any) -> bool:
+    """The one rule: does ``device`` run bf16 natively (faster than float32)?"""
+    kind = device_kind(device)
+    if kind == "cpu":
+        return cpu_has_fast_bf16()
+    if kind == "cuda":
+        return cuda_has_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: Any = "cpu") -> RunPrecision:
+    """``"auto"``, ``"bf16"`` or ``"fp32"`` -> the precision a model on ``device`` actually runs in.
+
+    ``auto``: bf16 where :func:`runs_bf16_fast`, else fp32. ``bf16`` asked for explicitly runs on any CPU
+    (emulated, slower, with a warning) and on bf16-capable CUDA GPUs.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return "fp32"
+    kind = device_kind(device)
+    fast = runs_bf16_fast(device)
+    if fast:
+        return "bf16"
+    if precision == "auto":
+        return "fp32"
+    if kind == "cpu":
+        logger.warning("precision bf16: this CPU has no AMX / AVX512-BF16 instructions, so bf16 is emulated "
+                       "and slower than fp32")
+        return "bf16"
+    if kind == "cuda":
+        raise ConfigError("precision bf16: this GPU does not support bf16; use --precision fp32 (or auto)")
+    raise ConfigError(f"precision bf16 runs on cpu or cuda devices, not {kind}; use --precision fp32 (or auto)")
+
+
+def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``precision == "bf16"`` on ``device``, else a no-op context (training and inference)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_kind(device), dtype=torch.bfloat16)
