@@ -8,6 +8,7 @@ tests stay on 127.0.0.1 and are bounded in requests and time.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -69,3 +70,168 @@ def test_the_largest_seed_is_accepted() -> None:
     from focaltag.training.config import load_train_config
 
     assert load_train_config(None, [f"seed={2**32 - 1}"]).seed == 2**32 - 1
+
+
+# -- focaltag serve under hostile clients --------------------------------------------------------------------
+BOUNDARY = b"hostile-test-boundary"
+READ_TIMEOUT = 2
+REQUEST_TIMEOUT = 6
+
+
+def _wav(seconds: float = 1.0, seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    wave = 0.1 * np.random.default_rng(seed).standard_normal(int(16000 * seconds)).astype(np.float32)
+    sf.write(buffer, wave, 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _part(disposition: bytes, content: bytes) -> bytes:
+    return b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + content + b"\r\n"
+
+
+def _body(*parts: bytes) -> bytes:
+    return b"".join(parts) + b"--" + BOUNDARY + b"--\r\n"
+
+
+CONTENT_TYPE = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY.decode()}"}
+
+
+@pytest.fixture(scope="module")
+def serve_stack() -> object:
+    from _serve_server import need
+
+    need("fastapi", "the serve extra is not installed (pip install 'focaltag[serve]')")
+    return need("httpx", "httpx is needed to talk to the server")
+
+
+@pytest.fixture(scope="module")
+def server(serve_stack: object, tmp_path_factory: pytest.TempPathFactory):
+    import torch
+    from _serve_server import running_server, small_model
+
+    torch.manual_seed(5)
+    workdir = tmp_path_factory.mktemp("serve-hostile")
+    model = small_model(workdir / "small.pt")
+    with running_server([model], workdir, "--queue", "2", "--read-timeout", str(READ_TIMEOUT),
+                        "--request-timeout", str(REQUEST_TIMEOUT), "--allowed-host", "music.local") as srv:
+        yield srv
+
+
+def _post(server, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30):
+    import httpx
+
+    return httpx.post(server.url + "/api/v1/tag", content=body, headers={**CONTENT_TYPE, **(headers or {})},
+                      timeout=timeout)
+
+
+def test_utf8_upload_names_come_back_lossless(server) -> None:
+    audio = _wav()
+    body = _body(
+        _part('name="file"; filename="Мелодия.wav"'.encode(), audio),  # raw UTF-8, as browsers send it
+        _part(b'name="file"; filename="fallback.wav"; filename*=UTF-8\'\'%E6%97%A5%E6%9C%AC%E8%AA%9E.wav', audio),
+        _part('name="file"; filename="café.wav"'.encode(), audio),
+        _part(b'name="file"; filename="\xff.wav"', audio),  # not UTF-8: read as Latin-1, never a 500
+    )
+    response = _post(server, body)
+    assert response.status_code == 200, response.text
+    assert [r["file"] for r in response.json()] == ["Мелодия.wav", "日本語.wav", "café.wav", "ÿ.wav"]
+    assert all("tags" in r for r in response.json())
+
+
+@pytest.mark.parametrize(("name", "content_type", "body"), [
+    ("boundary of 300 characters", "multipart/form-data; boundary=" + "b" * 300, b"--" + b"b" * 300 + b"\r\n"),
+    ("header without a colon", None, b"--" + BOUNDARY + b"\r\nno colon here\r\n\r\ndata\r\n--" + BOUNDARY + b"--\r\n"),
+    ("body cut off", None, _part(b'name="file"; filename="a.wav"', b"RIFF")[:-10]),
+    ("no closing boundary", None, _part(b'name="file"; filename="a.wav"', b"RIFF")),
+    ("a huge part header", None, b"--" + BOUNDARY + b"\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n"),
+    ("not multipart", "application/json", b'{"file": "x"}'),
+    ("no boundary", "multipart/form-data", b"--x\r\n"),
+    ("garbage", None, bytes(range(256)) * 8),
+])
+def test_malformed_multipart_is_a_json_400(server, name: str, content_type: str | None, body: bytes) -> None:
+    headers = {"Content-Type": content_type} if content_type else None
+    response = _post(server, body, headers)
+    assert response.status_code == 400, (name, response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json" and response.json()["error"], name
+    assert "Traceback" not in server.log_text()
+
+
+def _stalled_upload(port: int) -> socket.socket:
+    """Headers and 1,000 bytes of a 100 kB upload, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (f"POST /api/v1/tag HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
+            f"boundary={BOUNDARY.decode()}\r\nContent-Length: 100000\r\n\r\n").encode()
+    sock.sendall(head + _part(b'name="file"; filename="slow.wav"', b"\0" * 1000)[:1000])
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (it does after a 408)."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_stalled_uploads_hold_no_slot_and_are_cut_off(server) -> None:
+    stalled = [_stalled_upload(server.port) for _ in range(2)]  # as many as --queue 2
+    try:
+        time.sleep(0.5)
+        start = time.monotonic()
+        response = _post(server, _body(_part(b'name="file"; filename="ok.wav"', _wav())))
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - start < READ_TIMEOUT + 1  # answered while both uploads still stall
+        for sock in stalled:
+            answer = _read_all(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"--read-timeout" in answer
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_a_request_past_its_deadline_is_a_504_and_frees_the_worker(server) -> None:
+    body = _body(*[_part(f'name="file"; filename="{i}.wav"'.encode(), _wav(4.0, seed=i)) for i in range(32)],
+                 _part(b'name="chunks"', b"256"), _part(b'name="taggram"', b"true"))
+    start = time.monotonic()
+    response = _post(server, body)
+    assert response.status_code == 504, response.text[:300]
+    assert "--request-timeout" in response.json()["error"]
+    assert time.monotonic() - start < REQUEST_TIMEOUT + 3
+    start = time.monotonic()
+    again = _post(server, _body(_part(b'name="file"; filename="next.wav"', _wav())))
+    assert again.status_code == 200, again.text
+    assert time.monotonic() - start < REQUEST_TIMEOUT  # the worker stopped after its current file
+
+
+def test_a_client_that_disconnects_is_one_log_line(server) -> None:
+    sock = _stalled_upload(server.port)
+    sock.close()
+    for _ in range(50):
+        if "disconnected" in server.log_text():
+            break
+        time.sleep(0.1)
+    log = server.log_text()
+    assert [line for line in log.splitlines() if "disconnected" in line], log[-2000:]
+    assert "Traceback" not in log and "ClientDisconnect" not in log
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("evil.example", 400), ("evil.example:{port}", 400), ("127.0.0.1.evil.example", 400), ("", 400),
+    ("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("LOCALHOST.", 200), ("[::1]:{port}", 200),
+    ("music.local:{port}", 200),  # --allowed-host
+])
+def test_only_known_host_names_are_answered(server, host: str, status: int) -> None:
+    import httpx
+
+    response = httpx.get(server.url + "/healthz", headers={"Host": host.format(port=server.port)}, timeout=10)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert "--allowed-host" in response.json()["error"]
+    page = httpx.get(server.url + "/", headers={"Host": host.format(port=server.port)}, timeout=10)
+    assert page.status_code == status  # the page too: a rebinding page reads nothing

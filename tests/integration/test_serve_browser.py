@@ -172,3 +172,30 @@ def test_page_tags_a_dropped_recording_and_shows_errors_next_to_bad_files(
     assert not browser.find_element(By.ID, "token-box").is_displayed()
     browser.find_element(By.ID, "file-input").send_keys(str(music_dir / "traveling_minstrels.low.mp3"))
     _wait(browser, 240, lambda d: d.find_elements(By.CSS_SELECTOR, "article.card .bar"))
+
+
+def test_page_uploads_cyrillic_and_cjk_file_names_losslessly(browser, server: Server, tmp_path: Path) -> None:
+    """Chromium sends file names as raw UTF-8 (RFC 7578); they come back exactly, on the cards and in the JSON."""
+    import numpy as np
+    import soundfile as sf
+    from selenium.webdriver.common.by import By
+
+    names = ["Мелодия.wav", "日本語の歌.wav"]
+    paths = []
+    for seed, name in enumerate(names):
+        path = tmp_path / name
+        sf.write(path, 0.1 * np.random.default_rng(seed).standard_normal(16000 * 2), 16000, subtype="PCM_16")
+        paths.append(str(path))
+    browser.get(server.url + "/")
+    browser.execute_script("localStorage.setItem('focaltag.serve.token', arguments[0])", TOKEN)
+    browser.refresh()
+    _wait(browser, 30, lambda d: d.find_element(By.ID, "status").text == "ready")
+    browser.find_element(By.ID, "file-input").send_keys("\n".join(paths))
+    cards = _wait(browser, 240, lambda d: [c for c in d.find_elements(By.CSS_SELECTOR, "article.card")
+                                           if c.find_elements(By.CSS_SELECTOR, ".bar")
+                                           or c.find_elements(By.CSS_SELECTOR, ".error")]
+                  if len(d.find_elements(By.CSS_SELECTOR, "article.card .bar")) >= 2 * 8 else None)
+    shown = sorted(c.find_element(By.CSS_SELECTOR, ".name").text for c in cards)
+    assert shown == sorted(names)
+    assert not browser.find_elements(By.CSS_SELECTOR, "article.card.failed")
+    assert "Traceback" not in server.log_text()

@@ -33,6 +33,15 @@ def register(subparsers: Any) -> None:
                    help="requests admitted at once (running + waiting); more get HTTP 503")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="requests tagged at the same time (the models are shared, never copied)")
+    p.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
+                   help="cut off an upload that sends nothing for S seconds (HTTP 408); uploads are read in full "
+                   "before they take a place in the queue")
+    p.add_argument("--request-timeout", type=float, default=300.0, metavar="S",
+                   help="longest time from a request's first byte to its answer; a request still tagging then gets "
+                   "HTTP 504 and its worker moves on")
+    p.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this Host name (repeatable; '*' for any); by default only "
+                   "127.0.0.1, localhost, [::1] and --host are answered, which keeps web pages out (DNS rebinding)")
     p.add_argument("--chunks", type=int, default=16, metavar="N",
                    help="evenly spaced chunks per track unless a request says otherwise")
     p.add_argument("--thresholds", default=None, metavar="FILE",
@@ -54,7 +63,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # before the server starts: '--device gpu' is one line, not a failed request
     config = ServeConfig.from_options(host=args.host, port=args.port, token=args.token,
-                                      max_upload_mb=args.max_upload_mb, queue=args.queue, workers=args.workers)
+                                      max_upload_mb=args.max_upload_mb, queue=args.queue, workers=args.workers,
+                                      read_timeout=args.read_timeout, request_timeout=args.request_timeout,
+                                      allowed_hosts=tuple(args.allowed_hosts))
     from focaltag.serve.registry import ModelRegistry
 
     options: dict[str, Any] = {"n_chunks": args.chunks, "thresholds": thresholds_option(args.thresholds),

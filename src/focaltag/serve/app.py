@@ -1,12 +1,17 @@
 """The FastAPI application: the page at ``/``, ``/healthz`` and the JSON API under ``/api/v1``.
 
-Every error is JSON ``{"error": "..."}`` with its status (400 bad input or undecodable audio, 401 token, 404,
-413 upload too large, 503 queue full). FastAPI's interactive docs are off: their assets come from a CDN, and
-the page must work without internet; the schema is at ``/api/v1/openapi.json``.
+Every error is JSON ``{"error": "..."}`` with its status (400 bad input, undecodable audio or a Host the server
+does not answer, 401 token, 404, 408 stalled upload, 413 upload too large, 503 queue full, 504 past
+``--request-timeout``). FastAPI's interactive docs are off: their assets come from a CDN, and the page must work
+without internet; the schema is at ``/api/v1/openapi.json``.
+
+A tag request is read and spooled in full (under the read deadline) before it takes a place in the queue, so a
+client that stalls holds a connection, never a tagging slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -21,13 +26,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from focaltag._version import __version__
 from focaltag.errors import FocaltagError
 from focaltag.serve.config import ServeConfig
+from focaltag.serve.guard import HostGuard, allowed_host_names
 from focaltag.serve.registry import ModelRegistry
-from focaltag.serve.service import Busy, TagService, parse_options
-from focaltag.serve.uploads import UploadError, UploadTooLarge, receive_upload
+from focaltag.serve.service import Busy, TagService, TimedOut, parse_options
+from focaltag.serve.uploads import UploadError, UploadTimeout, UploadTooLarge, receive_upload
 
 __all__ = ["create_app", "STATIC_DIR", "API_PREFIX"]
 
@@ -56,10 +63,12 @@ _TAG_BODY = {
     "responses": {
         "200": {"description": "a JSON array in the schema of 'focaltag tag --format json' (one object per file; "
                 "a file that could not be decoded is {file, error})"},
-        "400": {"description": "{error}: bad form fields, or no file could be decoded"},
+        "400": {"description": "{error}: bad form fields, malformed multipart, or no file could be decoded"},
         "401": {"description": "{error}: missing or wrong bearer token"},
+        "408": {"description": "{error}: the upload stalled past --read-timeout"},
         "413": {"description": "{error}: the request is over --max-upload-mb"},
         "503": {"description": "{error}: the queue is full; retry later"},
+        "504": {"description": "{error}: the request passed --request-timeout"},
     },
 }
 
@@ -88,6 +97,7 @@ def create_app(registry: ModelRegistry, config: ServeConfig, *, service: TagServ
                   openapi_url="/api/v1/openapi.json",
                   description="Tag music with mood/theme probabilities. Upload audio to POST /api/v1/tag.")
     app.state.service, app.state.registry, app.state.config = service, registry, config
+    app.add_middleware(HostGuard, allowed=allowed_host_names(config.host, config.allowed_hosts))
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
@@ -124,27 +134,39 @@ def create_app(registry: ModelRegistry, config: ServeConfig, *, service: TagServ
 
     @app.post("/api/v1/tag", summary="tag uploaded audio files", openapi_extra=_TAG_BODY)
     async def tag(request: Request) -> Response:
-        try:
-            with service.admit():
-                return await _tag(request)
-        except Busy as err:
-            return _error(503, str(err), **{"Retry-After": "1"})
-
-    async def _tag(request: Request) -> Response:
+        deadline = asyncio.get_running_loop().time() + config.request_timeout
         folder = Path(tempfile.mkdtemp(prefix="focaltag-serve-"))  # mode 0700: private to this user
+        try:
+            return await _tag(request, folder, deadline)
+        except ClientDisconnect:  # nobody is left to answer: one line, no traceback
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            logger.info("focaltag serve: %s disconnected before its request was read; dropped", client)
+            return Response(status_code=400)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _tag(request: Request, folder: Path, deadline: float) -> Response:
         try:
             upload = await receive_upload(request.stream(), request.headers.get("content-type", ""), folder,
                                           max_bytes=config.max_upload_bytes,
                                           content_length=request.headers.get("content-length"),
-                                          max_files=config.max_files)
+                                          max_files=config.max_files, read_timeout=config.read_timeout,
+                                          deadline=deadline)
             options = parse_options(upload.fields, registry)
-            results = await service.run(upload.files, options)
         except UploadTooLarge as err:
             return _error(413, str(err), Connection="close")
+        except UploadTimeout as err:
+            return _error(408, str(err), Connection="close")
         except (UploadError, FocaltagError) as err:
             return _error(400, str(err))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            with service.admit():  # only now, with the whole body on disk, is a place in the queue taken
+                left = deadline - asyncio.get_running_loop().time()
+                results = await service.run(upload.files, options, timeout=max(left, 0.001))
+        except Busy as err:
+            return _error(503, str(err), **{"Retry-After": "1"})
+        except TimedOut as err:
+            return _error(504, str(err))
         failed = [r for r in results if "error" in r]
         if len(failed) == len(results):
             return JSONResponse({"error": failed[0]["error"], "results": results}, status_code=400)

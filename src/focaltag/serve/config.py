@@ -47,6 +47,9 @@ class ServeConfig:
     queue: int = 16
     workers: int = 1
     max_files: int = 32
+    read_timeout: float = 30.0  # seconds an upload may send nothing before it is cut off (408)
+    request_timeout: float = 300.0  # seconds from the first byte to the answer (504 while tagging)
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and --host ('*': any)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -63,16 +66,25 @@ class ServeConfig:
             raise ConfigError(f"serve: --workers must be >= 1, got {self.workers}")
         if self.max_files < 1:
             raise ConfigError(f"serve: max_files must be >= 1, got {self.max_files}")
+        if not self.read_timeout > 0:
+            raise ConfigError(f"serve: --read-timeout must be > 0 seconds, got {self.read_timeout:g}")
+        if not self.request_timeout > 0:
+            raise ConfigError(f"serve: --request-timeout must be > 0 seconds, got {self.request_timeout:g}")
+        for name in self.allowed_hosts:
+            if not name or any(c.isspace() or c in "/@" for c in name):
+                raise ConfigError(f"serve: --allowed-host must be a host name or address, got {name!r}")
 
     @classmethod
     def from_options(cls, *, host: str, port: int, token: str | None, max_upload_mb: float, queue: int,
-                     workers: int) -> ServeConfig:
+                     workers: int, read_timeout: float = 30.0, request_timeout: float = 300.0,
+                     allowed_hosts: tuple[str, ...] = ()) -> ServeConfig:
         """From CLI options; the token falls back to ``FOCALTAG_SERVE_TOKEN``."""
         if not max_upload_mb > 0:
             raise ConfigError(f"serve: --max-upload-mb must be > 0, got {max_upload_mb}")
         token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         return cls(host=host, port=port, token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                   queue=queue, workers=workers)
+                   queue=queue, workers=workers, read_timeout=read_timeout, request_timeout=request_timeout,
+                   allowed_hosts=tuple(allowed_hosts))
 
     @property
     def local_only(self) -> bool:

@@ -22,7 +22,7 @@ from focaltag.serve.config import ServeConfig
 from focaltag.serve.registry import ModelRegistry
 from focaltag.serve.uploads import UploadedFile
 
-__all__ = ["TagService", "TagOptions", "Busy", "parse_options", "FORM_FIELDS"]
+__all__ = ["TagService", "TagOptions", "Busy", "TimedOut", "parse_options", "FORM_FIELDS"]
 
 FORM_FIELDS = ("file", "model", "top_k", "chunks", "taggram")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
@@ -30,6 +30,11 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 class Busy(Exception):
     """The queue is full (HTTP 503): the client should retry later."""
+
+
+class TimedOut(Exception):
+    """The request passed its deadline while waiting or tagging (HTTP 504); its worker stops after the current
+    file."""
 
 
 @dataclass(frozen=True)
@@ -95,27 +100,47 @@ class TagService:
                 self.admitted -= 1
                 self.served += 1
 
-    async def run(self, files: Sequence[UploadedFile], options: TagOptions) -> list[dict[str, Any]]:
-        """Tag ``files`` on the worker pool; one JSON object per file, in order."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.tag_files, list(files), options)
+    async def run(self, files: Sequence[UploadedFile], options: TagOptions, *,
+                  timeout: float | None = None) -> list[dict[str, Any]]:
+        """Tag ``files`` on the worker pool; one JSON object per file, in order.
 
-    def tag_files(self, files: Sequence[UploadedFile], options: TagOptions) -> list[dict[str, Any]]:
-        """Tag on the calling thread (a worker): the same results, serialised as ``focaltag tag`` does."""
+        Raises TimedOut after ``timeout`` seconds (waiting for a worker included): a request still waiting is
+        dropped, a running one stops before its next file, so the worker is free for the others.
+        """
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        work = loop.run_in_executor(self._executor, self.tag_files, list(files), options, stop)
+        try:
+            return await asyncio.wait_for(work, timeout)
+        except TimeoutError:
+            raise TimedOut(f"the request took longer than the server's --request-timeout ({timeout:g} s left "
+                           "after the upload); send fewer or shorter files, fewer chunks or no taggram") from None
+        finally:
+            stop.set()  # also when the client went away: nobody waits for the rest
+
+    def tag_files(self, files: Sequence[UploadedFile], options: TagOptions,
+                  stop: threading.Event | None = None) -> list[dict[str, Any]]:
+        """Tag on the calling thread (a worker): the same results, serialised as ``focaltag tag`` does.
+
+        ``stop``, once set, ends the work before the next file (the request was answered with a timeout).
+        """
         from focaltag.inference.tagger import TagFailure
         from focaltag.inference.writers import result_to_dict
 
         tagger = self.registry.tagger(options.model, options.chunks)
         out: list[dict[str, Any]] = []
         with contextlib.closing(tagger.tag_many([f.path for f in files])) as results:
-            for upload, result in zip(files, results, strict=True):
+            for upload in files:
+                if stop is not None and stop.is_set():  # before the next file is decoded and tagged
+                    break
+                result = next(results)
                 if isinstance(result, TagFailure):
                     out.append({"file": upload.name, "error": _public_error(result.error, upload)})
                     continue
                 result = dataclasses.replace(result, file=upload.name)
                 obj = result_to_dict(result, top_k=options.top_k)
                 obj["model"] = options.model
-                if options.taggram:
+                if options.taggram and not (stop is not None and stop.is_set()):
                     obj["taggram_png"] = self._taggram(result, upload)
                 out.append(obj)
         return out
