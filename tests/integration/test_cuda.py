@@ -34,7 +34,7 @@ def gpu_config(data_dir: Path, cache: Path, *, bf16: bool, **runtime: Any) -> di
         "model": {"width": 16},
         "optim": {"batch_size": 16, "epochs": 3, "adam_epochs": 3, "adam_lr": 1e-3},
         "validation": {"n_chunks": 2, "tracks_per_batch": 8},
-        "runtime": {"device": "cuda", "num_workers": 2, "bf16": bf16, "deterministic": True,
+        "runtime": {"device": "cuda", "num_workers": 2, "precision": "bf16" if bf16 else "fp32", "deterministic": True,
                     "max_steps_per_epoch": 6, "checkpoint_every_steps": 1, "log_every_steps": 1, **runtime},
         "seed": 0,
     }
