@@ -147,7 +147,10 @@ def test_recheck_reuses_the_decoded_chunks_within_the_budget(tmp_path: Path, mon
         reads.append(plan.source)
         return real(plan, **kwargs)
 
-    monkeypatch.setattr(tagger_module, "iter_chunks", counting)
+    import focaltag.inference.reading as reading_module
+
+    monkeypatch.setattr(tagger_module, "iter_chunks", counting)  # the re-check's read
+    monkeypatch.setattr(reading_module, "iter_chunks", counting)  # the decoding threads' read
     files = _files(tmp_path, 4)
     fp32 = {r.file: r.as_array() for r in Tagger(Dense(), n_chunks=3, precision="fp32").tag_many(files)}
     reads.clear()
@@ -348,3 +351,25 @@ def test_bf16_inference_copy_leaves_the_model_and_keeps_its_outputs() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = torch.sigmoid(fast(x).float())
     assert 0 < float((low - exact).abs().max()) < 0.02
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_read_events_are_typed_and_in_order_per_input(tmp_path: Path, workers: int) -> None:
+    from focaltag.inference.reading import Chunk, End, Failure, ReadSettings, Start, read_events
+
+    files = _files(tmp_path, 3)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    settings = ReadSettings(SR, 4000, n_chunks=3)
+    events = list(read_events([files[0], bad, files[1], files[2]], None, settings, workers=workers, queue_size=4))
+    by_input: dict[int, list[object]] = {}
+    for event in events:
+        by_input.setdefault(event.index, []).append(event)
+    assert sorted(by_input) == [0, 1, 2, 3]
+    (failure,) = by_input[1]
+    assert isinstance(failure, Failure) and failure.source == str(bad) and "bad.wav" in str(failure.error)
+    for i in (0, 2, 3):
+        start, *chunks, end = by_input[i]
+        assert isinstance(start, Start) and isinstance(end, End) and start.wave is None
+        assert [c.position for c in chunks if isinstance(c, Chunk)] == [0, 1, 2]
+        assert all(c.samples.shape == (4000,) and c.samples.dtype == np.float32 for c in chunks)

@@ -30,8 +30,7 @@ def add_library_options(p: argparse.ArgumentParser) -> None:
                      help="with -o: tag only shard I of N (0-based), chosen by the path relative to the folder "
                      "argument; join the outputs with 'focaltag merge-tags'")
     lib.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="decode N files in parallel while the model runs (default 2; bench/tag.py on 2 cores over "
-                     "four runs: 2 threads 0.95-1.16x one, 0.98-1.37x decoding in line)")
+                     help="decode N files in parallel while the model runs (default 2; 0 decodes in line)")
     tags = p.add_argument_group("writing tags into the files")
     tags.add_argument("--write-tags", action="store_true",
                       help="write the chosen tags into each file: MOOD (ID3 TMOO / TXXX:MOOD in ID3v2.3, Vorbis "

@@ -34,9 +34,9 @@ def _add_models(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 
 def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
                  batch_help: str = "chunks per forward pass (default: 4 on CPU, which keeps a batch's activations in "
-                 "cache and measured fastest in bench/tag.py; 16 on GPU)") -> None:
+                 "cache; 16 on GPU)") -> None:
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="torch, or onnxruntime (about as fast as eager torch on CPU in bench/tag.py); a "
+                   help="torch, or onnxruntime; a "
                    "checkpoint is exported once and cached in ~/.cache/focaltag/onnx (requires pip install "
                    "'focaltag[onnx]')")
     p.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help=batch_help)
@@ -44,8 +44,7 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
                    "only)")
     p.add_argument("--precision", choices=TAG_PRECISIONS, default="auto",
                    help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
-                   "(bench/tag.py: 1.6-2.4x float32 on 2 AVX512-BF16 cores without AMX; Musicnn stays float32 on CPUs, "
-                   "where bf16 did not pay off); the spectrogram-reading "
+                   "(Musicnn stays float32 on CPUs, where bf16 did not pay off); the spectrogram-reading "
                    "layers are computed to float32 grade and tracks whose top-5 or a decision is within 0.005 are "
                    "recomputed in float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime "
                    "only)")

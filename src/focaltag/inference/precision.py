@@ -39,9 +39,8 @@ def is_reduced(precision: str) -> bool:
 
 AUTO_FP32_ON_CPU: tuple[str, ...] = ("musicnn",)
 """Architectures (``model_name``) that ``auto`` keeps in float32 on a CPU even where bf16 is native: bf16 did
-not pay off for them in ``bench/tag.py`` (2 AVX512-BF16 cores without AMX, six recordings, with the close-call
-re-checks): Musicnn's bf16 tagging ran 0.72x-1.01x float32 over four runs; its 3 s chunks are small matrices, and
-the re-checks (2 of 6 tracks) cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
+not pay off for them in ``bench/tag.py`` (figures in the README): Musicnn's 3 s chunks are small matrices, and
+its close-call re-checks cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
 
 
 def resolve_model_precision(precision: str, device: Any, model: Any) -> RunPrecision:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -23,9 +21,18 @@ import numpy as np
 
 from focaltag.audio.chunks import cut_chunks
 from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagError
-from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks, plan_file, plan_starts
+from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks
 from focaltag.inference.members import Optimize, Runtime, check_runtime, load_members
 from focaltag.inference.precision import Precision, is_reduced
+from focaltag.inference.reading import (
+    DECODER_ERRORS,
+    Chunk,
+    Failure,
+    ReadSettings,
+    Start,
+    decode_failure,
+    read_events,
+)
 from focaltag.models.ensemble import mean_probabilities
 from focaltag.models.resolve import ModelSpecs, ResolvedModel, resolve_model
 
@@ -94,17 +101,16 @@ def _resolve_thresholds(thresholds: Thresholds, tag_names: Sequence[str],
 
 
 CPU_BATCH_SIZE = 4
-"""Chunks per forward pass on a CPU: small enough that a batch's largest activations stay in the last-level
-cache (the paper ResNet's first block: 2.4 MB per chunk in bf16, 4.7 MB in float32). ``bench/tag.py`` on 2 cores
-with a 32 MB L3: float32 tagging 1.25-1.72x batches of 16, bf16 1.11-1.29x."""
+"""Chunks per forward pass on a CPU: small enough that a batch's largest activations (the paper ResNet's first
+block) stay in a CPU's last-level cache; ``bench/tag.py`` measures it against larger batches (README)."""
 
 GPU_BATCH_SIZE = 16
 """Chunks per forward pass on a GPU, where larger batches keep the device busy."""
 
 RECHECK_KEEP_BYTES = 256 * 2 ** 20
 """A bf16 track's decoded chunks are kept until its result is final, so a float32 re-check needs no second
-decode, when they take at most this much (16 chunks of the paper ResNet: 4.7 MB; FCN's 29 s chunks: 30 MB);
-longer plans (a sliding window over a long file) are read again instead."""
+decode, when they take at most this many bytes (16 chunks of any shipped architecture fit); longer plans (a
+sliding window over a long file) are read again instead."""
 
 BF16_RECHECK_MARGIN = 0.005
 """Probability gap under which a bf16 result is recomputed in float32 (see ``Tagger``'s ``recheck_margin``).
@@ -148,19 +154,19 @@ class Tagger:
             ``None`` = :data:`CPU_BATCH_SIZE` (4) on CPU, :data:`GPU_BATCH_SIZE` (16) on GPU)
         runtime (str): ``"torch"`` or ``"onnx"`` (onnxruntime; needs ``pip install 'focaltag[onnx]'``).
         device (str): torch device. (Default: ``"cpu"``)
-        optimize (str): ``"none"``, ``"channels_last"`` (float32 in channels_last; same outputs to 1e-7,
-            measured 0.9x of ``none`` on CPU, so not the default; bf16 always runs channels_last) or ``"compile"``
-            (channels_last + ``torch.compile``; a one-off compilation of about a minute). The model is put in eval
-            mode and converted in place. (Default: ``"none"``)
+        optimize (str): ``"none"``, ``"channels_last"`` (float32 in channels_last; same outputs to 1e-7, not
+            faster on CPU in ``bench/tag.py``, so not the default; bf16 always runs channels_last) or ``"compile"``
+            (channels_last + ``torch.compile``; a one-off compilation). The model is put in eval mode and converted
+            in place. (Default: ``"none"``)
         precision (str): ``"auto"`` (bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere),
             ``"bf16"`` or ``"fp32"``. bf16 runs a copy of the network made by
             :func:`focaltag.inference.precision.bf16_inference_model` (bf16 weights, channels_last, the layers of
             FCN, CRNN and the paper ResNet that read the spectrogram computed to float32 grade), which keeps
-            probabilities within ~2e-3 of float32; the paper ResNet's tagging measured 1.6-2.4x float32 on a 2-core
-            AVX512-BF16 CPU without AMX (``bench/tag.py``). ``auto`` keeps Musicnn float32 on CPUs
-            (``precision.AUTO_FP32_ON_CPU``).
-            ``"fp32"`` is bit-identical to a float32 run. The resolved value is ``self.precision`` and every
-            result's ``precision``. (Default: ``"auto"``)
+            probabilities within :data:`BF16_RECHECK_MARGIN` / 2 of float32 (speed: ``bench/tag.py``). ``auto``
+            keeps the architectures in ``precision.AUTO_FP32_ON_CPU`` float32 on CPUs.
+            ``"fp32"`` is bit-identical to a float32 run. Each member's resolved precision is in
+            ``self.member_precisions``; ``self.precision`` and every result's ``precision`` name them.
+            (Default: ``"auto"``)
         thresholds: per-tag decision thresholds; adds ``decisions`` to every result. ``"auto"``: a catalogue
             model's own calibrated thresholds where it has them (``usc-sail-2020`` and its members), else none;
             ``None``: no decisions; a mapping, a file from ``focaltag evaluate --save-thresholds`` or one number
@@ -170,8 +176,8 @@ class Tagger:
         prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
             calling thread (as ``workers=0``). (Default: ``True``)
         workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
-            bounded by a queue of about two batches of chunks plus one file being read per worker. On 2 cores
-            two measured 0.95-1.16x one and 0.98-1.37x none over four runs (``bench/tag.py``). (Default: ``2``)
+            bounded by a queue of about two batches of chunks plus one file being read per worker
+            (:func:`focaltag.inference.reading.read_events`). (Default: ``2``)
         recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
             probability gap smaller than this is read again and recomputed in float32, so bf16 does not change
             the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. The default
@@ -279,26 +285,22 @@ class Tagger:
             self.n_rechecked += 1
         except FocaltagError as err:
             item.error = err
-        except (OSError, RuntimeError, ValueError, TypeError, EOFError) as err:
-            item.error = AudioDecodeError(f"cannot decode {item.source}: {type(err).__name__}: {err}".splitlines()[0])
+        except DECODER_ERRORS as err:
+            item.error = decode_failure(item.source, err)
 
     # -- planning ------------------------------------------------------------------------------------------
     @property
     def hop_samples(self) -> int | None:
         return None if self.hop_seconds is None else max(1, int(round(self.hop_seconds * self.sample_rate)))
 
-    def _plan_waveform(self, wave: Any, sr: int | None, name: str) -> tuple[ChunkPlan, np.ndarray]:
-        """Mono float32 at the model rate plus its chunk plan."""
-        from focaltag.audio.decode import mono_at_rate
-
-        wave = mono_at_rate(wave, sr, self.sample_rate)
-        starts = plan_starts(len(wave), self.chunk_samples, n_chunks=self.n_chunks, hop_samples=self.hop_samples)
-        return ChunkPlan(name, self.sample_rate, len(wave), self.chunk_samples, tuple(starts)), wave
+    def _settings(self) -> ReadSettings:
+        """How inputs are planned and read now (``n_chunks`` and ``hop_seconds`` may change between calls)."""
+        return ReadSettings(self.sample_rate, self.chunk_samples, n_chunks=self.n_chunks,
+                            hop_samples=self.hop_samples, method=self.read)
 
     def plan(self, path: str | os.PathLike[str]) -> ChunkPlan:
         """Chunk positions for a file, from its header only."""
-        return plan_file(path, sample_rate=self.sample_rate, chunk_samples=self.chunk_samples,
-                         n_chunks=self.n_chunks, hop_samples=self.hop_samples)
+        return self._settings().plan(path)
 
     # -- public API ----------------------------------------------------------------------------------------
     def tag(self, path_or_waveform: Any, sr: int | None = None) -> TagResult:
@@ -343,110 +345,28 @@ class Tagger:
                 item.chunks = None
                 yield self._finish(item)
 
-        for event in self._events(inputs, sr):
-            kind, index = event[0], event[1]
-            if kind == "start":
-                item = by_index[index] = _Pending(index, event[2].source, event[2], n_tags, event[3])
-                if event[3] is None and self._keeps_chunks(event[2]):
+        settings = self._settings()
+        events = read_events(inputs, sr, settings, workers=self.workers,
+                             queue_size=max(2 * self.batch_size, 2 * self.workers))
+        for event in events:
+            if isinstance(event, Start):
+                item = by_index[event.index] = _Pending(event.index, event.plan.source, event.plan, n_tags, event.wave)
+                if event.wave is None and self._keeps_chunks(event.plan):
                     item.chunks = {}
-            elif kind == "fail":
-                item = by_index.get(index)
-                if item is None:
-                    item = by_index[index] = _Pending(index, event[2], None, n_tags)
-                item.error = event[3]
+            elif isinstance(event, Failure):
+                item = by_index.get(event.index) or by_index.setdefault(
+                    event.index, _Pending(event.index, event.source, None, n_tags))
+                item.error = event.error
                 batch[:] = [b for b in batch if b[0] is not item]
-            elif kind == "chunk":
-                batch.append((by_index[index], event[2], event[3]))
+            elif isinstance(event, Chunk):
+                batch.append((by_index[event.index], event.position, event.samples))
                 if len(batch) >= self.batch_size:
                     run_batch()
-            elif kind == "end":
-                by_index[index].produced = True
+            else:
+                by_index[event.index].produced = True
             yield from drain()
         run_batch()
         yield from drain()
-
-    # -- internals -----------------------------------------------------------------------------------------
-    def _read_one(self, index: int, item: Any, sr: int | None) -> Iterator[tuple]:
-        """Events for one input: ("start", i, plan, wave | None), ("chunk", i, ci, chunk)..., ("end", i) or
-        ("fail", i, name, error)."""
-        name = str(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {index}>"
-        try:
-            wave = None
-            if isinstance(item, (str, os.PathLike)):
-                plan = self.plan(item)
-                chunks = iter_chunks(plan, method=self.read)
-            else:
-                plan, wave = self._plan_waveform(item, sr, name)
-                chunks = cut_chunks(wave, plan.starts, plan.chunk_samples)
-            yield ("start", index, plan, wave)
-            for ci, chunk in chunks:
-                yield ("chunk", index, ci, chunk)
-            yield ("end", index)
-        except FocaltagError as err:
-            yield ("fail", index, name, err)
-        except (OSError, RuntimeError, ValueError, TypeError, EOFError) as err:  # decoder errors not yet wrapped
-            msg = f"cannot decode {name}: {type(err).__name__}: {err}".splitlines()[0]
-            yield ("fail", index, name, AudioDecodeError(msg))
-
-    def _events(self, inputs: Iterable[Any], sr: int | None) -> Iterator[tuple]:
-        """All inputs' events; with ``workers`` threads decoding ahead into one bounded queue.
-
-        Each worker takes the next input, reads it and queues its events; a file's events stay in order, files
-        interleave. The queue holds about two batches of chunks, so memory stays bounded whatever the inputs.
-        """
-        if self.workers == 0:
-            for index, item in enumerate(inputs):
-                yield from self._read_one(index, item, sr)
-            return
-        q: queue.Queue = queue.Queue(maxsize=max(2 * self.batch_size, 2 * self.workers))
-        stop = threading.Event()
-        done = object()
-        source = enumerate(inputs)
-        lock = threading.Lock()
-
-        def put(event: Any) -> bool:
-            """Queue ``event`` unless the consumer has gone away (then False)."""
-            while not stop.is_set():
-                try:
-                    q.put(event, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def take() -> tuple[int, Any] | None:
-            with lock:  # the caller's iterable is read by one thread at a time
-                return next(source, None)
-
-        def produce() -> None:
-            try:
-                while not stop.is_set() and (job := take()) is not None:
-                    for event in self._read_one(job[0], job[1], sr):
-                        if not put(event):
-                            return
-            except BaseException as err:  # a bug in the reader must surface in the caller, not die here
-                put(("crash", err))
-            finally:
-                put(done)
-
-        threads = [threading.Thread(target=produce, name=f"focaltag-decode-{i}", daemon=True)
-                   for i in range(self.workers)]
-        for thread in threads:
-            thread.start()
-        try:
-            finished = 0
-            while finished < len(threads):
-                event = q.get()
-                if event is done:
-                    finished += 1
-                elif event[0] == "crash":
-                    raise event[1]
-                else:
-                    yield event
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=5)
 
     def _finish(self, item: _Pending) -> TagResult | TagFailure:
         plan = item.plan
