@@ -7,8 +7,11 @@
   writing;
 * on start the output is read back: a partial last line (a kill mid-write) is cut off, every recorded path is
   skipped, and with ``refresh`` a path whose size or mtime changed is tagged again;
-* files that fail go to ``<output>.failures.tsv`` (path, reason) and, not being in the output, are retried
-  next run;
+* files that fail, and folders that cannot be listed, go to ``<output>.failures.tsv`` (path, reason; the path
+  escaped as :func:`focaltag._paths.escape_path` documents, read back by :func:`read_failures`); the next run
+  tries those first (they are not in the output), then walks the rest;
+* paths are kept as the OS gives them (``str`` with ``\\udcXX`` for bytes that are not UTF-8), so any name is
+  tagged, written, recognised by resume and retried;
 * ``shard=(I, N)`` keeps the files whose path relative to the folder argument hashes to ``I`` (sha1, the same
   rule as ``data prepare``), so N machines share a library; :func:`merge_outputs` joins their outputs;
 * the folders are walked lazily (one directory listing at a time, sorted) and results are written as they come,
@@ -21,6 +24,7 @@ file, fsync, rename) with exactly one line per file: the last one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from focaltag._io import atomic_write
+from focaltag._paths import escape_path, json_line, unescape_path
 from focaltag.audio.cache import shard_of
 from focaltag.errors import ConfigError, DataError
 from focaltag.inference.files import AUDIO_EXTENSIONS
@@ -43,6 +48,7 @@ __all__ = [
     "iter_library",
     "merge_outputs",
     "path_key",
+    "read_failures",
     "read_output",
     "tag_library",
 ]
@@ -84,23 +90,81 @@ def failures_path(output: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(output)}.failures.tsv")
 
 
+def read_failures(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The ``(path, reason)`` rows of a ``failures.tsv`` (paths unescaped: exactly the paths that failed)."""
+    rows: list[tuple[str, str]] = []
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+            for line in f:
+                if not line.endswith("\n") or not line.strip():
+                    continue  # a row cut by a kill
+                name, _, reason = line[:-1].partition("\t")
+                rows.append((unescape_path(name), unescape_path(reason)))
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def _failure_row(path: str, reason: str) -> str:
+    return f"{escape_path(path)}\t{escape_path(' '.join(reason.split()))}\n"
+
+
 # -- the file walk ---------------------------------------------------------------------------------------------
-def _walk(folder: str) -> Iterator[str]:
-    """Audio files below ``folder``, depth first, each directory sorted: one listing in memory at a time."""
+Unlistable = Callable[[str, str], None]
+
+
+def _cannot_list(err: OSError) -> str:
+    if isinstance(err, PermissionError):
+        return "cannot list the folder: permission denied; make it readable (chmod/chown) or skip it"
+    return f"cannot list the folder: {err.strerror or err}"
+
+
+def _walk(folder: str, unlistable: Unlistable | None = None) -> Iterator[str]:
+    """Audio files below ``folder``, depth first, each directory sorted: one listing in memory at a time.
+
+    A folder that cannot be listed is passed to ``unlistable`` (path, reason), or logged when there is none.
+    """
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as err:
-        logger.warning("cannot list %s: %s", folder, err.strerror or err)
+        if unlistable is None:
+            logger.warning("%s: %s", folder, _cannot_list(err))
+        else:
+            unlistable(folder, _cannot_list(err))
         return
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(entry.path)
+                yield from _walk(entry.path, unlistable)
             elif os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS and entry.is_file():
                 yield entry.path
         except OSError:
             continue
+
+
+def _retry_items(previous: list[tuple[str, str]], paths: Sequence[str | os.PathLike[str]],
+                 shard: tuple[int, int] | None, unlistable: Unlistable) -> Iterator[LibraryFile]:
+    """The files and folders of a previous ``failures.tsv`` that lie under this run's arguments (as written
+    there, so the walk's strings match), as library files; folders are walked."""
+    roots = [os.fspath(r) for r in paths]
+    for path, _reason in previous:
+        for root in roots:
+            if path == root and not os.path.isdir(path):
+                item = LibraryFile(path, Path(root).name)
+            elif path.startswith(root.rstrip(os.sep) + os.sep) and os.path.lexists(path):
+                if os.path.isdir(path):
+                    for p in _walk(path, unlistable):
+                        item = LibraryFile(p, Path(os.path.relpath(p, root)).as_posix())
+                        if shard is None or shard_of(item.rel, shard[1]) == shard[0]:
+                            yield item
+                    break
+                item = LibraryFile(path, Path(os.path.relpath(path, root)).as_posix())
+            else:
+                continue
+            if shard is None or shard_of(item.rel, shard[1]) == shard[0]:
+                yield item
+            break
 
 
 def _check_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -122,19 +186,20 @@ def _check_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return roots
 
 
-def iter_library(paths: Sequence[str | os.PathLike[str]], *,
-                 shard: tuple[int, int] | None = None) -> Iterator[LibraryFile]:
+def iter_library(paths: Sequence[str | os.PathLike[str]], *, shard: tuple[int, int] | None = None,
+                 unlistable: Unlistable | None = None) -> Iterator[LibraryFile]:
     """Audio files of files and folders, lazily; ``shard=(I, N)`` keeps shard I by path relative to the folder.
 
     A file argument is kept whatever its extension (a bad one is reported when it is decoded); its shard key is
     its name. The order is deterministic (sorted within each folder), so reruns visit files in the same order.
+    A folder that cannot be listed goes to ``unlistable(path, reason)`` (logged when None).
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
     for root in _check_roots(paths):
         if root.is_dir():
             base = os.fspath(root)
-            found = (LibraryFile(p, Path(os.path.relpath(p, base)).as_posix()) for p in _walk(base))
+            found = (LibraryFile(p, Path(os.path.relpath(p, base)).as_posix()) for p in _walk(base, unlistable))
         else:
             found = iter([LibraryFile(os.fspath(root), root.name)])
         for item in found:
@@ -286,13 +351,31 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
     skipped: set[int] = set()  # only filled for on_recorded
     summary = LibrarySummary(repaired=state.repaired_bytes > 0)
     fail_file = failures_path(output)
-    if fail_file.exists():
-        logger.info("retrying the files listed in %s", fail_file)
+    previous = read_failures(fail_file)
+    if previous:
+        logger.info("retrying first the %d files and folders listed in %s", len(previous), fail_file)
     in_flight: deque[tuple[str, bool]] = deque()
 
-    def todo() -> Iterator[str]:
-        for item in iter_library(paths, shard=shard):
+    def todo(failures: IO[str]) -> Iterator[str]:
+        def unlistable(folder: str, reason: str) -> None:
+            if folder in reported:  # met again by the walk after the retry phase
+                return
+            reported.add(folder)
+            summary.failed += 1
+            logger.warning("%s: %s", folder, reason)
+            failures.write(_failure_row(folder, reason))
+            failures.flush()
+
+        reported: set[str] = set()
+        retried: set[int] = set()  # what the retry phase yielded; the walk skips it (a handful of paths)
+        for first, item in itertools.chain(
+                ((True, i) for i in _retry_items(previous, paths, shard, unlistable)),
+                ((False, i) for i in iter_library(paths, shard=shard, unlistable=unlistable))):
             key = path_key(item.path)
+            if first:
+                retried.add(key)
+            elif key in retried:
+                continue
             recorded = key in state.lines
             if recorded and not (refresh and _changed(state.stats.get(key), _stat(item.path))):
                 summary.skipped += 1
@@ -303,8 +386,9 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
             yield item.path
 
     try:
-        with open(fail_file, "w", encoding="utf-8", errors="backslashreplace") as failures:
-            replaced = _run(tagger, todo(), in_flight, out, failures, state, summary, top_k, on_result, progress)
+        with open(fail_file, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as failures:
+            replaced = _run(tagger, todo(failures), in_flight, out, failures, state, summary, top_k, on_result,
+                            progress)
     finally:
         if summary.failed == 0:
             fail_file.unlink(missing_ok=True)
@@ -337,7 +421,7 @@ def _revisit(output: Path, state: OutputState, keys: set[int],
                 if key in keys and on_recorded(obj):
                     size_mtime = _stat(obj["file"])
                     obj["size"], obj["mtime"] = size_mtime if size_mtime else (None, None)
-                    line = (_dumps(obj) + "\n").encode("utf-8")
+                    line = (json_line(obj) + "\n").encode("utf-8")
                     changed = True
                 dst.write(line)
             dst.flush()
@@ -365,8 +449,7 @@ def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], o
             problem = on_result(result)  # a tag write that failed: not recorded, so the next run retries it
         if problem is not None:
             summary.failed += 1
-            reason = " ".join(str(problem).split())
-            failures.write(f"{_tsv_field(path)}\t{_tsv_field(reason)}\n")
+            failures.write(_failure_row(path, str(problem)))
             failures.flush()
         else:
             line = result_to_dict(result, top_k=top_k)
@@ -386,24 +469,10 @@ def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], o
     return replaced
 
 
-def _dumps(obj: dict[str, Any]) -> str:
-    """One JSON line; a file name that is not valid UTF-8 is written with \\udcXX escapes (read back the same)."""
-    line = json.dumps(obj, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(obj)
-    return line
-
-
 def _append(out: IO[str], obj: dict[str, Any]) -> None:
     """One line in a single write, flushed: a kill leaves at most a partial last line, which is repaired."""
-    out.write(_dumps(obj) + "\n")
+    out.write(json_line(obj) + "\n")
     out.flush()
-
-
-def _tsv_field(text: str) -> str:
-    return text.replace("\t", " ").replace("\n", " ")
 
 
 # -- merging shards --------------------------------------------------------------------------------------------

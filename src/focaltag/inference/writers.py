@@ -1,5 +1,9 @@
 """Output formats of ``focaltag tag``: a writer per format, chosen by name with :func:`get_writer`.
 
+File names are written losslessly whatever bytes they hold (:mod:`focaltag._paths`): JSON as JSON strings
+(``\\udcXX`` for a byte that is not UTF-8), the table and CSV escaped by ``escape_path`` (``\\t``, ``\\n``,
+``\\xHH``, ...), so one file is one line and the name reads back exactly.
+
 Every writer streams: ``write(result)`` as each file finishes, ``close()`` at the end, so a long run shows
 results as it goes and an interrupted run keeps what it printed.
 
@@ -16,11 +20,11 @@ results as it goes and an interrupted run keeps what it printed.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from typing import IO, Any
 
+from focaltag._paths import escape_path, json_line
 from focaltag.data.tags import short_tag
 from focaltag.errors import ConfigError
 from focaltag.inference.tagger import TagFailure, TagResult
@@ -88,12 +92,12 @@ class TableWriter(ResultWriter):
 
     def _write(self, result: TagResult | TagFailure) -> None:
         if isinstance(result, TagFailure):
-            self.stream.write(f"{result.file}\t-\tERROR: {result.error}\n")
+            self.stream.write(f"{escape_path(result.file)}\t-\tERROR: {escape_path(' '.join(result.error.split()))}\n")
             return
         top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[: self.top_k]
         decided = result.decisions or {}
         parts = [f"{short_tag(t)}{'*' if decided.get(t) else ''} {p:.3f}" for t, p in top]
-        line = f"{result.file}\t{_duration(result.duration)}\t{', '.join(parts)}"
+        line = f"{escape_path(result.file)}\t{_duration(result.duration)}\t{', '.join(parts)}"
         if result.decisions is not None:
             on = [short_tag(t) for t, v in result.decisions.items() if v]
             line += f"\t[predicted: {', '.join(on) if on else 'none'}]"
@@ -111,7 +115,7 @@ class JsonWriter(ResultWriter):
     def _write(self, result: TagResult | TagFailure) -> None:
         self.stream.write(",\n" if self._opened else "[\n")
         self._opened = True
-        self.stream.write(json.dumps(result_to_dict(result, top_k=self.top_k), ensure_ascii=False))
+        self.stream.write(json_line(result_to_dict(result, top_k=self.top_k)))
 
     def close(self) -> None:
         if not self._closed:
@@ -131,9 +135,9 @@ class CsvWriter(ResultWriter):
     def _write(self, result: TagResult | TagFailure) -> None:
         extra = [""] if self.decisions else []
         if isinstance(result, TagFailure):
-            self._csv.writerow([result.file, "", result.error, *([""] * len(self.tag_names)), *extra])
+            self._csv.writerow([escape_path(result.file), "", escape_path(result.error), *([""] * len(self.tag_names)), *extra])
             return
-        row = [result.file, f"{result.duration:.3f}", "", *(f"{result.probabilities[t]:.6f}" for t in self.tag_names)]
+        row = [escape_path(result.file), f"{result.duration:.3f}", "", *(f"{result.probabilities[t]:.6f}" for t in self.tag_names)]
         if self.decisions:
             row.append(";".join(t for t, v in (result.decisions or {}).items() if v))
         self._csv.writerow(row)
