@@ -235,3 +235,111 @@ def test_only_known_host_names_are_answered(server, host: str, status: int) -> N
         assert "--allowed-host" in response.json()["error"]
     page = httpx.get(server.url + "/", headers={"Host": host.format(port=server.port)}, timeout=10)
     assert page.status_code == status  # the page too: a rebinding page reads nothing
+
+
+# -- downloads from a hostile mirror -------------------------------------------------------------------------
+PULLED = "won2020-mtat-crnn"  # a catalogue model whose pin has a size
+
+
+class _HostileMirror:
+    """A loopback mirror that answers every GET in one ``mode``: ``declares`` (10 GB Content-Length),
+    ``endless`` (no length, bytes until the client hangs up) or ``drip`` (the right length, a byte per 50 ms)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        mirror = self
+        self.mode = "declares"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if mirror.mode == "declares":
+                    self.send_header("Content-Length", str(10 * 10**9))
+                elif mirror.mode == "drip":
+                    self.send_header("Content-Length", str(mirror.size))
+                self.end_headers()
+                deadline = time.monotonic() + 30  # the server gives up too: tests stay bounded
+                try:
+                    while time.monotonic() < deadline:
+                        if mirror.mode == "drip":
+                            self.wfile.write(b"\0")
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                        else:
+                            self.wfile.write(b"\0" * 65536)
+                except OSError:  # the client hung up: what a bounded client does
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.size = 0
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def hostile_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from focaltag.models.catalogue import get_entry
+
+    monkeypatch.setenv("FOCALTAG_CACHE_DIR", str(tmp_path / "cache"))
+    mirror = _HostileMirror()
+    mirror.size = int(get_entry(PULLED).pin.size)
+    try:
+        yield mirror
+    finally:
+        mirror.close()
+
+
+def _error_line(err: str) -> str:
+    """The one error line of a command that also logs its progress (``fetching ...``)."""
+    errors = [line for line in err.splitlines() if line.startswith("focaltag: error: ")]
+    assert "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+def _parts(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "cache").rglob("*.part"))
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("declares", "declares 10,000,000,000 bytes, more than the {size:,} expected"),
+    ("endless", "sent more than the {size:,} bytes expected"),
+])
+def test_a_pull_refuses_a_body_larger_than_the_pin(hostile_mirror: _HostileMirror, mode: str, message: str,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hostile_mirror.mode = mode
+    start = time.monotonic()
+    assert main(["models", "pull", PULLED, "--mirror", hostile_mirror.url, "--retries", "0"]) == 2
+    assert time.monotonic() - start < 20
+    line = _error_line(capsys.readouterr().err)
+    assert message.format(size=hostile_mirror.size) in line and "nothing was kept" in line
+    assert not _parts(tmp_path)
+
+
+def test_a_dripping_mirror_passes_the_deadline(hostile_mirror: _HostileMirror, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    hostile_mirror.mode = "drip"
+    start = time.monotonic()
+    assert main(["models", "pull", PULLED, "--mirror", hostile_mirror.url, "--timeout", "2"]) == 2
+    assert time.monotonic() - start < 10  # one attempt, cut at its 2 s deadline (not retried)
+    line = _error_line(capsys.readouterr().err)
+    assert "past this file's deadline of 2 s" in line and "too slow" in line
+    assert [p.stat().st_size for p in _parts(tmp_path)] and _parts(tmp_path)[0].stat().st_size < 100  # resumable
+
+
+def test_the_default_deadline_scales_with_the_size() -> None:
+    from focaltag.data._http import cli_timeouts, default_deadline
+
+    assert default_deadline(1_687_630) == pytest.approx(60 + 1_687_630 / 100_000)
+    assert default_deadline(None) is None
+    assert cli_timeouts(None) == (60.0, None) and cli_timeouts(5.0) == (5.0, 5.0)

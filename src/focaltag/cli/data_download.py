@@ -66,7 +66,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retries", type=int, default=3, help="extra attempts per file after a failure")
     p.add_argument("--backoff", type=float, default=2.0,
                    help="seconds before the first retry; doubles on each further retry")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a connection is dropped")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds a file may take in all, and without data (default: 60 s without data, 60 s + 1 s per "
+                   "100 kB of the file in all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -91,7 +93,7 @@ def _free_bytes(path: Path) -> int | None:
 def _check_args(args: argparse.Namespace) -> None:
     from focaltag.errors import ConfigError
 
-    if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
+    if args.retries < 0 or args.backoff < 0 or (args.timeout is not None and args.timeout <= 0):
         raise ConfigError(f"--retries and --backoff must be >= 0 and --timeout > 0; got {args.retries}, "
                           f"{args.backoff}, {args.timeout}")
     if args.keep_tars and not args.unpack:
@@ -160,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
         return _finish(args, result, audio, dry_run=True)
     if args.metadata_dir is not None and not args.audio_only:
         result["metadata"]["copied"] = [str(p) for p in copy_local_metadata(args.metadata_dir, args.out, tagset)]
-    fetch_metadata(args.out, todo, mirror=mirror, retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+    from focaltag.data._http import cli_timeouts
+
+    timeout, deadline = cli_timeouts(args.timeout)
+    fetch_metadata(args.out, todo, mirror=mirror, retries=args.retries, backoff=args.backoff, timeout=timeout,
+                   deadline=deadline)
     audio = None
     if not args.metadata_only:
         if not args.quiet:  # the size of what is left (HEAD requests), said before the first archive
@@ -174,7 +180,10 @@ def _audio(args: argparse.Namespace, dataset: str, manifest_dir: Path | None, *,
     """Plan (``dry_run``) or run the archive download into ``--out/audio``; a plan is announced on stderr."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from focaltag.data._http import cli_timeouts
     from focaltag.data.download import download_dataset
+
+    timeout, deadline = cli_timeouts(args.timeout)
 
     if dry_run and manifests_pending:
         if announce and not args.quiet:
@@ -185,7 +194,7 @@ def _audio(args: argparse.Namespace, dataset: str, manifest_dir: Path | None, *,
         report = download_dataset(folder, dataset=dataset, data_type=args.data_type,
                                   manifest_dir=manifest_dir, base_url=args.base_url, unpack=args.unpack,
                                   keep_tars=args.keep_tars, dry_run=dry_run, only=args.only,
-                                  retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+                                  retries=args.retries, backoff=args.backoff, timeout=timeout, deadline=deadline)
     if announce and (not args.quiet or args.dry_run):
         n = len([p for p in report.plan if not p["action"].startswith("skip")])
         print(f"audio ({dataset} {args.data_type}): {n} of {len(report.plan)} archives to fetch, "

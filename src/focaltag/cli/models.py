@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
                    help="serve files from URL/<owner>/<repo>/<commit>/<path> instead of "
                    "raw.githubusercontent.com (default: $FOCALTAG_MODEL_MIRROR)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a dropped connection")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds a file may take in all, and without data (default: 60 s without data, 60 s + 1 s "
+                   "per 100 kB of the file in all)")
     p = add_command(sub, "path", func=run_path, help="print the cache folder of a catalogue model",
                     description="The folder holding the converted model (best.pt; for an ensemble, ensemble.json "
                     "and its members), usable as --model.")
@@ -138,10 +141,15 @@ def run_pull(args: argparse.Namespace) -> int:
 
     if args.retries < 0:
         raise ConfigError(f"models pull: --retries must be >= 0, got {args.retries}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"models pull: --timeout must be > 0 seconds, got {args.timeout}")
+    from focaltag.data._http import cli_timeouts
+
+    timeout, deadline = cli_timeouts(args.timeout)
     entries = [get_entry(n) for n in args.names]  # every name checked before anything is fetched
     for entry in entries:
         had = is_pulled(entry.name)
-        pull(entry.name, mirror=args.mirror, retries=args.retries)
+        pull(entry.name, mirror=args.mirror, retries=args.retries, timeout=timeout, deadline=deadline)
         folder = model_dir(entry.name)
         logger.info("%s: %s %s", entry.name, "already cached in" if had else "verified and cached in", folder)
         print(folder)

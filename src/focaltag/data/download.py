@@ -181,6 +181,7 @@ class _Job:
     chunk_size: int
     tracks: dict[str, str] | None
     state_file: Path
+    deadline: float | None = None
 
 
 def _fetch_verified(job: _Job, name: str, sha: str, report: DownloadReport) -> None:
@@ -195,7 +196,7 @@ def _fetch_verified(job: _Job, name: str, sha: str, report: DownloadReport) -> N
         return None if digest == sha else f"SHA-256 mismatch (got {digest[:12]}..., expected {sha[:12]}...)"
 
     spec = FetchSpec(what=_WHAT, hint=_HINT, retries=job.retries, backoff=job.backoff, timeout=job.timeout,
-                     chunk_size=job.chunk_size, on_bytes=count)
+                     chunk_size=job.chunk_size, on_bytes=count, deadline=job.deadline)
     fetch_verified(url, job.out / name, check=check, spec=spec, desc=name, label=name)
 
 
@@ -237,11 +238,14 @@ def download_dataset(out: str | os.PathLike[str], *, dataset: str = "autotagging
                      data_type: str = "audio-low", manifest_dir: str | os.PathLike[str],
                      base_url: str = DEFAULT_BASE_URL, unpack: bool = True, keep_tars: bool = False,
                      dry_run: bool = False, only: list[str] | None = None, retries: int = 3,
-                     backoff: float = 2.0, timeout: float = 60.0, chunk_size: int = _CHUNK) -> DownloadReport:
+                     backoff: float = 2.0, timeout: float = 60.0, chunk_size: int = _CHUNK,
+                     deadline: float | None = None) -> DownloadReport:
     """Fetch, verify and (by default) unpack every archive of ``<dataset>_<type>``; idempotent and resumable.
 
     Archive-level failures after ``retries`` are collected in ``report.failed`` and the rest continues; a 404,
     an HTML page, an unreachable server (before anything succeeded) or a bad manifest raises at once.
+    ``timeout`` is the idle limit of a read, ``deadline`` the seconds one archive may take (default: 60 s, plus
+    1 s per 100 kB the server declares; an archive of unknown size must average 100 kB/s after 60 s).
     """
     if retries < 0 or backoff < 0 or timeout <= 0 or chunk_size < 1:
         raise DownloadError(f"retries and backoff must be >= 0, timeout and chunk_size > 0; got retries={retries}, "
@@ -272,7 +276,7 @@ def download_dataset(out: str | os.PathLike[str], *, dataset: str = "autotagging
         return _plan(archives, state, out, report, base_url=base_url, unpack=unpack, timeout=timeout)
 
     job = _Job(out, dataset, data_type, base_url, unpack, keep_tars, retries, backoff, timeout, chunk_size, tracks,
-               state_file)
+               state_file, deadline)
     out.mkdir(parents=True, exist_ok=True)
     with progress(desc="archives", total=len(archives), unit="tar") as bar:
         for name, sha in archives.items():

@@ -113,7 +113,8 @@ def missing_files(root: str | os.PathLike[str], wanted: list[MetadataFile]) -> l
 
 
 def fetch_metadata(root: str | os.PathLike[str], wanted: list[MetadataFile], *, mirror: str | None = None,
-                   retries: int = 3, backoff: float = 1.0, timeout: float = 60.0) -> list[Path]:
+                   retries: int = 3, backoff: float = 1.0, timeout: float = 60.0,
+                   deadline: float | None = None) -> list[Path]:
     """Fetch every file of ``wanted`` into ``root`` (verified copies already there are kept); returns the paths.
 
     Each file is checked against its pinned blob id before it gets its final name; a mismatch raises
@@ -129,7 +130,7 @@ def fetch_metadata(root: str | os.PathLike[str], wanted: list[MetadataFile], *, 
     for f in wanted:
         pin = Pin(repo, commit, f.path, f.blob, f.size)
         out.append(fetch_pinned(pin, root / f.local, base=mirror, retries=retries, backoff=backoff, timeout=timeout,
-                                hint=hint, desc=f.local))
+                                hint=hint, desc=f.local, deadline=deadline))
     return out
 
 

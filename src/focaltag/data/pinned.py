@@ -106,15 +106,17 @@ def verify_pinned(path: str | os.PathLike[str], pin: Pin) -> None:
 
 def fetch_pinned(pin: Pin, dest: str | os.PathLike[str], *, base: str | None = None, retries: int = 3,
                  backoff: float = 1.0, timeout: float = 60.0, hint: str | None = None,
-                 desc: str | None = None) -> Path:
+                 desc: str | None = None, deadline: float | None = None) -> Path:
     """Download the pinned file to ``dest`` unless a verified copy is already there; return ``dest``.
 
     Resumes a ``dest.part`` left by an interrupted run, retries dropped connections and 5xx, shows a progress
     bar, and renames the part to ``dest`` only after its blob id matches. A mismatch on a fresh transfer is the
     server's bytes, so it stops at once; on a resumed one the part is discarded and fetched again. No network,
     404, an HTML page, or a wrong file: DownloadError with one line (``hint`` says how else to get the file).
+    A body over the pin's size is refused as soon as it is declared or passes it; ``timeout`` is the idle limit
+    of a read and ``deadline`` the seconds one attempt may take (default: 60 s + 1 s per 100 kB of the pin).
     """
-    if retries < 0 or backoff < 0 or timeout <= 0:
+    if retries < 0 or backoff < 0 or timeout <= 0 or (deadline is not None and deadline <= 0):
         raise DownloadError(f"retries and backoff must be >= 0 and timeout > 0; got retries={retries}, "
                             f"backoff={backoff}, timeout={timeout}")
     dest = Path(dest)
@@ -135,7 +137,7 @@ def fetch_pinned(pin: Pin, dest: str | os.PathLike[str], *, base: str | None = N
         return None if problem is None else f"resumed file is wrong ({problem}); fetching it again"
 
     spec = FetchSpec(what=pin.path.rsplit("/", 1)[-1], hint=fix, retries=retries, backoff=backoff,
-                     timeout=timeout, retry_unreachable=False)
+                     timeout=timeout, retry_unreachable=False, max_bytes=pin.size, deadline=deadline)
     try:
         fetch_verified(url, dest, check=check, spec=spec, desc=desc or dest.name, label=url)
     except Unreachable as err:

@@ -339,7 +339,8 @@ def _mirror(mirror: str | None) -> str | None:
 
 
 def pull(name: str, *, mirror: str | None = None, retries: int = 3, backoff: float = 1.0,
-         timeout: float = 60.0, _how: str | None = None, _label: str | None = None) -> Path:
+         timeout: float = 60.0, deadline: float | None = None, _how: str | None = None,
+         _label: str | None = None) -> Path:
     """Fetch, verify, convert and cache ``name`` (and, for an ensemble, its members); returns its cache path.
 
     Does nothing when the cache already holds it. ``mirror`` (or ``$FOCALTAG_MODEL_MIRROR``) replaces
@@ -351,7 +352,8 @@ def pull(name: str, *, mirror: str | None = None, retries: int = 3, backoff: flo
     base = _mirror(mirror)
     if entry.kind == "ensemble":
         for member in entry.members:
-            pull(member, mirror=base, retries=retries, backoff=backoff, timeout=timeout, _how=how_to_get(name),
+            pull(member, mirror=base, retries=retries, backoff=backoff, timeout=timeout, deadline=deadline,
+                 _how=how_to_get(name),
                  _label=f"{name} (member {member})")
         folder = model_dir(name)
         with _lock(folder):
@@ -367,7 +369,7 @@ def pull(name: str, *, mirror: str | None = None, retries: int = 3, backoff: flo
         try:
             how = _how or how_to_get(name)
             fetch_pinned(entry.pin, raw, base=base, retries=retries, backoff=backoff, timeout=timeout,
-                         hint=how if base is None else f"check the mirror, or {how}", desc=name)
+                         deadline=deadline, hint=how if base is None else f"check the mirror, or {how}", desc=name)
         except DownloadError as err:
             raise DownloadError(f"cannot fetch model {_label or name}: {err}") from None
         _install_checkpoint(entry, raw, folder)
