@@ -220,13 +220,18 @@ def test_library_usage_errors_exit_2(extra: list[str], message: str, tiny_model:
 
 def test_a_second_run_on_the_same_output_is_refused(tiny_model: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    fcntl = pytest.importorskip("fcntl")
+    from focaltag._locks import lock_path, try_lock
+
     _make_library(tmp_path / "lib", 1, seconds=0.1)
     out = tmp_path / "tags.jsonl"
-    with open(out, "a") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a running `tag -o` holds
+    held = try_lock(lock_path(out))  # what a running `tag -o` holds
+    assert held is not None
+    try:
         assert main(["tag", str(tmp_path / "lib"), "-m", str(tiny_model), "-o", str(out), "-q"]) == 2
+    finally:
+        held.release()
     assert "another focaltag run is writing" in capsys.readouterr().err
+    assert main(["tag", str(tmp_path / "lib"), "-m", str(tiny_model), "-o", str(out), "-q"]) == 0  # released
 
 
 def test_file_names_that_are_not_utf8_do_not_break_the_run(tiny_model: Path, tmp_path: Path) -> None:

@@ -170,6 +170,7 @@ def test_no_second_mean_member_file_pattern_or_bf16_check() -> None:
         "bf16 autocast": (re.compile(r"torch\.autocast\([^)]*bfloat16"), {"precision.py"}),
         "a weighted sum of sigmoids": (re.compile(r"\+= *weight *\*|weights\[i\] \* torch\.sigmoid"), set()),
         "a joined precision tested by substring": (re.compile(r'"bf16" (not )?in '), set()),
+        "a POSIX-only file lock (focaltag._locks is the one lock)": (re.compile(r"import fcntl|fcntl\.flock"), set()),
     }
     for what, (pattern, allowed) in patterns.items():
         hits = {str(p.relative_to(SRC)) for p in _python_files() if pattern.search(p.read_text(encoding="utf-8"))}
@@ -223,3 +224,18 @@ def test_the_mean_is_the_same_for_torch_numpy_and_the_exported_module() -> None:
     torch.testing.assert_close(torch.sigmoid(logits).double(), want, rtol=0, atol=1e-5)
     as_numpy = mean_probabilities([p.numpy() for p in probs], np.asarray(w))
     np.testing.assert_allclose(as_numpy, want.numpy(), rtol=0, atol=1e-7)
+
+
+def test_the_one_lock_excludes_a_second_holder_and_is_released(tmp_path: Path) -> None:
+    from focaltag._locks import lock_path, locked, try_lock
+
+    target = tmp_path / "out" / "tags.jsonl"
+    assert lock_path(target) == tmp_path / "out" / "tags.jsonl.lock"
+    with locked(lock_path(target)):
+        assert try_lock(lock_path(target)) is None  # held (another handle, as another process)
+    first = try_lock(lock_path(target))
+    assert first is not None and try_lock(lock_path(target)) is None
+    first.release()
+    again = try_lock(lock_path(target))
+    assert again is not None
+    again.release()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from focaltag._io import write_text
+from focaltag._locks import try_lock
 from focaltag.audio.decode import iter_audio_blocks
 from focaltag.errors import AudioDecodeError, DataError
 
@@ -86,23 +87,13 @@ _W: dict = {}  # per-worker-process state: open data/journal files of this worke
 
 
 def acquire_slot(cache_dir: Path, tag: str) -> None:
-    """Claim the first unlocked ``data-<tag>-w<K>.bin`` and roll it back to its last committed byte."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: a private file per process instead of a lock
-        fcntl = None
+    """Claim the first unlocked ``data-<tag>-w<K>.bin`` (its lock file ``data-<tag>-w<K>.lock``, held for the
+    worker's life) and roll it back to its last committed byte."""
     k = 0
-    while True:
-        name = f"data-{tag}-w{k:02d}" if fcntl is not None else f"data-{tag}-p{os.getpid()}"
-        fd = os.open(cache_dir / f"{name}.bin", os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is None:
-            break
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            os.close(fd)
-            k += 1
+    while (lock := try_lock(cache_dir / f"data-{tag}-w{k:02d}.lock")) is None:
+        k += 1
+    name = f"data-{tag}-w{k:02d}"
+    fd = os.open(cache_dir / f"{name}.bin", os.O_RDWR | os.O_CREAT, 0o644)
     journal_path = cache_dir / f"index-{name[5:]}.jsonl"
     journal_path.touch()
     entries, good = read_journal(journal_path)
@@ -123,7 +114,7 @@ def acquire_slot(cache_dir: Path, tag: str) -> None:
     finally:
         os.close(dir_fd)
     _W.update(data=os.fdopen(fd, "r+b", buffering=0), journal=open(journal_path, "ab", buffering=0),  # noqa: SIM115
-              name=f"{name}.bin", end=committed)
+              name=f"{name}.bin", end=committed, lock=lock)
 
 
 def init_worker(cache_dir: str, tag: str) -> None:

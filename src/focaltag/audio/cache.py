@@ -14,7 +14,8 @@ A track's samples are contiguous, so a random chunk is one slice of a memory map
 appends the samples of a few tracks (about 60 s of audio: group commit, fsync costs ~5 ms), fsyncs the data
 file, and only then appends (and fsyncs) their journal lines; the reader ignores a torn last line and entries
 past the data file's end, so a killed run never exposes a partial track. On restart a worker truncates its data file back to the last committed byte, and tracks already in
-any journal (same source size and mtime) are skipped. Each worker holds an ``flock`` on its data file, so
+any journal (same source size and mtime) are skipped. Each worker holds the lock file of its data file
+(``data-*.lock``, :mod:`focaltag._locks`), so
 concurrent runs (cluster array jobs, ``--shard I/N``) never share a file.
 
 Why float16 rather than int16 (measured on the six shared real recordings and 30 synthetic tracks, decoded

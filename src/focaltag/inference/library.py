@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from focaltag._io import atomic_write
+from focaltag._locks import FileLock, lock_path, try_lock
 from focaltag._paths import escape_path, json_line, unescape_path
 from focaltag.audio.cache import shard_of
 from focaltag.errors import ConfigError, DataError
@@ -321,26 +322,23 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
     if output.exists() and output.is_dir():
         raise ConfigError(f"output {output} is a folder; give a file name such as {output / 'tags.jsonl'}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    out = open(output, "a", encoding="utf-8")  # noqa: SIM115 (closed below, after the lock is taken and used)
+    lock = _lock(output)
     try:
-        _lock(out, output)
-        return _tag_library(tagger, paths, output, out, refresh=refresh, shard=shard, top_k=top_k,
-                            on_result=on_result, on_recorded=on_recorded, progress=progress)
+        with open(output, "a", encoding="utf-8") as out:
+            return _tag_library(tagger, paths, output, out, refresh=refresh, shard=shard, top_k=top_k,
+                                on_result=on_result, on_recorded=on_recorded, progress=progress)
     finally:
-        out.close()
+        lock.release()
 
 
-def _lock(out: IO[str], output: Path) -> None:
-    """One run per output file at a time: two appending runs would interleave and tag everything twice."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, rely on the user
-        return
-    try:
-        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+def _lock(output: Path) -> FileLock:
+    """One run per output file at a time (``<output>.lock``): two appending runs would interleave and tag
+    everything twice."""
+    lock = try_lock(lock_path(output))
+    if lock is None:
         raise ConfigError(f"another focaltag run is writing {output}; wait for it, or give this one another "
-                          "-o (one per shard)") from None
+                          "-o (one per shard)")
+    return lock
 
 
 def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: Path, out: IO[str], *,

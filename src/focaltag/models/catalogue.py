@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from torch import nn
 from focaltag._cache import cache_root
 from focaltag._defaults import DEFAULT_MODEL  # what 'focaltag tag' uses without --model
 from focaltag._io import write_json, write_text
+from focaltag._locks import locked
 from focaltag.data.pinned import Pin, fetch_pinned, verify_pinned
 from focaltag.errors import CheckpointError, DownloadError, ModelError
 from focaltag.models import _checkpoint
@@ -240,21 +241,10 @@ def cached_path(name: str) -> Path:
     return folder if entry.kind == "ensemble" else folder / CHECKPOINT_FILE
 
 
-@contextlib.contextmanager
-def _lock(folder: Path) -> Iterator[None]:
+def _lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on ``folder/.lock`` so two processes do not pull the same model at once."""
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
-        yield
-        return
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return locked(folder / ".lock")
 
 
 def how_to_get(name: str) -> str:
