@@ -343,3 +343,37 @@ def test_the_default_deadline_scales_with_the_size() -> None:
     assert default_deadline(1_687_630) == pytest.approx(60 + 1_687_630 / 100_000)
     assert default_deadline(None) is None
     assert cli_timeouts(None) == (60.0, None) and cli_timeouts(5.0) == (5.0, 5.0)
+
+
+# -- a hostile file name meets a failed tag write (with issue 21's escaping of failures.tsv) -----------------
+def test_a_failed_write_of_a_hostile_name_round_trips_through_failures_tsv(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from _serve_server import small_model
+
+    pytest.importorskip("mutagen")
+    import focaltag.inference.filetags as ft
+    from focaltag.inference.library import read_failures
+
+    torch.manual_seed(1)
+    model = small_model(tmp_path / "small.pt")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    name = lib / "tab\there\nnewline\u2028sep\r.flac"
+    sf.write(name, 0.1 * np.random.default_rng(0).standard_normal(32000), 16000, format="FLAC")
+    raw = name.read_bytes()
+
+    def full_disk(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ft, "_save", full_disk)
+    out = tmp_path / "tags.jsonl"
+    assert main(["tag", str(lib), "-m", str(model), "--chunks", "1", "-o", str(out), "--write-tags"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert [path for path, _reason in read_failures(tmp_path / "tags.jsonl.failures.tsv")] == [str(name)]
+    assert name.read_bytes() == raw and sorted(lib.iterdir()) == [name]

@@ -30,7 +30,8 @@ def test_other_hosts_warn(host: str) -> None:
 
 @pytest.mark.parametrize(("options", "flag"), [
     ({"max_upload_mb": 0}, "--max-upload-mb"), ({"queue": 0}, "--queue"), ({"workers": 0}, "--workers"),
-    ({"port": 70000}, "--port"), ({"token": "has space"}, "token"),
+    ({"port": 70000}, "--port"), ({"token": "has space"}, "token"), ({"read_timeout": 0}, "--read-timeout"),
+    ({"request_timeout": -1}, "--request-timeout"), ({"allowed_hosts": ("a b",)}, "--allowed-host"),
 ])
 def test_bad_settings_are_one_line_config_errors(options: dict, flag: str) -> None:
     base = {"host": "127.0.0.1", "port": 8000, "token": None, "max_upload_mb": 1.0, "queue": 1, "workers": 1}
@@ -44,6 +45,40 @@ def test_token_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     config = ServeConfig.from_options(token=None, **args)
     assert config.token == "from-env" and config.max_upload_bytes == int(1.5 * 2**20)
     assert ServeConfig.from_options(token="flag", **args).token == "flag"
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("127.0.0.1:8000", "127.0.0.1"), ("LocalHost.", "localhost"), ("[::1]:8000", "[::1]"),
+    ("[0:0:0:0:0:0:0:1]", "[::1]"), ("music.local:80", "music.local"), ("", None), ("a b", None),
+    ("evil.example:99999", None), ("user@host", None), ("[::1", None),
+])
+def test_host_header_names(header: str, name: str | None) -> None:
+    from focaltag.serve.guard import host_name
+
+    assert host_name(header) == name
+
+
+def test_allowed_hosts_are_loopback_the_listen_host_and_the_extra_names() -> None:
+    from focaltag.serve.guard import allowed_host_names
+
+    assert allowed_host_names("127.0.0.1") == {"127.0.0.1", "localhost", "[::1]"}
+    assert allowed_host_names("::1", ["Music.Local"]) == {"127.0.0.1", "localhost", "[::1]", "music.local"}
+    assert allowed_host_names("0.0.0.0") == {"127.0.0.1", "localhost", "[::1]"}  # an address, not a name
+    assert "192.168.1.10" in allowed_host_names("192.168.1.10")
+    assert "--allowed-host" in (host_warning(ServeConfig(host="0.0.0.0")) or "")
+
+
+@pytest.mark.parametrize(("disposition", "name"), [
+    ('form-data; name="file"; filename="Мелодия.ogg"'.encode(), "Мелодия.ogg"),
+    (b"form-data; name=\"file\"; filename=\"a.mp3\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.mp3", "日本.mp3"),
+    (b"form-data; name=\"file\"; filename*=iso-8859-1'en'caf%E9.mp3", "café.mp3"),
+    (b'form-data; name="file"; filename="caf\xe9.mp3"', "café.mp3"),  # not UTF-8: Latin-1, byte for byte
+    (b'form-data; name="file"', None),
+])
+def test_upload_file_names_are_read_losslessly(disposition: bytes, name: str | None) -> None:
+    from focaltag.serve.uploads import filename_of
+
+    assert filename_of(disposition) == name
 
 
 def test_upload_names_lose_folders_and_control_characters() -> None:

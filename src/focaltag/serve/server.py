@@ -17,8 +17,11 @@ def host_warning(config: ServeConfig) -> str | None:
     """One line when the server listens beyond this machine (None for loopback hosts)."""
     if config.local_only:
         return None
+    names = "" if config.allowed_hosts else (
+        f"; it answers only requests for 127.0.0.1, localhost and {config.host}: add --allowed-host NAME for the "
+        "name others call it by")
     return (f"focaltag serve: warning: listening on {config.host}, so other machines can reach it"
-            + ("" if config.token else "; anyone on the network can use it, set --token"))
+            + ("" if config.token else "; anyone on the network can use it, set --token") + names)
 
 
 def run_server(registry: ModelRegistry, config: ServeConfig, *, access_log: bool = False) -> None:
