@@ -52,6 +52,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,16 @@ WON2020 = SHARED / "models" / "won2020"
 TARGET_X_REALTIME = 1000.0  # issue 17: per paper-size model on a 2-core machine, bf16
 TARGET_VS_PLAIN_PROCESS = 2.5  # issue 17: whole-process time against the plain float32 loop
 TARGET_RSS_MB = 1024.0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _maxrss_mb() -> float:
@@ -299,7 +310,7 @@ def bench_process(args: argparse.Namespace, ckpt: Path, files: list[Path]) -> di
     return out
 
 
-def _paper_resnet():
+def _paper_resnet(seed: int = 0):
     """The paper's ResNet, random weights, output bias spread (tag i: -0.5 i).
 
     Speed does not depend on the weights, but the bf16 close-call re-check does: with random weights and equal
@@ -310,7 +321,7 @@ def _paper_resnet():
 
     from focaltag.models import create_model
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model("short_chunk_resnet").eval()
     model.set_output_bias(-0.5 * torch.arange(model.n_tags, dtype=torch.float32))
     return model
@@ -366,6 +377,107 @@ def bench_architectures(args: argparse.Namespace, files: list[Path], audio_secon
     return out
 
 
+def _run_counting(tagger, files: list[Path], used: list[int]) -> dict[str, np.ndarray]:
+    out = {}
+    for r in tagger.tag_many(files):
+        out[r.file] = r.as_array()
+        used.append(r.chunks_used)
+    return out
+
+
+def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds: float) -> dict:
+    """fp32, int8, bf16 (only where native) and adaptive chunking for one paper-size model and for the default
+    ensemble's shape: four paper-size ResNets with random weights (the usc-sail-2020 weights cannot be fetched
+    offline; speed does not depend on the weights, the int8 error and re-check rate do). Fixed 16 chunks unless
+    the mode says ``adaptive``; ``auto_adaptive`` is what ``focaltag tag`` runs by default."""
+    from focaltag.inference.tagger import Tagger
+    from focaltag.precision import cpu_has_fast_bf16
+
+    out: dict = {}
+    shapes = {"one_model": [_paper_resnet()], "ensemble_4": [_paper_resnet(seed) for seed in range(4)]}
+    for label, models in shapes.items():
+        modes: dict[str, dict] = {"fp32": dict(precision="fp32"), "int8": dict(precision="int8")}
+        if cpu_has_fast_bf16():
+            modes["bf16"] = dict(precision="bf16")
+        modes["auto"] = dict(precision="auto")
+        modes["auto_adaptive"] = dict(precision="auto", adaptive=True)
+        modes["fp32_adaptive"] = dict(precision="fp32", adaptive=True)
+        taggers = {name: Tagger(models if len(models) > 1 else models[0], n_chunks=16, batch_size=args.batch_size,
+                                **kw) for name, kw in modes.items()}
+        used: dict[str, list[int]] = {name: [] for name in taggers}
+        runners = {"plain_fp32_loop": lambda m=models: _plain_mean(m, files)}
+        runners.update({name: (lambda t=t, u=used[name]: _run_counting(t, files, u)) for name, t in taggers.items()})
+        timings = round_robin(runners, args.repeats)
+        ref, plain = timings["fp32"]["probs"], timings["plain_fp32_loop"]["wall"]
+        section: dict = {"members": len(models),
+                         "plain_fp32_loop_x_realtime": round(audio_seconds / plain, 1)}
+        for name, tagger in taggers.items():
+            probs, wall = timings[name]["probs"], timings[name]["wall"]
+            section[name] = {
+                "precision": tagger.precision, "x_realtime": round(audio_seconds / wall, 1),
+                "vs_fp32_tagger": round(timings["fp32"]["wall"] / wall, 2), "vs_plain_loop": round(plain / wall, 2),
+                "max_abs_diff_vs_fp32": float(f"{max(np.abs(probs[f] - ref[f]).max() for f in ref):.2e}"),
+                "top5_equal_fp32": sum(_top5(probs[f]) == _top5(ref[f]) for f in ref),
+                "tracks": len(ref), "mean_chunks": round(float(np.mean(used[name])), 2),
+                "rechecked_per_run": round(tagger.n_rechecked / args.repeats, 2)}
+        out[label] = section
+    return out
+
+
+def _plain_mean(models: list, files: list[Path]) -> dict[str, np.ndarray]:
+    runs = [plain_loop(m, files, 16) for m in models]
+    return {f: np.mean([r[f] for r in runs], axis=0) for f in runs[0]}
+
+
+def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> dict:
+    """Adaptive chunking against the fixed 16 chunks, with Won et al.'s trained Jamendo FCN and CRNN (onnxruntime
+    float32, so only the chunking differs) on the shared recordings plus generated tracks: the share of tracks
+    whose top-5 (and decisions at a 0.1 threshold) equal the 16-chunk result, the mean chunks and the speed-up."""
+    import soundfile as sf
+
+    from focaltag.data.synth import render_tracks
+    from focaltag.inference.onnx_model import write_onnx
+    from focaltag.inference.tagger import Tagger
+    from focaltag.models import load_model
+    from focaltag.models.meta import model_meta
+
+    tags_file = WON2020 / "tags-jamendo-top50.txt"
+    if not tags_file.is_file():
+        return {"skipped": f"{WON2020} absent"}
+    generated = []
+    for i, wave in enumerate(render_tracks(args.generated, seed=7, sample_rate=16000, duration=120.0)):
+        generated.append(tmp / f"generated-{i}.wav")
+        sf.write(generated[-1], wave, 16000)
+    tracks = [*files, *generated]
+    tags = [t.strip() for t in tags_file.read_text().splitlines() if t.strip()]
+    out: dict = {"tracks_shared": len(files), "tracks_generated": len(generated)}
+    for arch in ("fcn", "crnn"):
+        model = load_model(WON2020 / f"jamendo-{arch}.pth", tag_names=tags).eval()
+        onnx_file = tmp / f"{arch}.onnx"
+        write_onnx([model], [1.0], model_meta(model), onnx_file)
+        for rule in ("top5", "decisions"):
+            thr = 0.1 if rule == "decisions" else None
+            fixed = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr)
+            adaptive = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr, adaptive=True)
+            t0 = time.perf_counter()
+            ref = list(fixed.tag_many(tracks))
+            t_fixed = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            got = list(adaptive.tag_many(tracks))
+            t_adaptive = time.perf_counter() - t0
+            same_top = [[t for t, _ in a.top] == [t for t, _ in b.top] for a, b in zip(got, ref, strict=True)]
+            same_dec = [a.decisions == b.decisions for a, b in zip(got, ref, strict=True)]
+            out[f"{arch}_{rule}"] = {
+                "top5_equal_share": round(float(np.mean(same_top)), 3),
+                "decisions_equal_share": round(float(np.mean(same_dec)), 3) if thr is not None else None,
+                "decision_agreement_per_tag": round(float(np.mean([
+                    a.decisions[k] == b.decisions[k] for a, b in zip(got, ref, strict=True) for k in a.decisions
+                ])), 4) if thr is not None else None,
+                "mean_chunks": round(float(np.mean([r.chunks_used for r in got])), 2),
+                "speedup": round(t_fixed / t_adaptive, 2)}
+    return out
+
+
 def _macs_per_chunk(model) -> float:
     """Multiply-accumulates of one chunk's forward, counted from the convolution and linear layers' shapes."""
     import torch
@@ -406,14 +518,58 @@ def _gemm_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def _int8_gops(size: int = 2048, repeats: int = 5) -> float | None:
+    """Best-of GOP/s of a square int8 matmul through onnxruntime (MLAS picks VNNI / AVX2 kernels by CPUID)."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.integers(0, 255, (size, size), dtype=np.uint8),
+            "b": rng.integers(-127, 127, (size, size), dtype=np.int8)}
+    session.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - t0)
+    del onnx
+    return 2 * size ** 3 / best / 1e9
+
+
+def native_peaks() -> dict[str, float]:
+    """Matmul peak (G op/s) of every precision this CPU runs natively: fp32 always, bf16 only with AVX512-BF16 /
+    AMX (elsewhere it is emulated and not a ceiling), int8 where onnxruntime is installed."""
+    from focaltag.precision import cpu_has_fast_bf16
+
+    peaks = {"fp32": _gemm_gflops("float32")}
+    if cpu_has_fast_bf16():
+        peaks["bf16"] = _gemm_gflops("bfloat16")
+    int8 = _int8_gops()
+    if int8 is not None:
+        peaks["int8"] = int8
+    return peaks
+
+
 def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seconds: float,
                   modes: dict) -> dict:
-    """What this machine allows at most: the forward at the bf16 matmul peak plus decoding on all threads.
+    """What this machine allows at most: the forward at the fastest native precision's matmul peak plus decoding.
 
     ``wall >= 2 * MACs * chunks / peak + decode_cpu / threads``: every multiply-accumulate of the network at the
-    speed of a large bf16 matmul (which no convolution reaches), and decoding spread over the threads with
-    perfect overlap. The measured parts: decoding alone (the tagger's reader, CPU seconds) and the bf16 forward
-    alone on already-decoded chunks.
+    speed of a large matmul in the fastest precision this CPU runs natively (:func:`native_peaks`; no convolution
+    reaches it), and decoding spread over the threads with perfect overlap. So every mode's share of it is at most
+    1. The measured parts: decoding alone (the tagger's reader, CPU seconds) and the bf16 forward alone on
+    already-decoded chunks.
     """
     from focaltag.inference.chunking import iter_chunks
     from focaltag.inference.tagger import Tagger
@@ -431,11 +587,13 @@ def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seco
         tagger.predict_chunks(every)
         forward = min(forward, time.perf_counter() - t0)
     macs = _macs_per_chunk(model)
-    peak = _gemm_gflops("bfloat16")
+    peaks = native_peaks()
+    fastest = max(peaks, key=lambda k: peaks[k])
+    peak = peaks[fastest]
     bound = 2 * macs * len(every) / (peak * 1e9) + decode_cpu / args.threads
     best = max(v["x_realtime"] for k, v in modes.items() if k != "plain_fp32_loop")
     return {"gmacs_per_chunk": round(macs / 1e9, 3), "chunks": int(len(every)),
-            "bf16_matmul_gflops": round(peak, 1), "fp32_matmul_gflops": round(_gemm_gflops("float32"), 1),
+            "native_matmul_gops": {k: round(v, 1) for k, v in peaks.items()}, "ceiling_precision": fastest,
             "decode_cpu_s": round(decode_cpu, 3), "forward_bf16_s": round(forward, 3),
             "forward_bf16_gflops": round(2 * macs * len(every) / forward / 1e9, 1),
             "forward_only_x_realtime": round(audio_seconds / forward, 1),
@@ -457,6 +615,13 @@ def main() -> None:
     parser.add_argument("--skip-process", action="store_true", help="skip the whole-process comparison")
     parser.add_argument("--skip-arch", action="store_true", help="skip the per-architecture section")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="approximate an AVX2-only CPU: oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA) and bf16 "
+                        "treated as not native; onnxruntime still picks its kernels by CPUID (VNNI where present), "
+                        "so its figures are this CPU's, not an AVX2 CPU's")
+    parser.add_argument("--only-precisions", action="store_true",
+                        help="only the precision / adaptive-chunking sections (and the ceiling)")
+    parser.add_argument("--generated", type=int, default=12, help="generated tracks in the adaptive section")
     parser.add_argument("--rss-child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--plain-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -467,10 +632,16 @@ def main() -> None:
         plain_child(args.plain_child)
         return
 
+    if args.emulate_avx2:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # read when torch loads oneDNN: before the import below
     import soundfile as sf
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.emulate_avx2:
+        from focaltag import precision as _precision
+
+        _precision.cpu_has_fast_bf16 = lambda *a: False  # type: ignore[assignment]
     from focaltag.inference.chunking import iter_chunks
     from focaltag.inference.tagger import Tagger
     from focaltag.models import save_model
@@ -488,10 +659,19 @@ def main() -> None:
     report: dict = {"bench": "tag", "model": "short_chunk_resnet paper width=128 (random init)",
                     "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                     "threads": args.threads, "cpu_count": os.cpu_count(), "cpu_fast_bf16": cpu_has_fast_bf16(),
+                    "emulated_avx2": args.emulate_avx2, "cpu": _cpu_name(),
                     "load_avg_1min_before": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "torch": torch.__version__, "tracks": len(files),
                     "source": source, "audio_seconds": round(audio_seconds, 1), "chunks_per_track": args.chunks,
                     "batch_size": args.batch_size, "repeats": args.repeats}
+
+    if args.only_precisions:
+        report["precisions"] = bench_precisions(args, files, audio_seconds)
+        report["adaptive"] = bench_adaptive(args, files, tmp)
+        report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps(report))
+        return
 
     probe = Tagger(model, n_chunks=args.chunks)  # the chunk reader alone: seek (only the chunks) vs stream (all)
     for method in ("seek", "stream"):
@@ -514,6 +694,8 @@ def main() -> None:
     report["best_x_realtime_cpu_bound"] = max(m["x_realtime_cpu_bound"] for m in tagger_modes.values())
 
     report["ceiling"] = bench_ceiling(args, model, files, audio_seconds, modes)
+    report["precisions"] = bench_precisions(args, files, audio_seconds)
+    report["adaptive"] = bench_adaptive(args, files, tmp)
     if not args.skip_process:
         report["process"] = bench_process(args, ckpt, files)
     if not args.skip_arch:
@@ -531,9 +713,7 @@ def main() -> None:
         report["rss_target_mb"] = TARGET_RSS_MB
         report["meets_rss_target"] = tagged["maxrss_mb"] < TARGET_RSS_MB
     report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
-    for path in tmp.iterdir():
-        path.unlink()
-    tmp.rmdir()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report))
 
 

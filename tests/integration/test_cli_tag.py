@@ -102,7 +102,8 @@ def test_corrupt_file_is_reported_and_the_rest_tagged(music_dir: Path, tiny_mode
 @pytest.mark.parametrize(("argv", "message"), [
     (["--model", "/nonexistent/model.pt"], "model not found"),
     (["--model", "AUDIO"], "is an audio file, not a model"),
-    (["--chunks", "0"], "--chunks must be > 0"),
+    (["--chunks", "0"], "--chunks must be 'auto' or a positive integer"),
+    (["--chunks", "many"], "--chunks must be 'auto' or a positive integer"),
 ])
 def test_usage_errors_exit_2(argv: list[str], message: str, music_dir: Path, tiny_model: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:

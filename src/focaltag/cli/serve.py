@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="NAME",
                    help="also answer requests for this Host name (repeatable; '*' for any); by default only "
                    "127.0.0.1, localhost, [::1] and --host are answered, which keeps web pages out (DNS rebinding)")
-    p.add_argument("--chunks", type=int, default=16, metavar="N",
-                   help="evenly spaced chunks per track unless a request says otherwise")
+    p.add_argument("--chunks", default="auto", metavar="N|auto",
+                   help="evenly spaced chunks per track unless a request says otherwise; auto (the default): "
+                   "adaptive chunking, at least 4 and at most 16, as 'focaltag tag --chunks auto'")
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help="per-tag thresholds from 'focaltag evaluate --save-thresholds' for every model; adds yes/no "
                    "decisions. Default: a catalogue model's own, where it has them; 'none' turns decisions off")
@@ -57,8 +58,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from focaltag.serve.config import ServeConfig, require_serve
 
     require_serve()
-    if args.chunks < 1:
-        raise ConfigError(f"serve: --chunks must be >= 1, got {args.chunks}")
+    from focaltag.inference.adaptive import parse_chunks
+
+    chunks = parse_chunks(args.chunks)
     from focaltag.devices import resolve_device
 
     resolve_device(args.device)  # before the server starts: '--device gpu' is one line, not a failed request
@@ -68,9 +70,8 @@ def run_serve(args: argparse.Namespace) -> int:
                                       allowed_hosts=tuple(args.allowed_hosts))
     from focaltag.serve.registry import ModelRegistry
 
-    options: dict[str, Any] = {"n_chunks": args.chunks, "thresholds": thresholds_option(args.thresholds),
-                               "device": args.device,
-                               "precision": args.precision}
+    options: dict[str, Any] = {"n_chunks": chunks or 16, "thresholds": thresholds_option(args.thresholds),
+                               "device": args.device, "precision": args.precision, "adaptive": chunks is None}
     if args.models:
         registry = ModelRegistry(args.models, **options)
     else:

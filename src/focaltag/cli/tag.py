@@ -43,8 +43,11 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (torch runtime "
                    "only)")
     p.add_argument("--precision", choices=TAG_PRECISIONS, default="auto",
-                   help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere "
-                   "(Musicnn stays float32 on CPUs, where bf16 did not pay off); the spectrogram-reading "
+                   help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs; on other CPUs int8 through "
+                   "onnxruntime for the paper ResNet (with the onnx extra installed; quantized once on generated "
+                   "audio and cached; close calls re-checked in float32), float32 elsewhere; int8 forces it "
+                   "(architectures without an int8 recipe stay float32; Musicnn stays float32 on CPUs, where bf16 "
+                   "did not pay off); the bf16 spectrogram-reading "
                    "layers are computed to float32 grade and tracks whose top-5 or a decision is within 0.005 are "
                    "recomputed in float32, so the top tags are float32's; fp32 opts out, exactly (torch runtime "
                    "only)")
@@ -59,8 +62,11 @@ def _register_tag(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
     _add_models(p, required=False)
     cover = p.add_mutually_exclusive_group()
-    cover.add_argument("--chunks", type=int, default=argparse.SUPPRESS, metavar="N",
-                       help="evenly spaced chunks per track, the positions evaluation uses (default: 16)")
+    cover.add_argument("--chunks", default=argparse.SUPPRESS, metavar="N|auto",
+                       help="evenly spaced chunks per track, the positions evaluation uses; auto (the default): "
+                       "the same 16 positions in a low-discrepancy order, stopping once more chunks cannot change "
+                       "the decisions (or the top-k) under a bound from the chunks' spread: at least 4, at most 16 "
+                       "(the JSON 'chunks' says how many); a number N always uses N")
     cover.add_argument("--hop", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                        help="sliding window with this hop instead of evenly spaced chunks")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
@@ -92,12 +98,14 @@ def _positive(parser_name: str, **values: float | None) -> None:
 
 def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
+    from focaltag.inference.adaptive import parse_chunks
     from focaltag.inference.files import collect_audio
     from focaltag.inference.tagger import Tagger, TagResult
     from focaltag.inference.writers import get_writer
 
-    chunks, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
-    _positive("tag", chunks=chunks, hop=hop, batch_size=args.batch_size)
+    chunks_arg, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
+    chunks = None if chunks_arg is None else parse_chunks(chunks_arg)
+    _positive("tag", hop=hop, batch_size=args.batch_size)
     if args.top_k < 0:
         raise ConfigError(f"tag: --top-k must be >= 0, got {args.top_k}")
     _library.check_library_args(args)
@@ -106,7 +114,9 @@ def run_tag(args: argparse.Namespace) -> int:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
     if not args.models:
         logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
+    adaptive = chunks is None and hop is None and args.taggram is None  # --chunks auto, the default
     tagger = Tagger(args.models or DEFAULT_MODEL, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
+                    adaptive=adaptive,
                     runtime=args.runtime, device=args.device, optimize=args.optimize, precision=args.precision,
                     thresholds=thresholds_option(args.thresholds), top_k=args.top_k, **_library.tagger_extra(args))
     if tagger.resolved.thresholds is not None and args.thresholds is None:
@@ -115,10 +125,12 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.output is not None:
         return _library.run_library(args, tagger)
     file_tags = _library.file_tag_writer(args, tagger)
-    if args.taggram is not None and hop is None and chunks is None:
+    if args.taggram is not None and hop is None and chunks_arg is None:
         tagger.hop_seconds = tagger.chunk_samples / tagger.sample_rate / 2  # a finer time axis for the plot
     logger.info("tagging %d file(s) with %d model(s), %s, precision %s", len(files), len(tagger.members),
-                f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else f"{tagger.n_chunks} chunks per track",
+                f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else
+                f"up to {tagger.n_chunks} chunks per track (adaptive)" if tagger.adaptive else
+                f"{tagger.n_chunks} chunks per track",
                 tagger.precision)
     from focaltag._progress import progress
 

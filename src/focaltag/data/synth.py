@@ -9,6 +9,7 @@ it show that the pipeline works and that models learn, not how they do on MTG-Ja
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from focaltag.data.metadata import OFFICIAL_COLUMNS, SUBSETS
 from focaltag.data.tags import MOODTHEME_PREFIX, MOODTHEME_TRAIN_COUNTS
 from focaltag.errors import DataError
 
-__all__ = ["synthesize_dataset", "SynthSummary", "SYNTHETIC_NOTICE", "tag_signatures"]
+__all__ = ["synthesize_dataset", "SynthSummary", "SYNTHETIC_NOTICE", "tag_signatures", "render_tracks"]
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,17 @@ def _render(plan: _TrackPlan, seed: int, out_rate: int) -> np.ndarray:
     mono = soxr.resample(mono.astype(np.float32), sr, out_rate, quality="HQ")
     stereo = np.stack([mono * pan, mono * (2 - pan) / 1.2], axis=1)
     return np.clip(stereo, -1.0, 1.0).astype(np.float32)
+
+
+def render_tracks(n_tracks: int, *, seed: int = 0, sample_rate: int = 16000,
+                  duration: float = 30.0) -> list[np.ndarray]:
+    """``n_tracks`` generated mono tracks of ``duration`` seconds at ``sample_rate`` (float32, deterministic).
+
+    Audio that focaltag makes itself, for work that must not read a user's files: int8 calibration
+    (:mod:`focaltag.inference.int8`).
+    """
+    plans = [dataclasses.replace(p, duration=float(duration)) for p in _plan(max(n_tracks, 30), seed, 20.0, 60.0)]
+    return [_render(p, seed, sample_rate).mean(axis=1, dtype=np.float32) for p in plans[:n_tracks]]
 
 
 def _write_track(args: tuple[_TrackPlan, int, int, str]) -> bool:

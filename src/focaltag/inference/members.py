@@ -63,7 +63,8 @@ class TorchMember:
 
         meta = model_meta(model)
         self.name = name
-        self.precision: str = resolve_model_precision(precision, device, model)
+        resolved = resolve_model_precision(precision, device, model)
+        self.precision: str = "fp32" if resolved == "int8" else resolved  # int8 members are Int8Member (_load)
         self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
@@ -135,6 +136,10 @@ def _load(source: MemberSource, *, runtime: Runtime, device: str, optimize: Opti
         from focaltag.models import load_model
 
         model = load_model(path)
+    if resolve_model_precision(precision, device, model) == "int8":
+        from focaltag.inference.int8 import Int8Member
+
+        return Int8Member(model, name=source.name)
     return TorchMember(model, name=source.name, device=device, optimize=optimize, precision=precision)
 
 
@@ -142,6 +147,8 @@ def check_runtime(runtime: str, device: str, precision: str) -> str:
     """Check the runtime options before any model is read; returns the torch device to use."""
     if runtime not in ("torch", "onnx"):
         raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if runtime == "onnx" and precision == "int8":
+        raise ConfigError("precision int8 runs through onnxruntime already; drop --runtime onnx")
     if runtime == "onnx" and precision == "bf16":
         raise ConfigError("precision bf16 needs the torch runtime (onnxruntime runs float32); use --precision auto "
                           "or fp32 with --runtime onnx")

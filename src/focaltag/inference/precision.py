@@ -16,18 +16,19 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from focaltag.precision import PRECISIONS, Precision, RunPrecision, autocast, device_kind, resolve_precision
+from focaltag.errors import ConfigError
+from focaltag.precision import PRECISIONS, Precision, autocast, device_kind, resolve_precision
 
 __all__ = ["Precision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
            "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES", "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
 
-TAG_PRECISIONS: tuple[str, ...] = PRECISIONS
+TAG_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")
 """The ``--precision`` choices of ``tag``, ``predict`` and ``serve`` and what ``Tagger(precision=...)`` accepts:
-the shared :data:`focaltag.precision.PRECISIONS`, plus any inference-only precision added here."""
+the shared :data:`focaltag.precision.PRECISIONS`, plus ``int8`` (:mod:`focaltag.inference.int8`)."""
 
-REDUCED_PRECISIONS: frozenset[str] = frozenset({"bf16"})
+REDUCED_PRECISIONS: frozenset[str] = frozenset({"bf16", "int8"})
 """Resolved precisions that approximate float32: a track whose top tags or decisions hang on a gap smaller than
 ``Tagger.recheck_margin`` is recomputed in float32 when any member runs in one of these."""
 
@@ -43,11 +44,37 @@ not pay off for them in ``bench/tag.py`` (figures in the README): Musicnn's 3 s 
 its close-call re-checks cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
 
 
-def resolve_model_precision(precision: str, device: Any, model: Any) -> RunPrecision:
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_model_precision(precision: str, device: Any, model: Any) -> str:
     """:func:`focaltag.precision.resolve_precision` for one model: ``auto`` also keeps :data:`AUTO_FP32_ON_CPU`
-    float32 on CPUs."""
-    resolved = resolve_precision(precision, device)
-    if precision == "auto" and device_kind(device) == "cpu" and str(getattr(model, "model_name", "")) in AUTO_FP32_ON_CPU:
+    float32 on CPUs, and runs int8 (:data:`focaltag.inference.int8.INT8_AUTO`) on CPUs without fast bf16 where
+    onnxruntime is installed (``"bf16"``, ``"fp32"`` or ``"int8"``).
+
+    ``int8`` asked for explicitly runs the architectures with an int8 recipe and keeps the others float32 (a
+    warning names them); it needs a CPU device and onnxruntime (``pip install 'focaltag[onnx]'``).
+    """
+    from focaltag.inference.int8 import INT8_AUTO
+
+    kind = device_kind(device)
+    arch = str(getattr(model, "model_name", ""))
+    if precision == "int8":
+        if kind != "cpu":
+            raise ConfigError(f"precision int8 runs on the CPU, not {kind}; use --precision auto (or fp32)")
+        if arch not in INT8_AUTO:
+            logger.warning("precision int8: %s has no int8 recipe (int8 runs %s); it runs in float32",
+                           arch or type(model).__name__, ", ".join(INT8_AUTO))
+            return "fp32"
+        return "int8"
+    resolved: str = resolve_precision(precision, device)
+    if (precision == "auto" and kind == "cpu" and resolved == "fp32" and INT8_AUTO.get(arch, False)
+            and _onnxruntime_available()):
+        return "int8"
+    if precision == "auto" and kind == "cpu" and arch in AUTO_FP32_ON_CPU:
         return "fp32"
     return resolved
 

@@ -38,6 +38,7 @@ class ReadSettings:
     n_chunks: int = 16
     hop_samples: int | None = None
     method: ReadMethod = "auto"
+    adaptive: bool = False  # hand a file's chunks over in low-discrepancy order (adaptive chunking)
 
     def plan(self, path: str | os.PathLike[str]) -> ChunkPlan:
         """Chunk positions for a file, from its header only."""
@@ -106,6 +107,12 @@ def read_one(index: int, item: Any, sr: int | None, settings: ReadSettings) -> I
         else:
             plan, wave = settings.plan_waveform(item, sr, name)
             chunks = cut_chunks(wave, plan.starts, plan.chunk_samples)
+        if settings.adaptive and plan.n_chunks > 1:
+            # decoded in one pass as always (no extra seeks), handed over so that any prefix spans the track
+            from focaltag.inference.adaptive import ld_order
+
+            decoded = dict(chunks)
+            chunks = iter([(i, decoded[i]) for i in ld_order(plan.n_chunks)])
         yield Start(index, plan, wave)
         for position, samples in chunks:
             yield Chunk(index, position, samples)

@@ -21,6 +21,7 @@ import numpy as np
 
 from focaltag.audio.chunks import cut_chunks
 from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagError
+from focaltag.inference.adaptive import AdaptiveRule, ld_order
 from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks
 from focaltag.inference.members import Optimize, Runtime, check_runtime, load_members
 from focaltag.inference.precision import Precision, is_reduced
@@ -59,8 +60,10 @@ class TagResult:
     chunk_times: np.ndarray = field(repr=False)
     chunk_seconds: float = 0.0
     decisions: dict[str, bool] | None = None
-    precision: str = "fp32"  # the network's precision: "bf16" (autocast) or "fp32"
+    precision: str = "fp32"  # the network's precision: "bf16" (autocast), "int8" or "fp32"
     model: str = ""  # the catalogue name or the checkpoint's file name ("+"-joined for several)
+    chunks_used: int = 0  # chunks averaged (adaptive chunking may stop before the plan's count)
+    chunks_planned: int = 0  # chunks of the fixed protocol for this track (the adaptive maximum)
     ok: bool = field(default=True, init=False)
 
     def as_array(self) -> np.ndarray:
@@ -125,6 +128,14 @@ bf16 rounding resolves; the test re-checks 1 or 2 tracks in 6 per trained model.
 layer in bf16, CRNN's 6.2e-3 error), 0.004 (float32 islands under autocast, 1.3e-3)."""
 
 
+def _member_margin(member: Any) -> float:
+    """The re-check margin a member's precision needs (0 for float32 members)."""
+    precision = getattr(member, "precision", "fp32")
+    if precision == "bf16":
+        return BF16_RECHECK_MARGIN
+    return float(getattr(member, "recheck_margin", 0.0)) if precision == "int8" else 0.0
+
+
 class _Pending:
     """Accumulates one file's chunk probabilities until every chunk has been through every model."""
 
@@ -138,6 +149,11 @@ class _Pending:
         self.probs = np.zeros((n, n_tags), dtype=np.float64)
         self.remaining = n
         self.produced = plan is None  # all chunks handed over by the reader
+        # adaptive chunking: chunks in low-discrepancy order; ``used`` is set once the outcome is settled
+        self.order = ld_order(n)
+        self.computed = np.zeros(n, dtype=bool)
+        self.checked = 0  # chunks (a prefix of ``order``) already judged by the stopping rule
+        self.used: list[int] | None = None
 
 
 class Tagger:
@@ -158,8 +174,9 @@ class Tagger:
             faster on CPU in ``bench/tag.py``, so not the default; bf16 always runs channels_last) or ``"compile"``
             (channels_last + ``torch.compile``; a one-off compilation). The model is put in eval mode and converted
             in place. (Default: ``"none"``)
-        precision (str): ``"auto"`` (bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs, float32 elsewhere),
-            ``"bf16"`` or ``"fp32"``. bf16 runs a copy of the network made by
+        precision (str): ``"auto"`` (bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs; int8 for the paper
+            ResNet on other CPUs with onnxruntime installed, :mod:`focaltag.inference.int8`; float32 elsewhere),
+            ``"bf16"``, ``"int8"`` or ``"fp32"``. bf16 runs a copy of the network made by
             :func:`focaltag.inference.precision.bf16_inference_model` (bf16 weights, channels_last, the layers of
             FCN, CRNN and the paper ResNet that read the spectrogram computed to float32 grade), which keeps
             probabilities within :data:`BF16_RECHECK_MARGIN` / 2 of float32 (speed: ``bench/tag.py``). ``auto``
@@ -175,21 +192,31 @@ class Tagger:
         read (str): how files are read: ``"auto"`` (seek when possible), ``"seek"``, ``"stream"``, ``"whole"``.
         prefetch (bool): decode ahead in background threads while the network runs; ``False`` decodes in the
             calling thread (as ``workers=0``). (Default: ``True``)
-        workers (int): decoding threads (files are read in parallel, their chunks share batches); memory stays
-            bounded by a queue of about two batches of chunks plus one file being read per worker
-            (:func:`focaltag.inference.reading.read_events`). (Default: ``2``)
-        recheck_margin (float): with bf16, a track whose top-k order (or a threshold decision) hangs on a
-            probability gap smaller than this is read again and recomputed in float32, so bf16 does not change
-            the top tags or decisions float32 gives; such a result reports ``precision`` ``"fp32"``. The default
-            is twice bf16's measured error bound, so only genuine near-ties pay for it; ``0`` turns it off.
-            (Default: ``BF16_RECHECK_MARGIN`` = 0.005)
+        workers (int | None): decoding threads (files are read in parallel, their chunks share batches); memory
+            stays bounded by a queue of about two batches of chunks plus one file being read per worker
+            (:func:`focaltag.inference.reading.read_events`). ``None``: one budget with the network's intra-op
+            threads that never exceeds the usable cores (:func:`focaltag._resources.thread_budget`: below 4 cores
+            decoding runs in the calling thread between batches and the network gets every core; above, a
+            quarter of the cores, at most 2, decode). A number is taken as given. (Default: ``None``)
+        recheck_margin (float | None): with bf16 or int8, a track whose top-k order (or a threshold decision)
+            hangs on a probability gap smaller than this is read again and recomputed in float32, so the reduced
+            precision does not change the top tags or decisions float32 gives; such a result reports
+            ``precision`` ``"fp32"``. ``None``: the largest margin the members' precisions need, each about twice
+            its measured error bound (bf16: :data:`BF16_RECHECK_MARGIN`; int8:
+            ``focaltag.inference.int8.INT8_RECHECK_MARGIN``), so only genuine near-ties pay for it; ``0`` turns
+            it off. (Default: ``None``)
+        adaptive (bool | AdaptiveRule): adaptive chunking: visit the ``n_chunks`` positions in a low-discrepancy
+            order and stop once more chunks cannot change the decisions (or the ordered top-k) under the bound of
+            :mod:`focaltag.inference.adaptive` (at least ``MIN_CHUNKS`` = 4, at most ``n_chunks``); each result's
+            ``chunks_used`` says how many it averaged. Not with ``hop_seconds``. ``focaltag tag --chunks auto``
+            (its default) turns it on; ``predict`` and evaluation keep the fixed protocol. (Default: ``False``)
     """
 
     def __init__(self, model_or_models: ModelSpecs | ResolvedModel, *, n_chunks: int = 16, hop_seconds: float | None = None,
                  batch_size: int | None = None, runtime: Runtime = "torch", device: str = "cpu",
                  optimize: Optimize = "none", precision: Precision = "auto", thresholds: Thresholds = "auto",
-                 top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int = 2,
-                 recheck_margin: float = BF16_RECHECK_MARGIN) -> None:
+                 top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int | None = None,
+                 recheck_margin: float | None = None, adaptive: bool | AdaptiveRule = False) -> None:
         if n_chunks < 1:
             raise ConfigError(f"n_chunks must be >= 1, got {n_chunks}")
         if hop_seconds is not None and not hop_seconds > 0:
@@ -201,11 +228,17 @@ class Tagger:
             raise ConfigError(f"top_k must be >= 0, got {top_k}")
         if read not in ("auto", "seek", "stream", "whole"):
             raise ConfigError(f"read must be 'auto', 'seek', 'stream' or 'whole', got {read!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise ConfigError(f"workers must be an integer >= 0 (decoding threads), got {workers!r}")
-        if not 0 <= recheck_margin < 1:
+        if recheck_margin is not None and not 0 <= recheck_margin < 1:
             raise ConfigError(f"recheck_margin must be in [0, 1), got {recheck_margin}")
+        if adaptive and hop_seconds is not None:
+            raise ConfigError("adaptive chunking (--chunks auto) needs evenly spaced chunks, not a sliding window "
+                              "(--hop); give --chunks N with --hop")
+        from focaltag._resources import thread_budget, tune_allocator
+
         check_runtime(runtime, device, precision)  # a bad --device is one line before any model is read
+        tune_allocator()  # keep activation buffers in the process (glibc): see focaltag._resources
         resolved = model_or_models if isinstance(model_or_models, ResolvedModel) else resolve_model(model_or_models)
         self.resolved = resolved
         self.members = load_members(resolved, runtime=runtime, device=device, optimize=optimize, precision=precision)
@@ -219,10 +252,19 @@ class Tagger:
         self.batch_size: int = batch_size or (CPU_BATCH_SIZE if on_cpu else GPU_BATCH_SIZE)
         self.n_chunks, self.hop_seconds = n_chunks, hop_seconds
         self.top_k, self.read, self.prefetch = top_k, read, prefetch
-        self.workers = workers if prefetch else 0
-        self.recheck_margin = float(recheck_margin)
+        if workers is None and on_cpu:  # one budget: decoding threads + the network's threads <= the cores
+            import torch
+
+            workers, intra = thread_budget(2)
+            if torch.get_num_threads() > intra:
+                torch.set_num_threads(intra)
+        self.workers = (2 if workers is None else workers) if prefetch else 0
+        self.recheck_margin = float(max((_member_margin(m) for m in self.members), default=0.0)
+                                    if recheck_margin is None else recheck_margin)
         self.n_rechecked = 0  # bf16 results recomputed in float32 so far (bench/tag.py reports the rate)
         self.thresholds = _resolve_thresholds(thresholds, self.tag_names, resolved.thresholds)
+        self.adaptive: AdaptiveRule | None = (adaptive if isinstance(adaptive, AdaptiveRule)
+                                              else AdaptiveRule() if adaptive else None)
 
     @property
     def precision(self) -> str:
@@ -231,7 +273,7 @@ class Tagger:
 
     @property
     def reduced(self) -> bool:
-        """Whether any member approximates float32 (bf16), so close calls are re-checked in float32."""
+        """Whether any member approximates float32 (bf16, int8), so close calls are re-checked in float32."""
         return any(is_reduced(p) for p in self.member_precisions)
 
     # -- the network ---------------------------------------------------------------------------------------
@@ -273,14 +315,15 @@ class Tagger:
         plan = item.plan
         assert plan is not None
         try:
-            if item.chunks is not None and len(item.chunks) == plan.n_chunks:
+            rows = item.used if item.used is not None else list(range(plan.n_chunks))
+            if item.chunks is not None and all(i in item.chunks for i in rows):
                 pairs = iter(item.chunks.items())  # kept from the bf16 pass: no second decode
             elif item.wave is not None:
                 pairs = cut_chunks(item.wave, plan.starts, plan.chunk_samples)
             else:
                 pairs = iter_chunks(plan, method=self.read)
             chunks = dict(pairs)
-            item.probs = self.predict_chunks(np.stack([chunks[i] for i in range(plan.n_chunks)]), precision="fp32")
+            item.probs[rows] = self.predict_chunks(np.stack([chunks[i] for i in rows]), precision="fp32")
             item.rechecked = True
             self.n_rechecked += 1
         except FocaltagError as err:
@@ -296,7 +339,7 @@ class Tagger:
     def _settings(self) -> ReadSettings:
         """How inputs are planned and read now (``n_chunks`` and ``hop_seconds`` may change between calls)."""
         return ReadSettings(self.sample_rate, self.chunk_samples, n_chunks=self.n_chunks,
-                            hop_samples=self.hop_samples, method=self.read)
+                            hop_samples=self.hop_samples, method=self.read, adaptive=self.adaptive is not None)
 
     def plan(self, path: str | os.PathLike[str]) -> ChunkPlan:
         """Chunk positions for a file, from its header only."""
@@ -324,23 +367,29 @@ class Tagger:
         next_out = 0  # index of the next result to yield
 
         def run_batch() -> None:
+            batch[:] = [b for b in batch if b[0].used is None]  # chunks of settled tracks are not needed
             if not batch:
                 return
             probs = self.predict_chunks(np.stack([c for _, _, c in batch]))
             for (item, ci, chunk), p in zip(batch, probs, strict=True):
                 item.probs[ci] = p
                 item.remaining -= 1
+                item.computed[ci] = True
                 if item.chunks is not None:
                     item.chunks[ci] = chunk
+            if self.adaptive is not None:
+                for item in {id(b[0]): b[0] for b in batch}.values():
+                    self._judge(item)
             batch.clear()
 
         def drain() -> Iterator[TagResult | TagFailure]:
             nonlocal next_out
             while (item := by_index.get(next_out)) is not None and (
-                    item.error is not None or (item.produced and item.remaining == 0)):
+                    item.error is not None or item.used is not None or (item.produced and item.remaining == 0)):
                 del by_index[next_out]
                 next_out += 1
-                if item.error is None and self._close_call(item.probs.mean(axis=0)):
+                rows = item.used if item.used is not None else slice(None)
+                if item.error is None and self._close_call(item.probs[rows].mean(axis=0)):
                     self._recheck(item)
                 item.chunks = None
                 yield self._finish(item)
@@ -354,26 +403,52 @@ class Tagger:
                 if event.wave is None and self._keeps_chunks(event.plan):
                     item.chunks = {}
             elif isinstance(event, Failure):
+                if event.index < next_out:  # settled and written already (adaptive): the rest was not needed
+                    continue
                 item = by_index.get(event.index) or by_index.setdefault(
                     event.index, _Pending(event.index, event.source, None, n_tags))
                 item.error = event.error
                 batch[:] = [b for b in batch if b[0] is not item]
             elif isinstance(event, Chunk):
-                batch.append((by_index[event.index], event.position, event.samples))
+                item = by_index.get(event.index)
+                if item is None or item.used is not None:  # settled (adaptive), maybe written already
+                    continue
+                batch.append((item, event.position, event.samples))
                 if len(batch) >= self.batch_size:
                     run_batch()
-            else:
+            elif event.index in by_index:
                 by_index[event.index].produced = True
             yield from drain()
         run_batch()
         yield from drain()
+
+    def _judge(self, item: _Pending) -> None:
+        """Adaptive chunking: apply the stopping rule at every checkpoint whose chunks are all computed.
+
+        Only the first ``k`` chunks in low-discrepancy order count at checkpoint ``k``, whatever else was computed
+        in the same batches, so a result does not depend on batching or decoding speed.
+        """
+        rule = self.adaptive
+        if rule is None or item.used is not None or item.plan is None:
+            return
+        n = item.plan.n_chunks
+        ready = item.checked
+        while ready < n and item.computed[item.order[ready]]:
+            ready += 1
+        for k in range(item.checked + 1, ready + 1):
+            if rule.is_checkpoint(k, n) and rule.stop(item.probs[item.order[:k]], n, top_k=self.top_k,
+                                                      thresholds=self.thresholds):
+                item.used = sorted(item.order[:k])
+                break
+        item.checked = ready
 
     def _finish(self, item: _Pending) -> TagResult | TagFailure:
         plan = item.plan
         if item.error is not None or plan is None:
             logger.warning("failed: %s", item.error)
             return TagFailure(item.source, str(item.error or "unknown error"), item.error, model=self.model_name)
-        track = item.probs.mean(axis=0)
+        rows = item.used if item.used is not None else list(range(plan.n_chunks))
+        track = item.probs[rows].mean(axis=0)
         tags = self.tag_names
         probabilities = {t: float(p) for t, p in zip(tags, track, strict=True)}
         order = np.argsort(-track, kind="stable")[: self.top_k]
@@ -384,8 +459,9 @@ class Tagger:
             decisions = dict(zip(tags, map(bool, decide(track, self.thresholds)), strict=True))
         return TagResult(
             file=plan.source, duration=plan.duration, tag_names=tags, probabilities=probabilities,
-            top=[(tags[j], float(track[j])) for j in order], chunk_probabilities=item.probs.astype(np.float32),
-            chunk_times=plan.times, chunk_seconds=self.chunk_samples / self.sample_rate, decisions=decisions,
+            top=[(tags[j], float(track[j])) for j in order], chunk_probabilities=item.probs[rows].astype(np.float32),
+            chunk_times=plan.times[rows], chunk_seconds=self.chunk_samples / self.sample_rate, decisions=decisions,
             precision="fp32" if item.rechecked else self.precision, model=self.model_name,
+            chunks_used=len(rows), chunks_planned=plan.n_chunks,
         )
 

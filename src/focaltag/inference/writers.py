@@ -10,7 +10,8 @@ results as it goes and an interrupted run keeps what it printed.
 * ``table``: one line per file with its top-k tags (short names) and probabilities; for humans.
 * ``json``: a JSON array, one object per file: ``file``, ``model`` (the catalogue name or the checkpoint's file
   name), ``duration`` (seconds), ``precision`` (the network's:
-  ``bf16`` or ``fp32``), ``tags`` ({tag: probability}
+  ``bf16``, ``int8`` or ``fp32``), ``chunks`` (chunks averaged; adaptive chunking may use fewer than the fixed
+  16), ``tags`` ({tag: probability}
   for every tag, full names), ``top`` ([{"tag", "probability"}] best first) and ``decisions`` ({tag: bool}) when
   thresholds were given; a failed file is ``{"file", "error"}``.
 * ``csv``: a header ``file,duration,error,<tag>...`` (+ ``predicted`` with ``;``-joined tags when thresholds
@@ -31,7 +32,7 @@ from focaltag.inference.tagger import TagFailure, TagResult
 
 __all__ = ["ResultWriter", "TableWriter", "JsonWriter", "CsvWriter", "WRITERS", "get_writer", "result_to_dict"]
 
-JSON_KEYS = ("file", "model", "duration", "precision", "tags", "top", "decisions")
+JSON_KEYS = ("file", "model", "duration", "precision", "chunks", "tags", "top", "decisions")
 """Keys of a JSON result object (``decisions`` only when thresholds were given)."""
 
 
@@ -45,6 +46,7 @@ def result_to_dict(result: TagResult | TagFailure, *, top_k: int | None = None) 
         "model": result.model,
         "duration": round(result.duration, 3),
         "precision": result.precision,
+        "chunks": result.chunks_used,
         "tags": {t: round(p, 6) for t, p in result.probabilities.items()},
         "top": [{"tag": t, "probability": round(p, 6)} for t, p in top],
     }

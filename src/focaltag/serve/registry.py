@@ -74,13 +74,15 @@ class ModelRegistry:
     """
 
     def __init__(self, specs: Sequence[str | Path], *, n_chunks: int = 16, thresholds: Thresholds = "auto",
-                 device: str = "cpu", precision: str | None = None) -> None:
+                 device: str = "cpu", precision: str | None = None, adaptive: bool = False) -> None:
         from focaltag.inference import Tagger
         from focaltag.models.resolve import combine, resolve_model
 
         if not specs:
             raise ConfigError("serve: no model given; pass a checkpoint with -m MODEL")
         options: dict[str, Any] = {"n_chunks": n_chunks, "thresholds": thresholds, "device": device}
+        if adaptive:  # adaptive chunking (serve --chunks auto); a request's own chunks run the fixed protocol
+            options["adaptive"] = True
         if precision is not None:
             if "precision" not in inspect.signature(Tagger).parameters:
                 raise ConfigError("serve: --precision is not supported by this focaltag's Tagger; leave it out")
@@ -127,6 +129,7 @@ class ModelRegistry:
             if variant is None:
                 variant = copy.copy(entry.tagger)
                 variant.n_chunks = n_chunks
+                variant.adaptive = None  # a request that names its chunks gets exactly that many
                 self._variants[key] = variant
                 while len(self._variants) > _MAX_VARIANTS:
                     self._variants.popitem(last=False)

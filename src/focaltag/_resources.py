@@ -1,0 +1,88 @@
+"""CPU resources of an inference process: glibc's allocator settings and one thread budget.
+
+**Allocator.** Tagging with torch eager on Linux spent as much time in the kernel as in the network (the paper
+ResNet and Won et al.'s FCN, ``../shared/notes/cpu-without-bf16.md``; one thread gives the same, so it is not
+OpenMP). The cause is glibc: every activation buffer above its mmap threshold (128 KiB, growing only up to what
+was last freed) is a fresh ``mmap``, unmapped again when freed, and every page of the next one faults in anew;
+smaller ones are trimmed back from the heap top. :func:`tune_allocator` raises the mmap threshold to glibc's
+maximum for ``mallopt`` (32 MiB on 64-bit) and turns trimming off, so the buffers are reused inside the process.
+Memory freed stays with the process (its peak is reached on the first batch anyway). It is called by the CLI's
+inference commands and by ``Tagger``, never by a plain ``import focaltag``. Buffers above 32 MiB (FCN's and CRNN's
+29 s chunks, batches of 4) are still mapped per call: ``mallopt`` refuses more, only ``GLIBC_TUNABLES`` at process
+start allows it; onnxruntime's arena (``--precision int8`` / the ONNX runtime) does not have the problem.
+
+**Threads.** :func:`thread_budget` splits the usable cores between decoding threads and the network's intra-op
+threads so that together they never exceed the cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+
+__all__ = ["tune_allocator", "usable_cores", "thread_budget", "MMAP_THRESHOLD_MAX"]
+
+logger = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+MMAP_THRESHOLD_MAX = 32 * 2 ** 20
+"""glibc's largest ``M_MMAP_THRESHOLD`` on 64-bit (``HEAP_MAX_SIZE / 2``; larger values are refused)."""
+_TRIM_OFF = 2 ** 62
+
+_lock = threading.Lock()
+_tuned: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """Keep freed activation buffers in the process (glibc only; idempotent). Returns whether it applied.
+
+    Skipped when the user already set malloc tunables or ``FOCALTAG_MALLOC=default``.
+    """
+    global _tuned
+    with _lock:
+        if _tuned is not None:
+            return _tuned
+        _tuned = False
+        if not sys.platform.startswith("linux") or os.environ.get("FOCALTAG_MALLOC", "") == "default":
+            return False
+        if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or os.environ.get("LD_PRELOAD"):
+            return False  # the user (or jemalloc / tcmalloc) chose already
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            gnu = ctypes.CFUNCTYPE(ctypes.c_char_p)(("gnu_get_libc_version", libc))
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return False  # musl or another libc: its allocator, its rules
+        del gnu
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
+        ok = mallopt(_M_TRIM_THRESHOLD, min(_TRIM_OFF, 2 ** 31 - 1)) == 1 and ok
+        _tuned = ok
+        logger.debug("glibc malloc: mmap threshold %d MiB, trimming off (%s)", MMAP_THRESHOLD_MAX >> 20,
+                     "applied" if ok else "refused")
+        return ok
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_budget(workers: int, cores: int | None = None) -> tuple[int, int]:
+    """``(decoding threads, intra-op threads)`` for ``workers`` requested decoding threads on ``cores`` cores.
+
+    Together they never exceed the cores: decoding gets a quarter of them (capped at ``workers``), the network
+    the rest. Below 4 cores that quarter is 0: decoding runs in the calling thread between batches and the network
+    gets every core (on 2 cores inline decoding measured faster than one or two decoding threads beside two
+    network threads, ``bench/tag.py``).
+    """
+    cores = usable_cores() if cores is None else max(1, int(cores))
+    decode = min(max(workers, 0), cores // 4)
+    return decode, cores - decode
