@@ -103,16 +103,18 @@ def test_int8_cache_and_auto_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda *a: False)
     assert prec.resolve_model_precision("auto", "cpu", model) == "int8"
     assert prec.resolve_model_precision("fp32", "cpu", model) == "fp32"
+    before = set(onnx_cache_dir().glob("*.onnx"))
     tagger = Tagger(model, precision="auto", workers=0)
     assert tagger.precision == "int8"
-    files = sorted(onnx_cache_dir().glob("*.onnx"))
+    files = sorted(set(onnx_cache_dir().glob("*.onnx")) - before)  # this model's float32 and int8 graphs
     assert len(files) == 2 and sum(f.name.endswith(".int8.onnx") for f in files) == 1
     assert not list(onnx_cache_dir().glob(".*tmp"))
     stamp = {f: f.stat().st_mtime_ns for f in files}
     wave = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10).astype(np.float32)
     a = tagger.tag(wave, sr=16000)
     b = Tagger(model, precision="int8", workers=0).tag(wave, sr=16000)  # from the cache: same files, same answer
-    assert {f: f.stat().st_mtime_ns for f in sorted(onnx_cache_dir().glob("*.onnx"))} == stamp
+    assert {f: f.stat().st_mtime_ns for f in files} == stamp
+    assert set(onnx_cache_dir().glob("*.onnx")) - before == set(files)
     np.testing.assert_allclose(a.as_array(), b.as_array(), atol=1e-6)
     ref = Tagger(model, precision="fp32", workers=0).tag(wave, sr=16000)
     assert float(np.abs(a.as_array() - ref.as_array()).max()) < 0.1
