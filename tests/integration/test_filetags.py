@@ -410,3 +410,24 @@ def test_a_really_full_disk_fails_the_write_and_keeps_the_file(tmp_path: Path) -
         assert sorted(p.name for p in mount.iterdir()) == ["filler", flac.name]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_failed_write_on_a_recorded_file_is_listed_and_retried(tiny_model: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import focaltag.inference.filetags as ft
+    from focaltag.inference.library import read_failures
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    flac = _generated(lib, "flac")
+    out = tmp_path / "tags.jsonl"
+    argv = ["tag", str(lib), "-m", str(tiny_model), "--chunks", "1", "-o", str(out)]
+    assert main(argv) == 0  # tagged into the output only
+    monkeypatch.setattr(ft, "_save", _no_space)
+    assert main([*argv, "--write-tags"]) == 1  # the tags come from the recorded line; the write fails
+    assert "1 failed" in capsys.readouterr().err
+    assert [p for p, _ in read_failures(tmp_path / "tags.jsonl.failures.tsv")] == [str(flac)]
+    monkeypatch.undo()
+    assert main([*argv, "--write-tags"]) == 0 and read_file_tags(flac)
+    assert not (tmp_path / "tags.jsonl.failures.tsv").exists()

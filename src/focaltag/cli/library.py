@@ -93,7 +93,7 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
 def run_library(args: argparse.Namespace, tagger: Any) -> int:
     """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary."""
     from focaltag._progress import progress
-    from focaltag.inference.library import failures_path, tag_library
+    from focaltag.inference.library import append_failures, failures_path, tag_library
 
     writer = file_tag_writer(args, tagger)
     with progress(desc="tag", unit="file") as bar:
@@ -111,7 +111,9 @@ def run_library(args: argparse.Namespace, tagger: Any) -> int:
     print(f"focaltag: {args.output}: {summary.line()}", file=sys.stderr)
     if writer is not None:
         print(f"focaltag: {writer.summary()}", file=sys.stderr)
-    if summary.failed:
+        if writer.recorded_failures:  # files tagged before whose tag write failed now: listed, retried
+            append_failures(args.output, writer.recorded_failures)
+    if summary.failed or (writer is not None and writer.recorded_failures):
         print(f"focaltag: the failed files and why are in {failures_path(args.output)}; a rerun retries them",
               file=sys.stderr)
         return 1

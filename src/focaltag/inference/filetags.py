@@ -547,6 +547,7 @@ class FileTagWriter:
         self.thresholds, self.top_k = thresholds, top_k
         self.replace, self.probabilities, self.keep_mtime, self.dry_run = replace, probabilities, keep_mtime, dry_run
         self.counts: dict[str, int] = {"written": 0, "unchanged": 0, "would write": 0, "skipped": 0, "failed": 0}
+        self.recorded_failures: list[tuple[str, str]] = []  # (file, reason) of failed writes in recorded()
 
     def __call__(self, result: Any) -> WriteOutcome:
         values = chosen_tags(result.probabilities, self.tag_names, thresholds=self.thresholds, top_k=self.top_k)
@@ -580,6 +581,8 @@ class FileTagWriter:
                            "this model into a new -o file", line.get("file"))
             return False
         outcome = self(SimpleNamespace(file=line["file"], probabilities=probabilities))
+        if outcome.status == "failed":
+            self.recorded_failures.append((outcome.file, outcome.reason))
         return outcome.status == "written"
 
     def summary(self) -> str:

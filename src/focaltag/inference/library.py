@@ -46,6 +46,7 @@ __all__ = [
     "LibrarySummary",
     "OutputState",
     "failures_path",
+    "append_failures",
     "iter_library",
     "merge_outputs",
     "path_key",
@@ -104,6 +105,13 @@ def read_failures(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     except FileNotFoundError:
         pass
     return rows
+
+
+def append_failures(output: str | os.PathLike[str], rows: Iterable[tuple[str, str]]) -> None:
+    """Add ``(path, reason)`` rows to the output's ``failures.tsv`` after a run (a tag write that failed on a file
+    the run found already recorded); the next run retries them first, as any failure."""
+    with open(failures_path(output), "a", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        f.writelines(_failure_row(path, reason) for path, reason in rows)
 
 
 def _failure_row(path: str, reason: str) -> str:
