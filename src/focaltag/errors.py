@@ -12,6 +12,7 @@ __all__ = [
     "EvaluationError",
     "ModelError",
     "TrainingDivergedError",
+    "first_line",
 ]
 
 
@@ -53,3 +54,16 @@ class TrainingDivergedError(FocaltagError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+def first_line(err: BaseException | str, *, limit: int | None = None, default: str | None = None) -> str:
+    """The first line of an exception's message (or of a text), for one-line errors.
+
+    Surrounding blank space is dropped; an empty message gives ``default`` (by default the exception's type
+    name, ``""`` for a text); a line longer than ``limit`` characters is cut and ends with ``...``.
+    """
+    text = str(err).strip()
+    if not text:
+        return default if default is not None else ("" if isinstance(err, str) else type(err).__name__)
+    line = text.splitlines()[0].rstrip()
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."

@@ -170,6 +170,8 @@ def test_no_second_mean_member_file_pattern_or_bf16_check() -> None:
         "bf16 autocast": (re.compile(r"torch\.autocast\([^)]*bfloat16"), {"precision.py"}),
         "a weighted sum of sigmoids": (re.compile(r"\+= *weight *\*|weights\[i\] \* torch\.sigmoid"), set()),
         "a joined precision tested by substring": (re.compile(r'"bf16" (not )?in '), set()),
+        "a hand-written first line of an exception (errors.first_line)": (
+            re.compile(r"str\((err|exc|e)\)[^\n]{0,20}\.splitlines\(\)(\[0\]| or)"), set()),
         "a POSIX-only file lock (focaltag._locks is the one lock)": (re.compile(r"import fcntl|fcntl\.flock"), set()),
     }
     for what, (pattern, allowed) in patterns.items():
@@ -239,3 +241,13 @@ def test_the_one_lock_excludes_a_second_holder_and_is_released(tmp_path: Path) -
     again = try_lock(lock_path(target))
     assert again is not None
     again.release()
+
+
+def test_first_line_of_an_error() -> None:
+    from focaltag.errors import first_line
+
+    assert first_line(ValueError("bad thing\n  at line 3")) == "bad thing"
+    assert first_line(ValueError("\n  padded  \nsecond")) == "padded"
+    assert first_line(KeyError()) == "KeyError" and first_line(OSError(), default="") == ""
+    assert first_line("text only\nmore") == "text only" and first_line("  ") == ""
+    assert first_line(RuntimeError("x" * 50), limit=10) == "xxxxxxx..." and len(first_line("y" * 9, limit=10)) == 9

@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from focaltag.errors import AudioDecodeError
+from focaltag.errors import AudioDecodeError, first_line
 
 __all__ = ["Backend", "BACKEND_BY_EXTENSION", "choose_backend", "open_reader", "AudioReader", "FFMPEG_EXTENSIONS",
            "FORMATS_HINT"]
@@ -141,7 +141,7 @@ class _SoundfileReader:
         try:
             return self._fh.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-            raise AudioDecodeError(f"{self._path}: decoding failed mid-file ({_first_line(err)}); "
+            raise AudioDecodeError(f"{self._path}: decoding failed mid-file ({_last_line(err)}); "
                                    f"{FORMATS_HINT}") from None
 
     def seek(self, frame: int) -> None:
@@ -151,7 +151,7 @@ class _SoundfileReader:
         self._fh.close()
 
 
-def _first_line(err: BaseException) -> str:
+def _last_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[-1].rstrip(".") if text else type(err).__name__
 
@@ -374,4 +374,4 @@ class _PyAVReader:
 
 def _av_reason(err: BaseException) -> str:
     text = getattr(err, "strerror", None) or str(err)
-    return str(text).strip().splitlines()[0].rstrip(".") if str(text).strip() else type(err).__name__
+    return first_line(str(text), default=type(err).__name__).rstrip(".")

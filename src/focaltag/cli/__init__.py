@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from focaltag._version import __version__
-from focaltag.errors import FocaltagError
+from focaltag.errors import FocaltagError, first_line
 
 __all__ = ["main", "build_parser"]
 
@@ -75,11 +75,6 @@ _BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.ERO
 DETAILS_HINT = "run with -v for details"
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
-
-
 def _is_cuda_oom(err: BaseException) -> bool:
     torch = sys.modules.get("torch")
     oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
@@ -115,7 +110,7 @@ def describe_error(err: BaseException) -> tuple[str, int]:
         return "CUDA out of memory; lower --batch-size (or use a smaller model / --device cpu) and try again", 1
     if isinstance(err, OSError):
         where = err.filename if err.filename is not None else "the output"
-        reason = err.strerror or _first_line(err)
+        reason = err.strerror or first_line(err, limit=300)
         if err.filename is None and err.errno != errno.ENOSPC:
             return f"{reason} ({type(err).__name__}; {DETAILS_HINT})", 1 if err.errno not in _BAD_PATH_ERRNOS else 2
         if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -125,7 +120,7 @@ def describe_error(err: BaseException) -> tuple[str, int]:
         if err.errno == errno.ENOSPC:
             return f"cannot write {where}: {reason}; free some disk space or write elsewhere", 1
         return f"{where}: {reason}", 1
-    return f"unexpected {type(err).__name__}: {_first_line(err)} ({DETAILS_HINT})", 1
+    return f"unexpected {type(err).__name__}: {first_line(err, limit=300)} ({DETAILS_HINT})", 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

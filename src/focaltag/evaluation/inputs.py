@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from focaltag.errors import DataError, EvaluationError
+from focaltag.errors import DataError, EvaluationError, first_line
 
 __all__ = ["load_matrix", "ground_truth_from_tsv", "load_ground_truth"]
 
@@ -22,8 +22,7 @@ def load_matrix(path: str | os.PathLike[str], *, what: str = "matrix") -> np.nda
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise EvaluationError(f"{what} file {path} is not a readable .npy matrix ({reason})") from None
+        raise EvaluationError(f"{what} file {path} is not a readable .npy matrix ({first_line(err)})") from None
     if isinstance(arr, np.lib.npyio.NpzFile):
         arr.close()
         raise EvaluationError(f"{what} file {path} is an .npz archive; pass a single .npy matrix")

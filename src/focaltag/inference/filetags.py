@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from focaltag.data.tags import MOODTHEME_PREFIX, MOODTHEME_TRAIN_COUNTS, short_tag
-from focaltag.errors import ConfigError
+from focaltag.errors import ConfigError, first_line
 
 __all__ = [
     "MOOD_KEY",
@@ -126,7 +126,7 @@ def _open(path: str | os.PathLike[str]) -> Any:
     try:
         return mutagen.File(path)
     except mutagen.MutagenError as err:
-        raise _Skip(f"cannot read its tags ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") \
+        raise _Skip(f"cannot read its tags ({type(err).__name__}: {first_line(err, default='')})") \
             from None
 
 
@@ -350,8 +350,8 @@ def write_file_tags(path: str | os.PathLike[str], values: Sequence[str], *, key:
         return WriteOutcome(name, "skipped", key, reason=f"{err.strerror or err}")
     except Exception as err:  # a tag block mutagen chokes on must not stop a run over a whole library
         logger.debug("reading the tags of %s failed", name, exc_info=True)
-        first = str(err).splitlines()[0] if str(err) else ""
-        return WriteOutcome(name, "skipped", key, reason=f"unexpected {type(err).__name__}: {first}; the file is "
+        return WriteOutcome(name, "skipped", key, reason=f"unexpected {type(err).__name__}: "
+                            f"{first_line(err, default='')}; the file is "
                             "unchanged")
     try:
         _safe_write(real, kind, key, new, prob_text, keep_mtime)
@@ -362,9 +362,9 @@ def write_file_tags(path: str | os.PathLike[str], values: Sequence[str], *, key:
                             reason=f"{err.strerror or err}; the file is unchanged")
     except Exception as err:  # a tag block mutagen chokes on while saving: the file was given back
         logger.debug("tag write of %s failed", name, exc_info=True)
-        first = str(err).splitlines()[0] if str(err) else ""
         return WriteOutcome(name, "failed", key, new, previous,
-                            reason=f"unexpected {type(err).__name__}: {first}; the file is unchanged")
+                            reason=f"unexpected {type(err).__name__}: {first_line(err, default='')}; the file is "
+                            "unchanged")
     return WriteOutcome(name, "written", key, new, previous)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from focaltag._extras import install_hint, require_extra
-from focaltag.errors import CheckpointError, ConfigError, ModelError
+from focaltag.errors import CheckpointError, ConfigError, ModelError, first_line
 from focaltag.models.meta import ModelMeta, model_meta
 
 __all__ = ["OnnxMember", "require_onnx", "write_onnx", "cached_onnx", "onnx_cache_dir", "ONNX_OPSET", "INSTALL_HINT"]
@@ -82,7 +82,7 @@ def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) 
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         opset_version=ONNX_OPSET, verbose=False)
     except Exception as err:  # exporter failures come as many types; one line with the cause
-        raise ModelError(f"ONNX export failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})") from None
+        raise ModelError(f"ONNX export failed ({type(err).__name__}: {first_line(err, limit=200)})") from None
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {
         "focaltag.tag_names": json.dumps(list(meta.tag_names)),
@@ -125,7 +125,7 @@ class OnnxMember:
         except ConfigError:
             raise
         except Exception as err:
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0][:160]})") from None
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(err, limit=160)})") from None
         props = session.get_modelmeta().custom_metadata_map
         try:
             meta = ModelMeta(tuple(json.loads(props["focaltag.tag_names"])), int(props["focaltag.sample_rate"]),

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from focaltag.audio.chunks import cut_chunks
-from focaltag.errors import AudioDecodeError, FocaltagError
+from focaltag.errors import AudioDecodeError, FocaltagError, first_line
 from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks, plan_file, plan_starts
 
 __all__ = ["ReadSettings", "Start", "Chunk", "End", "Failure", "ReadEvent", "read_events", "read_one",
@@ -93,7 +93,7 @@ ReadEvent: TypeAlias = "Start | Chunk | End | Failure"
 
 def decode_failure(name: str, err: BaseException) -> AudioDecodeError:
     """The one-line error of a decoder exception focaltag has not wrapped."""
-    return AudioDecodeError(f"cannot decode {name}: {type(err).__name__}: {err}".splitlines()[0])
+    return AudioDecodeError(f"cannot decode {name}: {type(err).__name__}: {first_line(err, default='')}")
 
 
 def read_one(index: int, item: Any, sr: int | None, settings: ReadSettings) -> Iterator[ReadEvent]:

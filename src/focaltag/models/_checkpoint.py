@@ -15,7 +15,7 @@ from torch import nn
 
 from focaltag._io import save_torch
 from focaltag.data.tags import MOODTHEME_TAGS
-from focaltag.errors import CheckpointError, FocaltagError
+from focaltag.errors import CheckpointError, FocaltagError, first_line
 from focaltag.models._factory import create_model
 from focaltag.models.resnet import N_FFT, VARIANTS
 
@@ -108,7 +108,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") 
         obj = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle/zip/EOF errors of every kind mean "not a checkpoint we can read"
         raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                              f"{_first_line(err)})") from None
+                              f"{first_line(err, limit=160)})") from None
     return obj, file
 
 
@@ -128,11 +128,6 @@ def checkpoint_version(obj: Any, file: str | os.PathLike[str]) -> int | None:
         raise CheckpointError(f"{file}: focaltag checkpoint format {version!r} is newer than this focaltag "
                               f"reads ({CHECKPOINT_VERSION}); upgrade focaltag")
     return version
-
-
-def _first_line(err: BaseException, limit: int = 160) -> str:
-    text = (str(err).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+from focaltag.errors import first_line
+
 __all__ = ["Upload", "UploadedFile", "UploadError", "UploadTooLarge", "UploadTimeout", "receive_upload",
            "display_name", "filename_of"]
 
@@ -218,8 +220,7 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str, folder
     except UploadError:
         raise
     except (ValueError, KeyError, IndexError, UnicodeError) as err:  # python-multipart's errors are ValueErrors
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UploadError(f"malformed multipart body: {first}") from None
+        raise UploadError(f"malformed multipart body: {first_line(err)}") from None
     finally:
         receiver.close()
     if not receiver.upload.files:

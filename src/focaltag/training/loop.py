@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from focaltag._io import write_text
 from focaltag._progress import progress
-from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError
+from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError, first_line
 from focaltag.metrics import macro_scores  # the same per-tag scores as focaltag evaluate
 from focaltag.precision import RunPrecision, autocast, runs_bf16_fast
 from focaltag.training import distributed as ddp
@@ -244,7 +244,7 @@ class _Trainer:
                 model.load_state_dict(self.saved["state_dict"])
             except RuntimeError as err:
                 raise CheckpointError(f"{self.last_path} does not fit the configured model "
-                                      f"({str(err).splitlines()[0][:200]}); resume with the run's config.yaml") from None
+                                      f"({first_line(err, limit=200)}); resume with the run's config.yaml") from None
             self.run_state.load(self.saved["training"]["run"])
             if self.best_path.is_file():
                 self.best_state = load_checkpoint(self.best_path)["state_dict"]
