@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from focaltag.errors import ConfigError, ModelError
+from focaltag.errors import ConfigError, ModelError, first_line
 from focaltag.models.meta import ModelMeta, model_meta
 
 __all__ = ["INT8_AUTO", "INT8_RECHECK_MARGIN", "CALIBRATION_TRACKS", "supports_int8", "int8_member",
@@ -121,7 +121,7 @@ def quantize_onnx(float_path: Path, out_path: Path, calibration: np.ndarray) -> 
         os.replace(tmp, out_path)
     except Exception as err:  # the quantizer fails in many types; one line with the cause
         raise ModelError(f"int8 quantization of {float_path.name} failed "
-                         f"({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})"
+                         f"({type(err).__name__}: {first_line(err, limit=200, default='')})"
                          ) from None
     finally:
         root.setLevel(level)
