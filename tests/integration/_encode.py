@@ -37,7 +37,6 @@ FORMATS: tuple[Format, ...] = (
     Format("aac-m4a", ".m4a", "aac", "ipod", True, bit_rate=192000),
     Format("opus", ".opus", "libopus", "opus", True, bit_rate=128000),
     Format("ogg-opus", ".ogg", "libopus", "ogg", True, bit_rate=128000),
-    Format("ogg-vorbis", ".ogg", "vorbis", "ogg", True, bit_rate=192000, options=(("strict", "experimental"),)),
     Format("wma", ".wma", "wmav2", "asf", True, bit_rate=192000),
     Format("mp2", ".mp2", "mp2", "mp2", True, bit_rate=256000),
     Format("ac3", ".ac3", "ac3", "ac3", True, bit_rate=256000),
@@ -62,6 +61,9 @@ def encode(wave: np.ndarray, sr: int, path: Path, fmt: Format) -> Path:
         stream = out.add_stream(fmt.codec, rate=fmt.rate, layout=layout)
         if fmt.bit_rate:
             stream.bit_rate = fmt.bit_rate
+        if stream.codec_context.format.name.startswith("u8"):  # PyAV's default is the codec's first: 8 bits
+            names = [f.name for f in stream.codec_context.codec.audio_formats]
+            stream.codec_context.format = "s16p" if "s16p" in names else "s16"
         for key, value in fmt.options:
             stream.codec_context.options[key] = value
         resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=fmt.rate)

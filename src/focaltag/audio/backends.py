@@ -2,11 +2,12 @@
 
 * **libsndfile** (``soundfile``) for WAV, FLAC, AIFF and Ogg (``.ogg``/``.oga``): PCM decodes exactly in both
   and libsndfile was as fast or faster on it (``bench/decode.py``); for Ogg Vorbis, libvorbisfile seeks to the
-  exact sample, where FFmpeg's Ogg seek placed a chunk up to a Vorbis block off (447 samples at 48 kHz measured).
+  exact sample, where FFmpeg's Ogg seek placed a chunk up to a Vorbis block off.
 * **FFmpeg through PyAV** (``av``) for everything else: MP3, MP4/M4A (AAC, ALAC), Opus (``.opus``), WMA,
   WebM/Matroska, WavPack, APE, AC-3, MP2, the audio track of videos; and as the fallback whenever libsndfile
-  refuses a file (an Ogg Opus or Ogg FLAC libsndfile calls malformed). MP3 moved here from libsndfile's mpg123, which stops silently at the first badly damaged frame
-  (a damaged file came back 18 % long) and prints its complaints straight onto the terminal; FFmpeg skips the
+  refuses a file (an Ogg Opus or Ogg FLAC libsndfile calls malformed), and for Ogg Opus (:data:`FFMPEG_SUBTYPES`).
+  MP3 moved here from libsndfile's mpg123, which stops silently at the first badly damaged frame
+  (a damaged file came back much shorter) and prints its complaints straight onto the terminal; FFmpeg skips the
   damaged packet, says so in the log, and decodes the rest.
 
 :func:`choose_backend` is the one decision; :func:`open_reader` returns a reader with the small interface both
@@ -19,7 +20,7 @@ debug level, and a damaged packet is skipped and logged at debug level (both sho
 
 Seeking (PyAV) lands :data:`PREROLL_SECONDS` before the target, decodes on and places each frame by its
 timestamp counted from the stream's start time (an MP3's encoder delay, Opus pre-skip), so a seek read starts
-on the same sample as a front-to-back decode (measured: offset 0 for MP3, AAC, Opus, AC-3, MP2, WavPack; codecs
+on the same sample as a front-to-back decode (``tests/integration/test_formats.py`` checks every format; codecs
 with variable block sizes, such as Vorbis, can land up to one block off, hence Ogg goes to libsndfile).
 """
 
@@ -46,6 +47,10 @@ BACKEND_BY_EXTENSION: dict[str, Backend] = {".wav": "sndfile", ".wave": "sndfile
                                             ".aif": "sndfile", ".aiff": "sndfile", ".aifc": "sndfile",
                                             ".ogg": "sndfile", ".oga": "sndfile"}
 """Extensions (lower case) that libsndfile decodes first; every other file goes to FFmpeg (PyAV)."""
+
+FFMPEG_SUBTYPES = frozenset({"OPUS"})
+"""libsndfile subtypes still decoded by FFmpeg: libsndfile's Ogg Opus seek ignores the pre-skip (a chunk read by
+seeking came one pre-skip off its whole-file decode), FFmpeg's is exact."""
 
 FFMPEG_EXTENSIONS = frozenset({
     ".mp3", ".mp2", ".mpa", ".m4a", ".m4b", ".mp4", ".m4v", ".aac", ".alac", ".ogg", ".oga", ".opus", ".spx",
@@ -77,7 +82,8 @@ class AudioReader(Protocol):
 
 def choose_backend(path: str | os.PathLike[str]) -> Backend:
     """The decoder tried first for ``path``: libsndfile for the extensions of :data:`BACKEND_BY_EXTENSION`
-    (case ignored), FFmpeg for everything else. :func:`open_reader` falls back to FFmpeg when libsndfile refuses."""
+    (case ignored), FFmpeg for everything else. :func:`open_reader` then hands the file to FFmpeg when libsndfile
+    refuses it or finds a subtype of :data:`FFMPEG_SUBTYPES` inside."""
     return BACKEND_BY_EXTENSION.get(os.path.splitext(os.fspath(path))[1].lower(), "pyav")
 
 
@@ -89,9 +95,13 @@ def open_reader(path: Path) -> AudioReader:
     _check_file(path)
     if choose_backend(path) == "sndfile":
         try:
-            return _SoundfileReader(path)
+            reader = _SoundfileReader(path)
         except _Refused as err:
             logger.debug("%s: libsndfile refused it (%s); decoding with FFmpeg", path, err)
+        else:
+            if reader.subtype not in FFMPEG_SUBTYPES:
+                return reader
+            reader.close()
     return _PyAVReader(path)
 
 
@@ -161,17 +171,18 @@ _FFMPEG_LOG = logging.getLogger("focaltag.audio.ffmpeg")
 
 
 def _route_ffmpeg_log() -> None:
-    """FFmpeg's messages go to Python logging (``focaltag.audio.ffmpeg``, debug), never straight to stderr."""
+    """FFmpeg's own log stays off the terminal: off (PyAV's default, re-asserted here) unless focaltag's log is at
+    debug level (``-v``), when FFmpeg's warnings go to the ``libav.*`` loggers at debug level."""
     import av.logging
 
-    if getattr(_route_ffmpeg_log, "done", False):
+    if logging.getLogger("focaltag").getEffectiveLevel() > logging.DEBUG:
+        av.logging.set_level(None)
         return
     av.logging.set_level(av.logging.WARNING)
-    for name in ("libav", "av"):
-        lg = logging.getLogger(name)
-        lg.propagate = False
-        lg.handlers[:] = [_ToDebug()]
-    _route_ffmpeg_log.done = True  # type: ignore[attr-defined]
+    root = logging.getLogger("libav")
+    if not any(isinstance(h, _ToDebug) for h in root.handlers):
+        root.propagate = False
+        root.addHandler(_ToDebug())
 
 
 class _ToDebug(logging.Handler):
@@ -246,10 +257,18 @@ class _PyAVReader:
     def _decoded(self) -> Any:
         import av
 
-        for packet in self._c.demux(self._s):
+        packets = self._c.demux(self._s)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as err:  # the container itself is damaged here: what was decoded is kept
+                logger.debug("%s: stopped at damaged data (%s)", self._path, _av_reason(err))
+                return
             try:
                 frames = packet.decode()
-            except (av.InvalidDataError, av.error.PatchWelcomeError, ValueError) as err:
+            except (av.FFmpegError, ValueError) as err:
                 self.damaged_packets += 1
                 logger.debug("%s: skipped a damaged packet (%s)", self._path, _av_reason(err))
                 continue
