@@ -113,24 +113,48 @@ def evaluate(
         raise EvaluationError("no tag has both positive and negative tracks in the evaluated split; "
                               "macro PR-AUC/ROC-AUC are undefined")
     ap, auc = per_tag_scores(y, s)
-    pr_micro, roc_micro = micro_scores(y, s)
-    result: dict = {"ROC-AUC-macro": float(np.mean(auc[keep])), "PR-AUC-macro": float(np.mean(ap[keep]))}
-
-    decisions = None
-    if thresholds is not None:
-        decisions = decide(s, thresholds_array(thresholds, names), decision_rule)
-        dm = decision_metrics(y, decisions, keep=keep)
-        result.update({k: v for k, v in dm.items() if k.endswith("macro")})
-    result["ROC-AUC-micro"] = roc_micro
-    result["PR-AUC-micro"] = pr_micro
-    if decisions is not None:
-        result.update({k: v for k, v in dm.items() if k.endswith("micro")})
-    if decisions is not None:
-        result["decision_rule"] = decision_rule
+    decisions = (None if thresholds is None
+                 else decide(s, thresholds_array(thresholds, names), decision_rule))
+    result = _headline(y, s, ap, auc, keep, decisions, decision_rule)
     if excluded.any():
         result["excluded_tags"] = [names[j] for j in np.flatnonzero(excluded)]
-
     counts = align_counts(train_counts, names) if train_counts is not None else None
+    group_map = _group_map(names, counts, group_thresholds, groups)
+    index = {t: j for j, t in enumerate(names)}
+    group_cols: dict[str, np.ndarray] = {}
+    if group_map:
+        result["groups"] = {}
+        for gname, (members, rule) in group_map.items():
+            result["groups"][gname], group_cols[gname] = _group_entry(members, index, ap, auc, keep, rule)
+    if per_tag:
+        result["per_tag"] = _per_tag_table(y, names, ap, auc, counts)
+    if bootstrap:
+        result["ci"], group_ci = _bootstrap_ci(y, s, keep, int(bootstrap), seed, level, decisions, group_cols,
+                                               result)
+        for gname, gci in group_ci.items():
+            result["groups"][gname]["ci"] = gci
+    return result
+
+
+def _headline(y: np.ndarray, s: np.ndarray, ap: np.ndarray, auc: np.ndarray, keep: np.ndarray,
+              decisions: np.ndarray | None, decision_rule: str) -> dict:
+    """The macro and micro metrics (and the decision metrics given decisions), in the report's key order."""
+    pr_micro, roc_micro = micro_scores(y, s)
+    result: dict = {"ROC-AUC-macro": float(np.mean(auc[keep])), "PR-AUC-macro": float(np.mean(ap[keep]))}
+    dm = decision_metrics(y, decisions, keep=keep) if decisions is not None else {}
+    result.update({k: v for k, v in dm.items() if k.endswith("macro")})
+    result["ROC-AUC-micro"] = roc_micro
+    result["PR-AUC-micro"] = pr_micro
+    result.update({k: v for k, v in dm.items() if k.endswith("micro")})
+    if decisions is not None:
+        result["decision_rule"] = decision_rule
+    return result
+
+
+def _group_map(names: Sequence[str], counts: np.ndarray | None, group_thresholds: Sequence[int],
+               groups: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[list[str], str | None]]:
+    """Group name -> (member tags, the frequency rule or None): head/middle/tail from train counts, then the
+    custom groups."""
     group_map: dict[str, tuple[list[str], str | None]] = {}
     if counts is not None:
         head, tail = parse_group_thresholds(group_thresholds)
@@ -140,26 +164,17 @@ def evaluate(
     if groups is not None:
         for gname, members in resolve_groups(groups, names).items():
             group_map[gname] = (members, None)
-    index = {t: j for j, t in enumerate(names)}
-    group_cols: dict[str, np.ndarray] = {}
-    if group_map:
-        result["groups"] = {}
-        for gname, (members, rule) in group_map.items():
-            result["groups"][gname], group_cols[gname] = _group_entry(members, index, ap, auc, keep, rule)
+    return group_map
 
-    if per_tag:
-        positives = y.sum(axis=0)
-        result["per_tag"] = {
-            t: {"PR-AUC": _nan_to_none(ap[j]), "ROC-AUC": _nan_to_none(auc[j]), "positives": int(positives[j]),
-                "train_count": int(counts[j]) if counts is not None else None}
-            for j, t in enumerate(names)
-        }
 
-    if bootstrap:
-        result["ci"] = _bootstrap_ci(y, s, keep, int(bootstrap), seed, level, decisions, group_cols, result)
-        for gname, gci in result["ci"].pop("_groups").items():
-            result["groups"][gname]["ci"] = gci
-    return result
+def _per_tag_table(y: np.ndarray, names: Sequence[str], ap: np.ndarray, auc: np.ndarray,
+                   counts: np.ndarray | None) -> dict:
+    positives = y.sum(axis=0)
+    return {
+        t: {"PR-AUC": _nan_to_none(ap[j]), "ROC-AUC": _nan_to_none(auc[j]), "positives": int(positives[j]),
+            "train_count": int(counts[j]) if counts is not None else None}
+        for j, t in enumerate(names)
+    }
 
 
 def _point(value: float | None) -> float:
@@ -167,9 +182,11 @@ def _point(value: float | None) -> float:
 
 
 def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: int, seed: int, level: float,
-                  decisions: np.ndarray | None, group_cols: Mapping[str, np.ndarray], result: Mapping) -> dict:
-    """Normal intervals (point +- z * bootstrap SE) of every macro metric and of each group's mean, the
-    replicates coming from one shared set of resamples; each contains its point estimate by construction."""
+                  decisions: np.ndarray | None, group_cols: Mapping[str, np.ndarray], result: Mapping
+                  ) -> tuple[dict, dict[str, dict]]:
+    """Normal intervals (point +- z * bootstrap SE) of every macro metric (the report's ``"ci"``) and of each
+    group's mean (by group name), the replicates coming from one shared set of resamples; each contains its
+    point estimate by construction."""
     reps, weights = bootstrap_macro(y, s, n_resamples=n_resamples, seed=seed, keep=keep)
     intervals = {m: normal_interval(result[m], reps[m], level) for m in ("ROC-AUC-macro", "PR-AUC-macro")}
     if decisions is not None:
@@ -190,5 +207,5 @@ def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: i
         }
     intervals = {m: [_nan_to_none(v) for v in iv] for m, iv in intervals.items()}
     group_ci = {g: {m: [_nan_to_none(v) for v in iv] for m, iv in gci.items()} for g, gci in group_ci.items()}
-    return {"level": level, "resamples": n_resamples, "seed": seed, "method": INTERVAL_METHOD,
-            "intervals": intervals, "_groups": group_ci}
+    ci = {"level": level, "resamples": n_resamples, "seed": seed, "method": INTERVAL_METHOD, "intervals": intervals}
+    return ci, group_ci
