@@ -71,7 +71,8 @@ def test_int8_keeps_architectures_without_a_recipe_float32(won2020_models_dir: P
 
 @pytest.mark.slow
 def test_int8_top5_equals_fp32_paper_resnet(music_dir: Path, record_property: object) -> None:
-    from focaltag.models import catalogue, create_model, load_model
+    from focaltag.models import create_model, load_model
+    from focaltag.models import hub as catalogue
 
     if catalogue.is_pulled(PAPER_RESNET):
         model = load_model(catalogue.cached_path(PAPER_RESNET))

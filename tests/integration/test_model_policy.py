@@ -22,6 +22,7 @@ import torch
 
 from focaltag.data.tags import short_tag
 from focaltag.models import catalogue as cat
+from focaltag.models import hub
 
 NAME = "usc-sail-2020-bce"
 SONG = "battle-epic.ogg"
@@ -46,10 +47,10 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     old = os.environ.get("FOCALTAG_CACHE_DIR")
     os.environ["FOCALTAG_CACHE_DIR"] = str(root)
     try:
-        folder = cat.model_dir(NAME)
+        folder = hub.model_dir(NAME)
         folder.mkdir(parents=True)
-        cat._install_checkpoint(entry, raw, folder)
-        assert cat.is_pulled(NAME)
+        hub._install_checkpoint(entry, raw, folder)
+        assert hub.is_pulled(NAME)
     finally:
         if old is None:
             os.environ.pop("FOCALTAG_CACHE_DIR")
@@ -61,7 +62,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("FOCALTAG_CACHE_DIR", str(cache))
-    monkeypatch.delenv(cat.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
     return {**os.environ, "FOCALTAG_CACHE_DIR": str(cache)}
 
 

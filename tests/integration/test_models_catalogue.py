@@ -20,6 +20,7 @@ from _mirror_server import Mirror, free_port_url, serve_mirror, tree_files
 import focaltag
 from focaltag.cli import main
 from focaltag.models import catalogue as cat
+from focaltag.models import hub
 
 WON_REPO, WON_COMMIT = "minzwon/sota-music-tagging-models", "4e1d652d4a7b12437a624965e85890b70b4a111d"
 USC_REPO, USC_COMMIT = "usc-sail/media-eval-2020", "aa35c013d75e4c6f90a282f2d42f70b6b36412b3"
@@ -60,7 +61,7 @@ def error_lines(err: str) -> list[str]:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "cache"
     monkeypatch.setenv("FOCALTAG_CACHE_DIR", str(root))
-    monkeypatch.delenv(cat.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
     return root
 
 
@@ -221,7 +222,7 @@ def test_pull_resumes_after_a_dropped_connection(mirror: Mirror, cache: Path,
     assert rc == 0, err
     ranges = mirror.gets(key(name))
     assert ranges[0] is None and ranges[1] is not None and 0 < int(ranges[1][6:-1]) <= 1000000
-    assert cat.is_pulled(name)
+    assert hub.is_pulled(name)
 
 
 @pytest.mark.parametrize(("fault", "fragment"), [
@@ -239,20 +240,20 @@ def test_bad_bytes_are_refused_and_nothing_is_cached(mirror: Mirror, cache: Path
     lines = error_lines(err)
     assert len(lines) == 1 and fragment in lines[0] and name in lines[0]
     folder = cache / "models" / name
-    assert not cat.is_pulled(name)
+    assert not hub.is_pulled(name)
     assert [f for f in tree_files(folder) if not f.endswith((".lock", ".part"))] == []
 
 
 def test_no_network_says_how_to_get_the_model(cache: Path, music_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(cat.MIRROR_ENV, free_port_url())
+    monkeypatch.setenv(hub.MIRROR_ENV, free_port_url())
     rc, out, err = run_cli(["tag", str(music_dir / "nebula.ogg"), "--model", "won2020-msd-fcn"], capsys)
     lines = error_lines(err)
     assert rc != 0 and len(lines) == 1
     assert "cannot be reached" in lines[0]
     assert "focaltag models pull won2020-msd-fcn" in lines[0] and "focaltag models import" in lines[0]
     assert "--mirror" in lines[0]
-    assert not cat.is_pulled("won2020-msd-fcn")
+    assert not hub.is_pulled("won2020-msd-fcn")
 
 
 def test_import_checks_the_pin_and_then_works_offline(cache: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch,
@@ -260,13 +261,13 @@ def test_import_checks_the_pin_and_then_works_offline(cache: Path, shared_dir: P
     won = shared_dir / "models" / "won2020"
     rc, _, err = run_cli(["models", "import", "won2020-jamendo-top50-crnn", str(won / "jamendo-fcn.pth")], capsys)
     assert rc == 2 and len(error_lines(err)) == 1 and f"is not {WON_REPO}@" in err
-    assert not cat.is_pulled("won2020-jamendo-top50-crnn")
+    assert not hub.is_pulled("won2020-jamendo-top50-crnn")
     rc, _, err = run_cli(["models", "import", "won2020-jamendo-top50-crnn", str(won / "jamendo-crnn.pth"),
                           str(won / "jamendo-fcn.pth")], capsys)
     assert rc == 2 and "expected 1 file(s)" in err
     rc, out, _ = run_cli(["models", "import", "won2020-jamendo-top50-crnn", str(won / "jamendo-crnn.pth")], capsys)
-    assert rc == 0 and cat.is_pulled("won2020-jamendo-top50-crnn")
-    monkeypatch.setenv(cat.MIRROR_ENV, free_port_url())  # no network from here on
+    assert rc == 0 and hub.is_pulled("won2020-jamendo-top50-crnn")
+    monkeypatch.setenv(hub.MIRROR_ENV, free_port_url())  # no network from here on
     model = focaltag.load_model("won2020-jamendo-top50-crnn")
     assert model.pretrained_cfg.tag_names[0] == "genre---alternative" and model.model_name == "crnn"
 
@@ -277,7 +278,7 @@ def test_import_checks_the_pin_and_then_works_offline(cache: Path, shared_dir: P
 def test_tag_with_won2020_mtat_fcn_via_the_mirror_env(mirror: Mirror, cache: Path, music_dir: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(cat.MIRROR_ENV, mirror.url)
+    monkeypatch.setenv(hub.MIRROR_ENV, mirror.url)
     files = ["battle-epic.ogg", "traveling_minstrels.ogg", "nebula.ogg", "machine_wars.mp3"]
     rc, out, err = run_cli(["tag", *(str(music_dir / f) for f in files), "--model", "won2020-mtat-fcn",
                             "--format", "json", "--chunks", "4", "-q"], capsys)
@@ -374,7 +375,7 @@ def test_usc_sail_ensemble_import_pull_load_and_tag(usc_files: dict[str, Path], 
     assert tags == list(cat.get_entry("usc-sail-2020").tag_names)
     assert (folder / "thresholds.tsv").read_text().count("\n") == 56
     for member in USC_BLOBS:
-        assert cat.is_pulled(member)
+        assert hub.is_pulled(member)
 
     # focaltag.load_model(ensemble name): logits of the mean of the members' probabilities
     ensemble = focaltag.load_model("usc-sail-2020")
@@ -416,7 +417,7 @@ def test_usc_sail_pull_from_a_mirror(usc_files: dict[str, Path], patched_pins: A
         assert len(mirror.requests) == 4
         rc, _, _ = run_cli(["models", "pull", "usc-sail-2020", "usc-sail-2020-bce", "--mirror", mirror.url], capsys)
         assert rc == 0 and len(mirror.requests) == 4
-    assert cat.is_pulled("usc-sail-2020")
+    assert hub.is_pulled("usc-sail-2020")
     assert out.strip() == str(cache / "models" / "usc-sail-2020")
 
 
@@ -426,7 +427,7 @@ def test_a_wrong_architecture_is_refused_at_conversion(shared_dir: Path, tmp_pat
     patched_pins({"usc-sail-2020-bce": won_variant})
     rc, _, err = run_cli(["models", "import", "usc-sail-2020-bce", str(won_variant)], capsys)
     assert rc == 2 and len(error_lines(err)) == 1 and "does not match catalogue entry" in err
-    assert not cat.is_pulled("usc-sail-2020-bce")
+    assert not hub.is_pulled("usc-sail-2020-bce")
 
 
 def test_init_from_a_catalogue_name(shared_dir: Path, tmp_path: Path, patched_pins: Any, cache: Path) -> None:
@@ -437,12 +438,12 @@ def test_init_from_a_catalogue_name(shared_dir: Path, tmp_path: Path, patched_pi
     patched_pins({"won2020-msd-short-res": msd})
     with serve_mirror() as mirror, pytest.MonkeyPatch.context() as mp:
         mirror.add(WON_REPO, WON_COMMIT, "models/msd/short_res/best_model.pth", msd.read_bytes())
-        mp.setenv(cat.MIRROR_ENV, mirror.url)
+        mp.setenv(hub.MIRROR_ENV, mirror.url)
         cfg = train_config_from_dict({"model": {"init_from": "won2020-msd-short-res", "width": 4,
                                                 "variant": "won2020"}})
         model = create_model("short_chunk_resnet", n_tags=56, width=4, variant="won2020")
         loaded, skipped = load_matching_weights(model, cfg.model.init_from)  # what training does
-    assert cat.is_pulled("won2020-msd-short-res")
+    assert hub.is_pulled("won2020-msd-short-res")
     assert "blocks.0.conv1.weight" in loaded and {k for k, _ in skipped} == {"fc.weight", "fc.bias"}
     sd = torch.load(msd, weights_only=True)
     torch.testing.assert_close(model.state_dict()["blocks.6.conv2.weight"], sd["layer7.conv_2.weight"])
@@ -453,7 +454,7 @@ def test_offline_use_needs_no_network_once_cached(mirror: Mirror, cache: Path, m
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "pull", "won2020-mtat-musicnn", "--mirror", mirror.url, "-q"]) == 0
     n = len(mirror.requests)
-    monkeypatch.setenv(cat.MIRROR_ENV, free_port_url())
+    monkeypatch.setenv(hub.MIRROR_ENV, free_port_url())
     with contextlib.redirect_stdout(io.StringIO()):
         rc = main(["tag", str(music_dir / "nebula.ogg"), "-m", "won2020-mtat-musicnn", "--chunks", "2", "-q"])
     assert rc == 0 and len(mirror.requests) == n
@@ -493,7 +494,7 @@ def test_train_init_from_a_catalogue_name(shared_dir: Path, synth_dataset: Path,
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     with serve_mirror() as mirror:
         mirror.add(WON_REPO, WON_COMMIT, "models/msd/short_res/best_model.pth", msd.read_bytes())
-        monkeypatch.setenv(cat.MIRROR_ENV, mirror.url)
+        monkeypatch.setenv(hub.MIRROR_ENV, mirror.url)
         code = main(["train", "-q", "--config", str(tmp_path / "cfg.yaml"), "--init-from", "won2020-msd-short-res",
                      "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out.strip().splitlines()

@@ -59,7 +59,7 @@ def test_bf16_top5_equals_fp32_won2020(won2020_models_dir: Path, music_dir: Path
 
 @pytest.mark.slow
 def test_bf16_top5_equals_fp32_paper_resnet(music_dir: Path, record_property: object) -> None:
-    from focaltag.models import catalogue
+    from focaltag.models import hub as catalogue
 
     if not catalogue.is_pulled(PAPER_RESNET):
         pytest.skip(f"the paper's trained ResNet weights are not at hand ({catalogue.how_to_get(PAPER_RESNET)})")

@@ -65,7 +65,8 @@ def _metrics_text(metrics: dict[str, Any]) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from focaltag.models.catalogue import catalogue, is_pulled
+    from focaltag.models.catalogue import catalogue
+    from focaltag.models.hub import is_pulled
 
     entries = list(catalogue().values())
     if args.json:
@@ -88,7 +89,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from focaltag.models.catalogue import get_entry, is_pulled, model_dir
+    from focaltag.models.catalogue import get_entry
+    from focaltag.models.hub import is_pulled, model_dir
 
     entry = get_entry(args.name)
     card = entry.to_dict()
@@ -137,7 +139,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
-    from focaltag.models.catalogue import get_entry, is_pulled, model_dir, pull
+    from focaltag.models.catalogue import get_entry
+    from focaltag.models.hub import is_pulled, model_dir, pull
 
     if args.retries < 0:
         raise ConfigError(f"models pull: --retries must be >= 0, got {args.retries}")
@@ -157,7 +160,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_path(args: argparse.Namespace) -> int:
-    from focaltag.models.catalogue import is_pulled, model_dir
+    from focaltag.models.hub import is_pulled, model_dir
 
     folder = model_dir(args.name)
     if not is_pulled(args.name):
@@ -168,7 +171,7 @@ def run_path(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from focaltag.models.catalogue import import_files, model_dir
+    from focaltag.models.hub import import_files, model_dir
 
     import_files(args.name, [Path(f) for f in args.files])
     folder = model_dir(args.name)

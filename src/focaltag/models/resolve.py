@@ -100,7 +100,7 @@ def resolve_path(spec: str | os.PathLike[str]) -> Path:
     """A path spec as a Path, or a catalogue name as its cached path (pulled on first use)."""
     name = catalogue_name_of(spec) if isinstance(spec, str) else None
     if name is not None:
-        from focaltag.models.catalogue import cached_path, is_pulled, pull
+        from focaltag.models.hub import cached_path, is_pulled, pull
 
         return cached_path(name) if is_pulled(name) else pull(name)
     return Path(spec)
