@@ -17,8 +17,8 @@ Sections of the JSON:
   and are no longer defaults). Per mode: seconds per track, x real time (audio seconds / wall seconds),
   chunks/s, ``vs_plain_loop``, the largest probability difference to float32, whether every top-5 equals
   float32's and how many bf16 close calls were re-checked in float32.
-* ``ceiling``: what the machine allows at most: the network's multiply-accumulates per chunk, a large bf16 matmul's
-  GFLOP/s, decoding's CPU seconds, the bf16 forward alone on decoded chunks, and the x real time of a forward at
+* ``ceiling``: what the machine allows at most: the network's multiply-accumulates per chunk, the matmul rate of
+  every precision the CPU runs natively (the fastest sets the ceiling, so a share of it is at most 1), decoding's CPU seconds, the bf16 forward alone on decoded chunks, and the x real time of a forward at
   the matmul peak plus decoding spread over the threads (``bench_ceiling``).
 * ``process``: whole-process wall time of ``focaltag tag --format json`` (imports, model load, decoding, writing)
   per precision against a process running the plain float32 loop; the target is >= 2.5x.
@@ -26,6 +26,13 @@ Sections of the JSON:
   re-check, for each catalogue architecture (paper ResNet random init; Won et al.'s FCN, CRNN and Musicnn from
   ``../shared/models/won2020`` when present), with the float32 modules, largest probability differences,
   top-5 agreement and re-checked tracks.
+* ``precisions``: fp32, int8, bf16 (only where native) and ``auto`` with and without adaptive chunking, for one
+  paper-size ResNet and a four-member ensemble of them (random weights: the usc-sail-2020 weights cannot be fetched
+  offline), against the plain float32 loop of the same models (``bench_precisions``).
+* ``adaptive``: adaptive chunking against the fixed 16 chunks with Won et al.'s trained FCN and CRNN on the shared
+  and generated tracks: agreement of top-5 and decisions, mean chunks, speed-up (``bench_adaptive``).
+* ``--emulate-avx2``: oneDNN limited to AVX2 and bf16 treated as not native, in this process and the ``process``
+  children; onnxruntime still picks its kernels by CPUID, so its figures stay this CPU's.
 * ``rss_*``: a generated 60-minute 44.1 kHz stereo MP3 tagged alone in a fresh process, peak RSS (``VmHWM``)
   next to a process that only loads the model.
 
