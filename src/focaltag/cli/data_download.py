@@ -189,6 +189,10 @@ def _audio(args: argparse.Namespace, dataset: str, manifest_dir: Path | None, *,
         if announce and not args.quiet:
             print(f"audio ({dataset} {args.data_type}): size known once the manifests are fetched", file=sys.stderr)
         return None
+    if manifest_dir is None:  # _metadata_plan sets it whenever audio is fetched (not --metadata-only)
+        from focaltag.errors import ConfigError
+
+        raise ConfigError("download: no manifest folder for the audio; pass --manifest-dir DIR")
     with logging_redirect_tqdm():  # retry/failure messages print above the progress bars, not into them
         folder = args.out / ("melspecs" if args.data_type == "melspecs" else "audio")
         report = download_dataset(folder, dataset=dataset, data_type=args.data_type,

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("focaltag demo (%s preset) -> %s\n%s", preset, out, SYNTHETIC_NOTICE)
     spec = load_experiment(PAPER_EXPERIMENT)
     synth = resolve_experiment(spec, preset=preset).synth
+    if synth is None:
+        from focaltag.errors import ConfigError
+
+        raise ConfigError(f"{PAPER_EXPERIMENT}: preset {preset!r} has no synth section; the demo needs one")
 
     _step(1, f"synthesizing the demo dataset ({synth.n_tracks} SYNTHETIC tracks, MTG-Jamendo layout)")
     data_dir = out / "data"

@@ -9,7 +9,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from focaltag.cli._common import add_command
 from focaltag.data.groups import format_group_thresholds
@@ -150,7 +150,7 @@ def _ground_truth(args: argparse.Namespace, n_cols_hint: int | None = None) -> t
         return ground_truth_from_tsv(args.tsv)
     gt = load_matrix(args.ground_truth, what="ground truth")
     names = read_tag_list(args.tags) if args.tags is not None else default_tag_names(gt.shape[1])
-    return gt, names
+    return gt, list(names)
 
 
 def _check_width(names: list[str], matrix: Any, path: Path, what: str) -> None:
@@ -293,7 +293,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    rows = [[m, s["A"], s["B"], s["diff"], fmt_interval(s["ci"]), f"{s['p_value']:.3f}"]
+    rows = [[m, s["A"], s["B"], s["diff"], fmt_interval(cast(list, s["ci"])), f"{s['p_value']:.3f}"]
             for m, s in stats.items()]
     print(f"A = {args.a}\nB = {args.b}")
     print(format_table(["metric", "A", "B", "A - B", "95% CI of A - B", "p"], rows, markdown=args.markdown))

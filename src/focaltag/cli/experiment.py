@@ -169,7 +169,7 @@ def _tag_names(path: Path | None, gt: Any) -> list[str]:
     from focaltag.evaluation.metrics import default_tag_names
 
     if path is None:
-        return default_tag_names(gt.shape[1] if getattr(gt, "ndim", 0) == 2 else 0)
+        return list(default_tag_names(gt.shape[1] if getattr(gt, "ndim", 0) == 2 else 0))
     from focaltag.data.metadata import read_tag_list
 
     names = read_tag_list(path)

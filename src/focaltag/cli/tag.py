@@ -246,7 +246,9 @@ def run_import(args: argparse.Namespace) -> int:
     tags = read_tag_list(args.tags) if args.tags is not None else None
     model = load_model(args.checkpoint, tag_names=tags, variant=args.variant)
     save_model(model, args.out)
-    cfg = model.pretrained_cfg
+    from focaltag.models.meta import cfg_of
+
+    cfg = cfg_of(model)
     arch = (f"variant {cfg.variant}, width {cfg.width}" if cfg.variant is not None
             else getattr(model, "model_name", type(model).__name__))
     print(f"wrote {args.out} ({cfg.n_tags} tags, {arch}, "

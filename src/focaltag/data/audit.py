@@ -80,7 +80,7 @@ def audit_tracks(subsets: Mapping[str, Sequence[TrackRecord]], *, hashes: Mappin
             unhashed += 1
             continue
         groups[digest].append({"track_id": rec.track_id, "subset": name, "path": rec.path})
-    duplicates = []
+    duplicates: list[dict[str, Any]] = []
     for digest, members in groups.items():
         if len(members) > 1:
             subs = sorted({m["subset"] for m in members}, key=lambda s: (list(subsets).index(s), s))

@@ -39,6 +39,7 @@ def ground_truth_from_tsv(path: str | os.PathLike[str]) -> tuple[np.ndarray, lis
 
     tracks = read_tracks(path)
     tags = {t for rec in tracks for t in rec.tags}
+    vocab: TagVocabulary | None
     if tags and all(t.startswith(MOODTHEME_PREFIX) for t in tags):
         vocab = TagVocabulary(MOODTHEME_TAGS)
     else:

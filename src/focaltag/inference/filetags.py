@@ -277,7 +277,7 @@ def restore_vorbis_header_layout(path: str | os.PathLike[str], layout: tuple[int
 def _save(audio: Any, kind: str) -> None:
     from mutagen.oggvorbis import OggVorbis
 
-    if isinstance(audio, OggVorbis):
+    if isinstance(audio, OggVorbis) and audio.filename is not None:  # opened by path (always, here)
         layout = vorbis_header_layout(audio.filename)
         audio.save()
         restore_vorbis_header_layout(audio.filename, layout)

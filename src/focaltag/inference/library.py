@@ -208,7 +208,8 @@ def iter_library(paths: Sequence[str | os.PathLike[str]], *, shard: tuple[int, i
     for root in _check_roots(paths):
         if root.is_dir():
             base = os.fspath(root)
-            found = (LibraryFile(p, Path(os.path.relpath(p, base)).as_posix()) for p in _walk(base, unlistable))
+            found: Iterator[LibraryFile] = (LibraryFile(p, Path(os.path.relpath(p, base)).as_posix())
+                                            for p in _walk(base, unlistable))
         else:
             found = iter([LibraryFile(os.fspath(root), root.name)])
         for item in found:
@@ -495,18 +496,18 @@ def merge_outputs(output: str | os.PathLike[str], inputs: Iterable[str | os.Path
     Within one input the last line of a file wins, as in a run. The write is atomic.
     """
     output = Path(output)
-    inputs = [Path(p) for p in inputs]
-    if not inputs:
+    files = [Path(p) for p in inputs]
+    if not files:
         raise ConfigError("merge-tags needs at least one input file")
-    for p in inputs:
+    for p in files:
         if not p.is_file():
             raise ConfigError(f"no such output file: {p}")
         if output.exists() and p.resolve() == output.resolve():
             raise ConfigError(f"{p} is both an input and the output; write the merge to a new file")
     seen: dict[int, tuple[bytes, str]] = {}
     dropped = 0
-    states = [read_output(p, repair=False) for p in inputs]
-    for p, state in zip(inputs, states, strict=True):
+    states = [read_output(p, repair=False) for p in files]
+    for p, state in zip(files, states, strict=True):
         with open(p, "rb") as f:
             for number, line in enumerate(f, start=1):
                 if not line.endswith(b"\n") or not line.strip():
@@ -526,7 +527,7 @@ def merge_outputs(output: str | os.PathLike[str], inputs: Iterable[str | os.Path
                 seen.setdefault(key, (digest, str(p)))
     written: set[int] = set()
     with atomic_write(output, "wb") as dst:
-        for p, state in zip(inputs, states, strict=True):
+        for p, state in zip(files, states, strict=True):
             with open(p, "rb") as f:
                 for number, line in enumerate(f, start=1):
                     if not line.endswith(b"\n") or not line.strip():

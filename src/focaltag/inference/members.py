@@ -17,7 +17,7 @@ import numpy as np
 
 from focaltag.errors import CheckpointError, ConfigError
 from focaltag.inference.precision import (
-    Precision,
+    TagPrecision,
     autocast,
     bf16_inference_model,
     fp32_modules,
@@ -58,7 +58,7 @@ class TorchMember:
     """
 
     def __init__(self, model: Any, *, name: str = "model", device: str = "cpu", optimize: Optimize = "none",
-                 precision: Precision = "auto") -> None:
+                 precision: TagPrecision = "auto") -> None:
         import torch
 
         meta = model_meta(model)
@@ -112,7 +112,7 @@ def check_members(members: Sequence[Member]) -> None:
 
 
 def _load(source: MemberSource, *, runtime: Runtime, device: str, optimize: Optimize,
-          precision: Precision) -> Member:
+          precision: TagPrecision) -> Member:
     from focaltag.inference.files import AUDIO_EXTENSIONS
 
     path = source.path
@@ -160,7 +160,7 @@ def check_runtime(runtime: str, device: str, precision: str) -> str:
 
 
 def load_members(resolved: ResolvedModel, *, runtime: Runtime = "torch", device: str = "cpu",
-                 optimize: Optimize = "none", precision: Precision = "auto") -> list[Member]:
+                 optimize: Optimize = "none", precision: TagPrecision = "auto") -> list[Member]:
     """Load the members of a resolved model (in its member order, matching ``resolved.weights``).
 
     Torch members run in ``precision`` (see :class:`TorchMember`); onnxruntime members always in float32.

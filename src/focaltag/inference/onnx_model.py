@@ -83,6 +83,8 @@ def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) 
                                         opset_version=ONNX_OPSET, verbose=False)
     except Exception as err:  # exporter failures come as many types; one line with the cause
         raise ModelError(f"ONNX export failed ({type(err).__name__}: {first_line(err, limit=200)})") from None
+    if program is None:  # torch.onnx.export gives a program with dynamo=True; None would be a torch change
+        raise ModelError("ONNX export gave no program; this torch version's exporter is not supported")
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {
         "focaltag.tag_names": json.dumps(list(meta.tag_names)),

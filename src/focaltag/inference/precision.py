@@ -14,15 +14,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from focaltag.errors import ConfigError
 from focaltag.precision import PRECISIONS, Precision, autocast, device_kind, resolve_precision
 
-__all__ = ["Precision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
+__all__ = ["Precision", "TagPrecision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
            "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES", "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
+
+TagPrecision = Literal["auto", "bf16", "fp32", "int8"]
+"""What ``Tagger(precision=...)`` accepts (the values of :data:`TAG_PRECISIONS`)."""
 
 TAG_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")
 """The ``--precision`` choices of ``tag``, ``predict`` and ``serve`` and what ``Tagger(precision=...)`` accepts:

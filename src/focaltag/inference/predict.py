@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from focaltag.errors import DataError
+from focaltag.inference.members import Runtime
+from focaltag.inference.precision import TagPrecision
 
 __all__ = ["predict_split", "save_predictions", "tracks_path"]
 
@@ -26,7 +28,8 @@ def _open_cache(cache: Any) -> Any:
 
 
 def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks: int = 32, *,
-                  batch_size: int = 32, runtime: str = "torch", device: str = "cpu", precision: str = "auto",
+                  batch_size: int = 32, runtime: Runtime = "torch", device: str = "cpu",
+                  precision: TagPrecision = "auto",
                   tagger: Any = None) -> tuple[np.ndarray, list[str]]:
     """Score every track of a split TSV: ``(matrix float32 (n_tracks, n_tags), track_ids)``.
 

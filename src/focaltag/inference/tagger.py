@@ -24,7 +24,7 @@ from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagEr
 from focaltag.inference.adaptive import AdaptiveRule, ld_order
 from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks
 from focaltag.inference.members import Optimize, Runtime, check_runtime, load_members
-from focaltag.inference.precision import Precision, is_reduced
+from focaltag.inference.precision import TagPrecision, is_reduced
 from focaltag.inference.reading import (
     DECODER_ERRORS,
     Chunk,
@@ -214,7 +214,7 @@ class Tagger:
 
     def __init__(self, model_or_models: ModelSpecs | ResolvedModel, *, n_chunks: int = 16, hop_seconds: float | None = None,
                  batch_size: int | None = None, runtime: Runtime = "torch", device: str = "cpu",
-                 optimize: Optimize = "none", precision: Precision = "auto", thresholds: Thresholds = "auto",
+                 optimize: Optimize = "none", precision: TagPrecision = "auto", thresholds: Thresholds = "auto",
                  top_k: int = 5, read: ReadMethod = "auto", prefetch: bool = True, workers: int | None = None,
                  recheck_margin: float | None = None, adaptive: bool | AdaptiveRule = False) -> None:
         if n_chunks < 1:
@@ -410,10 +410,10 @@ class Tagger:
                 item.error = event.error
                 batch[:] = [b for b in batch if b[0] is not item]
             elif isinstance(event, Chunk):
-                item = by_index.get(event.index)
-                if item is None or item.used is not None:  # settled (adaptive), maybe written already
+                pending = by_index.get(event.index)
+                if pending is None or pending.used is not None:  # settled (adaptive), maybe written already
                     continue
-                batch.append((item, event.position, event.samples))
+                batch.append((pending, event.position, event.samples))
                 if len(batch) >= self.batch_size:
                     run_batch()
             elif event.index in by_index:

@@ -17,6 +17,7 @@ from focaltag._io import save_torch
 from focaltag.data.tags import MOODTHEME_TAGS
 from focaltag.errors import CheckpointError, FocaltagError, first_line
 from focaltag.models._factory import create_model
+from focaltag.models.meta import cfg_of
 from focaltag.models.resnet import N_FFT, VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -299,12 +300,13 @@ def _parse(obj: Any, file: Path) -> tuple[str, dict[str, Any], list[str] | None,
     if is_reference_layout(sd):
         sd, info = convert_reference_state_dict(sd)
     else:
-        info = _plain_focaltag_info(sd)
-        if info is None:
+        plain = _plain_focaltag_info(sd)
+        if plain is None:
             shown = ", ".join(list(sd)[:4])
             raise CheckpointError(f"{file}: unknown state_dict layout (first keys: {shown}); expected a focaltag "
                                   "checkpoint, the paper code's ShortChunkCNN_Res layout or Won et al.'s "
                                   "FCN / CRNN / Musicnn")
+        info = plain
     if info["n_fft"] not in (None, N_FFT):
         raise CheckpointError(f"{file}: mel filterbank is for n_fft={info['n_fft']}; focaltag models use "
                               f"n_fft={N_FFT}")
@@ -364,7 +366,7 @@ def load_model(
     if isinstance(map_location, str | torch.device):
         model.to(map_location)
     logger.info("loaded %s (%s layout, %s, %d tags)", file, info["layout"], args.get("variant", name),
-                model.pretrained_cfg.n_tags)
+                cfg_of(model).n_tags)
     return model.eval()
 
 

@@ -30,13 +30,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from focaltag.errors import CheckpointError, ConfigError, ModelError
+from focaltag.models.meta import cfg_of
 
 __all__ = ["ENSEMBLE_MANIFEST", "ENSEMBLE_FORMAT", "EnsembleManifest", "MeanEnsemble", "check_weights",
            "is_ensemble_dir", "mean_probabilities", "member_file", "read_ensemble", "read_manifest",
@@ -73,7 +74,7 @@ def check_weights(weights: Sequence[float] | None, n: int, where: str = "ensembl
     return (arr / arr.sum()).tolist()  # numpy's sum, as the prediction-level ensembles always normalised
 
 
-def mean_probabilities(probabilities: Iterable[T], weights: Sequence[Any]) -> T:
+def mean_probabilities(probabilities: Iterable[T], weights: Iterable[Any]) -> T:
     """``sum_i weights[i] * probabilities[i]`` for normalised weights: the ensemble's combination rule.
 
     Works on torch tensors and numpy arrays alike (only ``*`` and ``+``); members are consumed in order, so a
@@ -101,9 +102,9 @@ class MeanEnsemble(nn.Module):
         super().__init__()
         if not members:
             raise ModelError("an ensemble needs at least one member")
-        first = members[0].pretrained_cfg
+        first = cfg_of(members[0])
         for i, m in enumerate(members[1:], start=1):
-            cfg = m.pretrained_cfg
+            cfg = cfg_of(m)
             if (tuple(cfg.tag_names), cfg.sample_rate, cfg.chunk_samples) != (
                     tuple(first.tag_names), first.sample_rate, first.chunk_samples):
                 raise ModelError(f"ensemble member {i} differs from member 0 in tags or input length")
@@ -116,7 +117,8 @@ class MeanEnsemble(nn.Module):
         self.member_names = list(names or [f"member {i}" for i in range(len(members))])
 
     def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
-        return mean_probabilities((torch.sigmoid(m(waveform)) for m in self.members), self.weights)
+        weights = cast(torch.Tensor, self.weights)
+        return mean_probabilities((torch.sigmoid(m(waveform)) for m in self.members), weights)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         p = self.probabilities(waveform)

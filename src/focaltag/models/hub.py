@@ -30,6 +30,7 @@ from focaltag.errors import CheckpointError, DownloadError, ModelError
 from focaltag.models import _checkpoint
 from focaltag.models.catalogue import CatalogueEntry, get_entry
 from focaltag.models.ensemble import ENSEMBLE_MANIFEST, member_file, write_manifest
+from focaltag.models.meta import cfg_of
 
 __all__ = ["MIRROR_ENV", "models_dir", "model_dir", "is_pulled", "cached_path", "how_to_get", "convert", "pull",
            "import_files"]
@@ -56,7 +57,7 @@ def model_dir(name: str) -> Path:
 
 
 def _source_record(entry: CatalogueEntry) -> dict[str, Any]:
-    record = {"name": entry.name, "kind": entry.kind, "repo": entry.repo, "commit": entry.commit}
+    record: dict[str, Any] = {"name": entry.name, "kind": entry.kind, "repo": entry.repo, "commit": entry.commit}
     if entry.kind == "checkpoint":
         record.update(path=entry.path, blob=entry.blob, size=entry.size)
     else:
@@ -119,7 +120,7 @@ def _brace(paths: Sequence[str]) -> str:
 def convert(entry: CatalogueEntry, raw: str | os.PathLike[str]) -> nn.Module:
     """The one converter: a published file -> a focaltag model with the entry's tag names, checked against it."""
     model = _checkpoint.load_model(raw, tag_names=entry.tag_names)
-    cfg = model.pretrained_cfg
+    cfg = cfg_of(model)
     arch = dict(entry.architecture or {})
     expected = {"model": arch.get("name"), "sample_rate": entry.front_end.get("sample_rate"),
                 "chunk_samples": entry.input.get("samples"), "n_mels": entry.front_end.get("n_mels")}

@@ -27,17 +27,17 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: Stride = 2, kernel_size: int = 3) -> None:
         super().__init__()
-        stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        strides = (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
         pad = kernel_size // 2
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=pad)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size, stride=strides, padding=pad)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
-        if stride != (1, 1) or in_channels != out_channels:
+        if strides != (1, 1) or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=pad),
+                nn.Conv2d(in_channels, out_channels, kernel_size, stride=strides, padding=pad),
                 nn.BatchNorm2d(out_channels),
             )
 

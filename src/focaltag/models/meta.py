@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from focaltag.errors import ModelError
 
-__all__ = ["ModelMeta", "model_meta", "check_same_input"]
+if TYPE_CHECKING:
+    from focaltag.models.resnet import PretrainedCfg
+
+__all__ = ["ModelMeta", "model_meta", "check_same_input", "cfg_of"]
+
+
+def cfg_of(model: Any) -> PretrainedCfg:
+    """A focaltag model's ``pretrained_cfg``, typed (``nn.Module`` attribute access is untyped to a checker)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        raise ModelError(f"{type(model).__name__} has no pretrained_cfg; build models with "
+                         "focaltag.create_model or load them with focaltag.load_model")
+    return cfg
 
 
 @dataclass(frozen=True)

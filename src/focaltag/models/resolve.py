@@ -107,7 +107,7 @@ def resolve_path(spec: str | os.PathLike[str]) -> Path:
 
 
 def _label(spec: ModelSpec) -> str:
-    if _is_loaded(spec):
+    if not isinstance(spec, (str, os.PathLike)):
         return str(getattr(spec, "catalogue_name", None) or getattr(spec, "model_name", None)
                    or type(spec).__name__)
     return Path(os.fspath(spec)).name
@@ -180,7 +180,7 @@ def load_model(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
         model = _checkpoint.load_model(resolved, **kwargs)
     name = catalogue_name_of(path)
     if name is not None:
-        model.catalogue_name = name  # what 'tag --format json' reports as "model"
+        setattr(model, "catalogue_name", name)  # noqa: B010  (what 'tag --format json' reports as "model")
     return model
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import unquote_to_bytes
 
 from focaltag.errors import first_line
@@ -207,7 +207,7 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str, folder
     receiver = _Receiver(folder, max_files=max_files)
     received = 0
     try:
-        parser = MultipartParser(_boundary(content_type), receiver.callbacks())
+        parser = MultipartParser(_boundary(content_type), cast(Any, receiver.callbacks()))
         async for chunk in _paced(stream, read_timeout, deadline):
             received += len(chunk)
             if received > max_bytes:

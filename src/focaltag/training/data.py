@@ -199,7 +199,7 @@ def prepare_missing(cfg: DataConfig, data: RunData, *, shard: tuple[int, int] = 
     from focaltag.audio.cache import prepare_cache
 
     for tracks, folder, _ in jobs:
-        if tracks:
+        if tracks and folder is not None:  # checked above: a folder for every part with missing tracks
             log.info("preparing the waveform cache: %d tracks from %s -> %s", len(tracks), folder, cache_dir)
             prepare_cache(tracks, folder, cache_dir, workers=cfg.prepare_workers, shard=shard)
 

@@ -28,6 +28,7 @@ from focaltag._io import write_text
 from focaltag._progress import progress
 from focaltag.errors import CheckpointError, ConfigError, TrainingDivergedError, first_line
 from focaltag.metrics import macro_scores  # the same per-tag scores as focaltag evaluate
+from focaltag.models.meta import cfg_of
 from focaltag.precision import RunPrecision, autocast, runs_bf16_fast
 from focaltag.training import distributed as ddp
 from focaltag.training.checkpoint import (
@@ -251,7 +252,7 @@ class _Trainer:
         self.optimizer = make_optimizer(model.parameters(), cfg.optim, self.run_state.phase)
         if self.saved is not None:
             self.optimizer.load_state_dict(self.saved["training"]["optimizer"])
-        step_model: nn.Module = torch.compile(model) if cfg.runtime.compile else model
+        step_model: Any = torch.compile(model) if cfg.runtime.compile else model
         self.step_model = ddp.wrap_ddp(step_model, self.device, sync_batchnorm=cfg.runtime.sync_batchnorm)
 
     def _output_bias(self, loss_default: Callable[..., float | None]) -> Any:
@@ -288,7 +289,7 @@ class _Trainer:
         from focaltag.data.torch_dataset import EvalChunkDataset, TrainChunkDataset
 
         cfg, data, info = self.cfg, self.data, self.info
-        chunk = int(self.model.pretrained_cfg.chunk_samples)
+        chunk = int(cfg_of(self.model).chunk_samples)
         self.train_ds = TrainChunkDataset(self.cache, data.train, data.vocab, chunk, cfg.seed)
         if cfg.sampling.name == "class_aware":
             self.sampler: ShuffleSampler | ClassAwareSampler = ClassAwareSampler(
@@ -360,7 +361,7 @@ class _Trainer:
         self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
         log.info("training %s (%s; %.2f s chunks) on %s: %s; %s sampling, %d batches of %d per epoch, loss %s",
                  cfg.model.name, ", ".join(f"{k} {v}" for k, v in cfg.model.model_kwargs().items()) or "defaults",
-                 self.model.pretrained_cfg.chunk_seconds, self.device, self.data.summary(),
+                 cfg_of(self.model).chunk_seconds, self.device, self.data.summary(),
                  cfg.sampling.name, self.n_batches, cfg.optim.batch_size, cfg.loss.name)
 
     def _step_limit_reached(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,6 +38,8 @@ def make_optimizer(params: Iterable[torch.Tensor], optim: OptimConfig, phase: in
     this PyTorch has them for the parameters' device (one kernel instead of a loop over tensors: the Adam
     step of the paper's network takes 16 instead of 57 ms on one CPU core)."""
     params = list(params)
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any]
     if phase == 0:
         cls, kwargs = torch.optim.Adam, {"lr": optim.adam_lr, "weight_decay": optim.adam_weight_decay}
     else:
@@ -54,7 +57,7 @@ def change_phase(model: nn.Module, optimizer: torch.optim.Optimizer, optim: Opti
     """Enter phase ``new``: reload the best weights, then a fresh SGD (from Adam) or the divided lr (SGD keeps
     its momentum buffers, as the reference's ``param_group['lr'] = ...``)."""
     reload = optim.reload_best and best_state is not None
-    if reload:
+    if reload and best_state is not None:
         model.load_state_dict(best_state)
     if old == 0 or new == 0:
         optimizer = make_optimizer(model.parameters(), optim, new)
