@@ -12,7 +12,8 @@ inference commands and by ``Tagger``, never by a plain ``import focaltag``. Buff
 start allows it; onnxruntime's arena (``--precision int8`` / the ONNX runtime) does not have the problem.
 
 **Threads.** :func:`thread_budget` splits the usable cores between decoding threads and the network's intra-op
-threads so that together they never exceed the cores.
+threads: from 4 cores on, together they never exceed the cores. Below 4 cores one decoding thread runs beside a
+network that keeps every core, because that measured fastest (see there).
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ def usable_cores() -> int:
 def thread_budget(workers: int, cores: int | None = None) -> tuple[int, int]:
     """``(decoding threads, intra-op threads)`` for ``workers`` requested decoding threads on ``cores`` cores.
 
-    Together they never exceed the cores: decoding gets a quarter of them (capped at ``workers``), the network
-    the rest. Below 4 cores that quarter is 0: decoding runs in the calling thread between batches and the network
-    gets every core (on 2 cores inline decoding measured faster than one or two decoding threads beside two
-    network threads, ``bench/tag.py``).
+    From 4 cores on they never exceed the cores: decoding gets a quarter of them (capped at ``workers``), the
+    network the rest. Below 4 cores a strict split would leave the network one core or decode in line between
+    batches, and both measured slower: on 2 cores (AMD EPYC Zen 5, loaded) inline decoding with 2 network threads
+    tagged at 0.61-0.72x the speed of one decoding thread beside 2 network threads (bf16 and int8; README), the
+    decoding thread mostly waiting on its queue. So there one decoding thread (when ``workers`` asks for any)
+    runs beside a network that keeps every core.
     """
     cores = usable_cores() if cores is None else max(1, int(cores))
+    if cores < 4:
+        return min(max(workers, 0), 1), cores
     decode = min(max(workers, 0), cores // 4)
     return decode, cores - decode

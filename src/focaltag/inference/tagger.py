@@ -195,9 +195,10 @@ class Tagger:
         workers (int | None): decoding threads (files are read in parallel, their chunks share batches); memory
             stays bounded by a queue of about two batches of chunks plus one file being read per worker
             (:func:`focaltag.inference.reading.read_events`). ``None``: one budget with the network's intra-op
-            threads that never exceeds the usable cores (:func:`focaltag._resources.thread_budget`: below 4 cores
-            decoding runs in the calling thread between batches and the network gets every core; above, a
-            quarter of the cores, at most 2, decode). A number is taken as given. (Default: ``None``)
+            threads (:func:`focaltag._resources.thread_budget`: from 4 cores on a quarter of the cores, at most 2,
+            decode and the network gets the rest, never more than the cores together; below 4 cores one decoding
+            thread beside a network on every core, which measured fastest). A number is taken as given.
+            (Default: ``None``)
         recheck_margin (float | None): with bf16 or int8, a track whose top-k order (or a threshold decision)
             hangs on a probability gap smaller than this is read again and recomputed in float32, so the reduced
             precision does not change the top tags or decisions float32 gives; such a result reports
