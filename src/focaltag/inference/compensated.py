@@ -23,9 +23,8 @@ class CompensatedBf16(nn.Module):
     channels ``[x_hi, x_lo, x_hi]`` with weights ``[w_hi, w_hi, w_lo]`` (three times the input channels) sums
     ``w_hi x_hi + w_hi x_lo + w_lo x_hi``, which is ``w x`` to ~2^-16 relative (the dropped ``w_lo x_lo`` is
     ~2^-18). What is left of bf16's error is the rounding of the output and of the bias (~2^-9 relative).
-    The spectrogram-reading layers have one input channel, so the pass is cheap: 21 ms per batch of 16 for the
-    paper ResNet's first convolution on 2 cores, against 24 ms in float32 (7 GFLOP/s inside a bf16 model, with
-    the casts) and 15 ms in plain bf16.
+    The spectrogram-reading layers have one input channel, so the pass is cheap: about plain bf16's time and less
+    than float32's inside a bf16 model (README, "bf16 design" row).
     """
 
     weight: torch.Tensor

@@ -89,14 +89,12 @@ FP32_MODULES: dict[str, tuple[str, ...]] = {
     "musicnn": (),
 }
 """Submodules computed to float32 grade under bf16, per architecture (``model_name``): the layers that read the
-log-mel spectrogram. Rounding the spectrogram itself to bf16 (8 significant bits) is most of bf16's error: on the
-six shared recordings (16 chunks per track) keeping them float32 cut the largest track-level probability change
-of Won et al.'s FCN from 2.1e-3 to 1.3e-3 and of CRNN from 6.2e-3 to 1.5e-3 (the final dense layers or CRNN's GRU
-in float32 changed little: 2.3e-3 and 5.8e-3). In float32 that full-resolution block was most of FCN's bf16
-forward, so :func:`bf16_inference_model` computes its convolutions as :class:`CompensatedBf16` instead (float32-
-grade products, output rounded to bf16): FCN 1.9e-3, CRNN 1.7e-3, at 2.4x the speed of float32 islands for FCN.
-Musicnn stays all bf16: its error is already 6e-4, and its spectrogram-reading branches are most of its
-compute."""
+log-mel spectrogram. Rounding the spectrogram itself to bf16 (8 significant bits) is most of bf16's error, and
+the final dense layers or CRNN's GRU in float32 changed little. In float32 that full-resolution block was most of
+FCN's bf16 forward, so :func:`bf16_inference_model` computes its convolutions as :class:`CompensatedBf16`
+instead (float32-grade products, output rounded to bf16). Musicnn stays all bf16: its error is already small, and
+its spectrogram-reading branches are most of its compute. The measured errors and speeds are in the README's
+"bf16 design" row."""
 
 
 def fp32_modules(model: Any) -> tuple[str, ...]:
@@ -161,22 +159,19 @@ def _inside(name: str, prefixes: Sequence[str]) -> bool:
 def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
     """An inference copy of ``model`` laid out for fast bf16 autocast; ``model`` itself is not touched.
 
-    Run it under bf16 autocast. Measured on a 2-core AVX512-BF16 CPU without AMX (batch 16):
+    Run it under bf16 autocast. Each choice was measured (README, "bf16 design" row):
 
     * convolution and linear weights stored in bf16, so autocast does not cast every weight again on every call
       (its cast cache only keeps tensors that require grad, and inference mode has none);
-    * 4-D weights and activations channels_last, the layout oneDNN's bf16 convolutions run natively: the paper
-      ResNet's largest convolution ran 740 GFLOP/s channels_last against 510 in NCHW;
+    * 4-D weights and activations channels_last, the layout oneDNN's bf16 convolutions run natively;
     * the convolution and linear layers inside ``fp32_names`` (the architecture's :data:`FP32_MODULES`, which
       read the spectrogram) computed with float32-grade products in one compensated bf16 pass
-      (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32: a float32 convolution with
-      one input channel inside the bf16 model ran at 7 GFLOP/s, and Won et al.'s FCN as a whole went from 6.3 s
-      to 2.6 s on the six recordings. ReLU and max-pooling after them are exact in bf16. Layers there that
-      cannot be split (grouped convolutions, say) run in float32 through :func:`keep_fp32`.
+      (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32, which is slow inside a bf16
+      model for a convolution with one input channel. ReLU and max-pooling after them are exact in bf16. Layers
+      there that cannot be split (grouped convolutions, say) run in float32 through :func:`keep_fp32`.
 
-    Not done: folding BatchNorm into the layer before it. It saved a fifth of the paper ResNet's forward but
-    doubled bf16's probability error on all three trained Won et al. models (FCN 1.9e-3 -> 4.0e-3, CRNN
-    1.7e-3 -> 2.4e-3, Musicnn 6.1e-4 -> 1.3e-3 on the six recordings); why was not established.
+    Not done: folding BatchNorm into the layer before it. It saved time but doubled bf16's probability error on
+    all three trained Won et al. models; why was not established.
 
     The float32 original stays the reference: ``precision="fp32"`` calls and the close-call re-check run it.
     """
