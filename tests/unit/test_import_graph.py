@@ -16,9 +16,13 @@ PACKAGE = "focaltag"
 
 # Lower layers never import higher ones. Top-level modules (focaltag.errors, focaltag.metrics, ...) are the
 # base every stage may use. serve/ is an application beside cli/: above everything it serves, and cli/ may
-# start it (``focaltag serve``), so cli sits one step higher.
+# start it (``focaltag serve``), so cli sits one step higher. ray/ (``focaltag.ray``, the ``[ray]`` extra) runs
+# the tagger and the cache writer on a cluster: it uses inference/ and audio/, nothing below may import it (they
+# work without Ray), and cli/ calls it; it is a package rather than a top-level module because the base layer
+# may not import inference/.
 LAYERS: tuple[str, ...] = (
-    "<base>", "data", "audio", "models", "training", "evaluation", "inference", "experiments", "serve", "cli",
+    "<base>", "data", "audio", "models", "training", "evaluation", "inference", "ray", "experiments", "serve",
+    "cli",
 )
 
 # Known exceptions to the layer order, each with the reason it is tolerated; keep this empty if possible.

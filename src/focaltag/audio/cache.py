@@ -43,7 +43,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -262,9 +262,14 @@ def _ensure_meta(cache_dir: Path, sample_rate: int) -> None:
     write_json(cache_dir / "cache.json", meta)
 
 
+BatchRunner = Callable[[Path, str, Sequence[list[tuple[str, str, int]]]], Iterator[list[Result]]]
+"""Runs ``prepare_batch`` over batches elsewhere (``focaltag.ray.ray_batch_runner``: Ray tasks), given the cache
+folder, the shard tag and the batches; yields each batch's results as it finishes."""
+
+
 def prepare_cache(tracks: Sequence, audio_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], *,
                   workers: int | None = None, shard: tuple[int, int] = (0, 1), progress: bool = True,
-                  sample_rate: int = 16000) -> PrepareSummary:
+                  sample_rate: int = 16000, runner: BatchRunner | None = None) -> PrepareSummary:
     """Decode every track of this shard once into the cache; resumable, parallel over processes.
 
     Args:
@@ -276,6 +281,8 @@ def prepare_cache(tracks: Sequence, audio_dir: str | os.PathLike[str], cache_dir
             (Default: ``(0, 1)`` = all)
         progress (bool, optional): show a progress bar (still silenced by ``--quiet``). (Default: ``True``)
         sample_rate (int, optional): stored sample rate. (Default: ``16000``)
+        runner (BatchRunner or None, optional): where the batches are decoded instead of local processes (the
+            same batches and writer; ``workers`` is then only reported). (Default: ``None`` = local)
 
     Returns:
         PrepareSummary: counts, hours, bytes, timings and the failures (also in ``failures.tsv``).
@@ -306,7 +313,10 @@ def prepare_cache(tracks: Sequence, audio_dir: str | os.PathLike[str], cache_dir
     bar = _progress_bar(total=len(todo), desc="preparing cache", unit="track", disable=None if progress else True)
     batches = [[(tid, wanted[tid], sample_rate) for tid in batch] for batch in _batches(todo, durations)]
     try:
-        if todo and workers == 1:
+        if todo and runner is not None:
+            for results in runner(cache_dir, tag, batches):
+                t_dec += _collect(results, failures, bar)
+        elif todo and workers == 1:
             acquire_slot(cache_dir, tag)
             try:
                 for batch in batches:

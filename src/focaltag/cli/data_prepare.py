@@ -37,6 +37,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="only do shard I of N (0-based; for cluster array jobs, each given the same TSVs); "
                              "default: all tracks")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="decode in Ray tasks across a cluster (the same cache, track for track); joins ADDRESS, "
+                             "else RAY_ADDRESS, else starts Ray on this machine; the audio and the cache must be on "
+                             "a file system every node sees at the same path (requires pip install 'focaltag[ray]')")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -69,8 +73,24 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --dataset-dir DIR (optionally --tagset, --split, --part) or --tsv FILE")
     if audio_dir is None or cache is None:
         raise ConfigError("--tsv needs --audio-dir DIR and --cache DIR (or give --dataset-dir DIR)")
-    summary = prepare_cache(tracks, audio_dir, cache, workers=args.workers, shard=args.shard or (0, 1),
-                            progress=not args.quiet)
+    runner, started, workers = None, False, args.workers
+    if args.ray is not None:
+        from focaltag.ray import connect, ray_batch_runner
+
+        runner = ray_batch_runner()
+        started = connect(args.ray or None)
+        if workers is None:
+            import ray
+
+            workers = int(ray.cluster_resources().get("CPU", 1))
+    try:
+        summary = prepare_cache(tracks, audio_dir, cache, workers=workers, shard=args.shard or (0, 1),
+                                progress=not args.quiet, runner=runner)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     if args.json:
         print(json.dumps(summary.to_dict()))
     else:

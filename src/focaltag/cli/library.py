@@ -29,6 +29,16 @@ def add_library_options(p: argparse.ArgumentParser) -> None:
     lib.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                      help="with -o: tag only shard I of N (0-based), chosen by the path relative to the folder "
                      "argument; join the outputs with 'focaltag merge-tags'")
+    lib.add_argument("--files-from", type=Path, default=None, metavar="LIST",
+                     help="also tag the paths listed in this text file, one per line (blank lines and # comments "
+                     "are skipped): for catalogues whose file list comes from a database")
+    lib.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="with -o: read the files in Ray tasks and run the model in a pool of Ray actors; joins "
+                     "the cluster at ADDRESS, else the one RAY_ADDRESS names, else starts Ray on this machine "
+                     "(requires pip install 'focaltag[ray]')")
+    lib.add_argument("--actors", type=int, default=None, metavar="N",
+                     help="with --ray: model actors (default: one per GPU; without GPUs one per node, each using "
+                     "half of its CPUs)")
     lib.add_argument("--workers", type=int, default=None, metavar="N",
                      help="decode N files in parallel while the model runs (default 2; 0 decodes in line)")
     tags = p.add_argument_group("writing tags into the files")
@@ -48,6 +58,21 @@ def check_library_args(args: argparse.Namespace) -> None:
     from focaltag.errors import ConfigError
 
     output = getattr(args, "output", None)
+    if getattr(args, "ray", None) is not None:
+        from focaltag.ray import require_ray
+
+        if output is None:
+            raise ConfigError("--ray writes a library run's output: add -o tags.jsonl")
+        require_ray()
+    elif getattr(args, "actors", None) is not None:
+        raise ConfigError("--actors sizes the Ray model pool; add --ray (or drop --actors)")
+    if getattr(args, "actors", None) is not None and args.actors < 1:
+        raise ConfigError(f"--actors must be >= 1, got {args.actors}")
+    files_from = getattr(args, "files_from", None)
+    if files_from is not None and not files_from.is_file():
+        raise ConfigError(f"--files-from {files_from}: no such file; give a text file with one path per line")
+    if not getattr(args, "paths", None) and files_from is None:
+        raise ConfigError("give audio files or folders to tag, or --files-from LIST")
     if output is None:
         for flag in ("refresh", "shard"):
             if getattr(args, flag, None):
@@ -70,6 +95,11 @@ def tagger_extra(args: argparse.Namespace) -> dict[str, Any]:
     return {} if workers is None else {"workers": workers}
 
 
+def _writer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"top_k": args.top_k, "replace": args.replace, "probabilities": args.write_probabilities,
+            "keep_mtime": args.keep_mtime, "dry_run": args.dry_run}
+
+
 def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
     """A :class:`~focaltag.inference.filetags.FileTagWriter` for ``--write-tags``, else None."""
     if not getattr(args, "write_tags", False):
@@ -86,20 +116,51 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
 
     for line in recover_leftovers(args.paths, dry_run=args.dry_run):  # what a killed --write-tags run left
         logging.getLogger(__name__).warning("%s", line)
-    return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, top_k=args.top_k, replace=args.replace,
-                         probabilities=args.write_probabilities, keep_mtime=args.keep_mtime, dry_run=args.dry_run)
+    return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, **_writer_kwargs(args))
 
 
-def run_library(args: argparse.Namespace, tagger: Any) -> int:
-    """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary."""
+def _ray_tagger(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str, Any]] | None) -> Any:
+    """``--ray``: the same run with the model in Ray actors (``spec``: the Tagger's models and arguments)."""
+    from focaltag.ray import RayTagger
+
+    assert spec is not None, "run_tag passes the Tagger's arguments for --ray"
+    models, kwargs = spec
+    return RayTagger(models, kwargs, tagger=tagger, actors=args.actors,
+                     write_tags=_writer_kwargs(args) if args.write_tags else None)
+
+
+def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str, Any]] | None = None) -> int:
+    """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary.
+
+    With ``--ray`` the same :func:`~focaltag.inference.library.tag_library` drives a
+    :class:`~focaltag.ray.RayTagger` (``spec`` holds the models and Tagger arguments its actors load); tags are
+    then written by the actors, on the workers.
+    """
     from focaltag._progress import progress
     from focaltag.inference.library import append_failures, failures_path, tag_library
 
     writer = file_tag_writer(args, tagger)
-    with progress(desc="tag", unit="file") as bar:
-        summary = tag_library(tagger, args.paths, args.output, refresh=args.refresh, shard=args.shard,
-                              top_k=args.top_k, on_result=writer.failure_of if writer is not None else None,
-                              on_recorded=writer.recorded if writer is not None else None, progress=bar.update)
+    runner, on_result, started = tagger, writer.failure_of if writer is not None else None, False
+    if getattr(args, "ray", None) is not None:
+        from focaltag.ray import connect
+
+        runner = _ray_tagger(args, tagger, spec)
+        on_result = runner.write_problem if writer is not None else None  # the worker wrote; its outcome
+        started = connect(args.ray or None)
+    try:
+        with progress(desc="tag", unit="file") as bar:
+            summary = tag_library(runner, args.paths, args.output, refresh=args.refresh, shard=args.shard,
+                                  top_k=args.top_k, on_result=on_result,
+                                  on_recorded=writer.recorded if writer is not None else None, progress=bar.update,
+                                  files_from=getattr(args, "files_from", None))
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    if writer is not None and runner is not tagger:
+        for status, n in runner.tag_writes.items():
+            writer.counts[status] += n
     if summary.done + summary.skipped + summary.failed == 0 and args.shard is None:
         from focaltag.errors import ConfigError
         from focaltag.inference.files import AUDIO_EXTENSIONS

@@ -59,7 +59,8 @@ def _register_tag(subparsers: Any) -> None:
                     "evenly spaced chunks (or a sliding window), and the sigmoid probabilities of the chunks and "
                     "models are averaged. A file that cannot be decoded is reported and the rest go on; the exit "
                     "code is 1 if any file failed.")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="audio files and/or folders (or none, with --files-from)")
     _add_models(p, required=False)
     cover = p.add_mutually_exclusive_group()
     cover.add_argument("--chunks", default=argparse.SUPPRESS, metavar="N|auto",
@@ -109,21 +110,26 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise ConfigError(f"tag: --top-k must be >= 0, got {args.top_k}")
     _library.check_library_args(args)
-    files = [] if args.output is not None else collect_audio(args.paths)
+    files = [] if args.output is not None else collect_audio(args.paths) if args.paths else []
+    if args.output is None and args.files_from is not None:
+        from focaltag.inference.library import read_file_list
+
+        files += list(read_file_list(args.files_from))
     if args.taggram is not None and len(files) != 1:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
     if not args.models:
         logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
     adaptive = chunks is None and hop is None and args.taggram is None  # --chunks auto, the default
-    tagger = Tagger(args.models or DEFAULT_MODEL, n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size,
-                    adaptive=adaptive,
-                    runtime=args.runtime, device=args.device, optimize=args.optimize, precision=args.precision,
-                    thresholds=thresholds_option(args.thresholds), top_k=args.top_k, **_library.tagger_extra(args))
+    models = args.models or DEFAULT_MODEL
+    kwargs = {"n_chunks": chunks or 16, "hop_seconds": hop, "batch_size": args.batch_size, "adaptive": adaptive,
+              "runtime": args.runtime, "optimize": args.optimize, "precision": args.precision,
+              "thresholds": thresholds_option(args.thresholds), "top_k": args.top_k}
+    tagger = Tagger(models, device=args.device, **kwargs, **_library.tagger_extra(args))
     if tagger.resolved.thresholds is not None and args.thresholds is None:
         logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
                     "turns them off", tagger.model_name)
     if args.output is not None:
-        return _library.run_library(args, tagger)
+        return _library.run_library(args, tagger, spec=(models, kwargs))
     file_tags = _library.file_tag_writer(args, tagger)
     if args.taggram is not None and hop is None and chunks_arg is None:
         tagger.hop_seconds = tagger.chunk_samples / tagger.sample_rate / 2  # a finer time axis for the plot

@@ -51,6 +51,7 @@ __all__ = [
     "merge_outputs",
     "path_key",
     "read_failures",
+    "read_file_list",
     "read_output",
     "tag_library",
 ]
@@ -195,16 +196,35 @@ def _check_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return roots
 
 
+def read_file_list(list_file: str | os.PathLike[str]) -> Iterator[str]:
+    """The paths of a ``--files-from`` list, lazily: one per line; blank lines and ``#`` comments are skipped.
+
+    For catalogues whose file list comes from a database rather than a folder walk. A path is kept as written
+    (surrounding whitespace removed); one that does not exist fails when it is decoded, like a broken file.
+    """
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise ConfigError(f"--files-from {list_file}: no such file; give a text file with one path per line")
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            path = line.strip()
+            if path and not path.startswith("#"):
+                yield path
+
+
 def iter_library(paths: Sequence[str | os.PathLike[str]], *, shard: tuple[int, int] | None = None,
-                 unlistable: Unlistable | None = None) -> Iterator[LibraryFile]:
+                 unlistable: Unlistable | None = None,
+                 files_from: str | os.PathLike[str] | None = None) -> Iterator[LibraryFile]:
     """Audio files of files and folders, lazily; ``shard=(I, N)`` keeps shard I by path relative to the folder.
 
     A file argument is kept whatever its extension (a bad one is reported when it is decoded); its shard key is
     its name. The order is deterministic (sorted within each folder), so reruns visit files in the same order.
-    A folder that cannot be listed goes to ``unlistable(path, reason)`` (logged when None).
+    A folder that cannot be listed goes to ``unlistable(path, reason)`` (logged when None). ``files_from`` adds
+    the paths of a list file (:func:`read_file_list`) after the arguments; their shard key is the path as listed.
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
+    listed = read_file_list(files_from) if files_from is not None else iter(())
     for root in _check_roots(paths):
         if root.is_dir():
             base = os.fspath(root)
@@ -215,6 +235,9 @@ def iter_library(paths: Sequence[str | os.PathLike[str]], *, shard: tuple[int, i
         for item in found:
             if shard is None or shard_of(item.rel, shard[1]) == shard[0]:
                 yield item
+    for path in listed:
+        if shard is None or shard_of(path, shard[1]) == shard[0]:
+            yield LibraryFile(path, path)
 
 
 # -- reading an output back ------------------------------------------------------------------------------------
@@ -311,11 +334,13 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
                 refresh: bool = False, shard: tuple[int, int] | None = None, top_k: int | None = None,
                 on_result: Callable[[Any], str | None] | None = None,
                 on_recorded: Callable[[dict[str, Any]], bool] | None = None,
-                progress: Callable[[int], None] | None = None) -> LibrarySummary:
+                progress: Callable[[int], None] | None = None,
+                files_from: str | os.PathLike[str] | None = None) -> LibrarySummary:
     """Tag every not-yet-recorded audio file under ``paths`` with ``tagger``, appending to ``output``.
 
     Args:
-        tagger: a :class:`~focaltag.inference.tagger.Tagger` (anything with ``tag_many``).
+        tagger: a :class:`~focaltag.inference.tagger.Tagger`, or anything whose ``tag_many(paths)`` yields one
+            result per path in input order (:class:`focaltag.ray.RayTagger` runs the model on a Ray cluster).
         refresh: also re-tag recorded files whose size or mtime changed.
         shard: ``(I, N)``: only shard I of N (by path relative to the folder argument).
         top_k: length of each line's ``top`` (the tagger's ``top_k`` when None).
@@ -326,6 +351,7 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
             on a library tagged before: the tags come from the recorded probabilities); returns True when it
             changed the file, whose size and mtime are then recorded again (the output is rewritten).
         progress: called with 1 per file tagged or failed.
+        files_from: a list file of more paths (:func:`read_file_list`).
     """
     output = Path(output)
     if output.exists() and output.is_dir():
@@ -335,7 +361,8 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
     try:
         with open(output, "a", encoding="utf-8") as out:
             return _tag_library(tagger, paths, output, out, refresh=refresh, shard=shard, top_k=top_k,
-                                on_result=on_result, on_recorded=on_recorded, progress=progress)
+                                on_result=on_result, on_recorded=on_recorded, progress=progress,
+                                files_from=files_from)
     finally:
         lock.release()
 
@@ -353,7 +380,8 @@ def _lock(output: Path) -> FileLock:
 def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: Path, out: IO[str], *,
                  refresh: bool, shard: tuple[int, int] | None, top_k: int | None,
                  on_result: Callable[[Any], str | None] | None, on_recorded: Callable[[dict[str, Any]], bool] | None,
-                 progress: Callable[[int], None] | None) -> LibrarySummary:
+                 progress: Callable[[int], None] | None,
+                 files_from: str | os.PathLike[str] | None = None) -> LibrarySummary:
     state = read_output(output, stats=refresh)
     skipped: set[int] = set()  # only filled for on_recorded
     summary = LibrarySummary(repaired=state.repaired_bytes > 0)
@@ -377,7 +405,8 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
         retried: set[int] = set()  # what the retry phase yielded; the walk skips it (a handful of paths)
         for first, item in itertools.chain(
                 ((True, i) for i in _retry_items(previous, paths, shard, unlistable)),
-                ((False, i) for i in iter_library(paths, shard=shard, unlistable=unlistable))):
+                ((False, i) for i in iter_library(paths, shard=shard, unlistable=unlistable,
+                                                           files_from=files_from))):
             key = path_key(item.path)
             if first:
                 retried.add(key)

@@ -423,6 +423,28 @@ class Tagger:
         run_batch()
         yield from drain()
 
+    def tag_planned(self, plan: ChunkPlan, chunks: np.ndarray) -> TagResult | TagFailure:
+        """Tag one file already read into the chunks of its ``plan`` (n_chunks, chunk_samples, in plan order).
+
+        The model half of :meth:`tag_many` (the same forward passes, adaptive stopping rule, close-call re-check
+        and result), for pipelines that read files elsewhere: ``focaltag.ray`` reads in CPU tasks and runs this in
+        model actors. With adaptive chunking every chunk is computed, then the rule picks the same prefix.
+        """
+        item = _Pending(0, plan.source, plan, len(self.tag_names))
+        try:
+            item.probs[:] = self.predict_chunks(chunks)
+            item.computed[:] = True
+            item.remaining, item.produced = 0, True
+            self._judge(item)
+        except FocaltagError as err:
+            item.error = err
+        rows = item.used if item.used is not None else slice(None)
+        if item.error is None and self._close_call(item.probs[rows].mean(axis=0)):
+            item.chunks = dict(enumerate(np.asarray(chunks, dtype=np.float32)))
+            self._recheck(item)
+        item.chunks = None
+        return self._finish(item)
+
     def _judge(self, item: _Pending) -> None:
         """Adaptive chunking: apply the stopping rule at every checkpoint whose chunks are all computed.
 
