@@ -32,12 +32,12 @@ def connect(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    target = address or os.environ.get("RAY_ADDRESS") or None
+    target = address or os.environ.get("RAY_ADDRESS") or None  # else a new local Ray, never a stale one
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if target is None:
         kwargs["include_dashboard"] = False  # a local Ray for this run only
     try:
-        ray.init(address=target, **kwargs)
+        ray.init(address=target or "local", **kwargs)
     except ConnectionError as err:
         raise ConfigError(f"cannot join the Ray cluster at {target}: {str(err).splitlines()[0]}; check the "
                           "address ('ray status' on the head node prints it) or drop it for a local Ray") from None

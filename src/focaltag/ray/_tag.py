@@ -162,11 +162,16 @@ def _columns(results: Sequence[TagResult | TagFailure], tagger: Tagger) -> Any:
 def _pipeline(ds: Any, spec: ReadSettings, pool: PoolPlan, models: Any, tagger_kwargs: dict[str, Any], output: str,
               writer_kwargs: dict[str, Any] | None = None) -> Any:
     """``ds`` (rows with ``path``) through the decoding tasks and the model actor pool."""
-    ds = ds.map(_read_row, fn_kwargs={"spec": spec}, num_cpus=pool.decode_cpus)
+    import ray.data
+
+    # Reads are Ray tasks of their own, retried when their node is lost (max_retries, which also keeps Ray Data
+    # from fusing them into the model actors), spread over the nodes.
+    ds = ds.map(_read_row, fn_kwargs={"spec": spec}, num_cpus=pool.decode_cpus, scheduling_strategy="SPREAD",
+                max_retries=3)
     return ds.map_batches(
         _TagActor, fn_constructor_kwargs={"models": models, "tagger_kwargs": tagger_kwargs, "threads": pool.threads,
                                           "device": pool.device, "output": output, "writer_kwargs": writer_kwargs},
-        concurrency=pool.actors, batch_size=1, batch_format="numpy", num_cpus=pool.actor_cpus,
+        compute=ray.data.ActorPoolStrategy(size=pool.actors), batch_size=1, batch_format="numpy", num_cpus=pool.actor_cpus,
         num_gpus=pool.actor_gpus or None, zero_copy_batch=True)
 
 
@@ -299,7 +304,5 @@ def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int
                               "thresholds": thresholds, "top_k": top_k, "read": read}
     tagger = Tagger(model, workers=0, **kwargs)  # validates everything here, and plans the reads
     kwargs["thresholds"] = tagger.thresholds
-    keep = [c for c in ("path", "bytes") if c in columns]
-    ds = ds.select_columns(keep)
     return _pipeline(ds, _settings(tagger), plan_pool(cluster_nodes(), actors), _model_list(model), kwargs,
                      "columns")
