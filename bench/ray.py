@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=60)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: every node on 127.0.0.1
     import torch
 
     load_before = os.getloadavg()

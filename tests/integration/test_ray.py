@@ -196,7 +196,7 @@ def test_losing_the_worker_node_mid_run_loses_and_duplicates_nothing(tiny_model:
             assert proc.poll() is None, "the run ended before the node could be removed: " + proc.stderr.read()
             c.remove_node(worker, allow_graceful=False)  # tasks and an actor are on it right now
             try:
-                first_rc = proc.wait(timeout=300)
+                first_rc = proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGINT)  # the run we started; the rerun below must finish the job
                 first_rc = proc.wait(timeout=60)
