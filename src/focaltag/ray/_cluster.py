@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from focaltag._extras import require_extra
-from focaltag.errors import ConfigError
+from focaltag.errors import ConfigError, first_line
 
 __all__ = ["PoolPlan", "connect", "plan_pool", "require_ray"]
 
@@ -39,7 +39,7 @@ def connect(address: str | None = None) -> bool:
     try:
         ray.init(address=target or "local", **kwargs)
     except ConnectionError as err:
-        raise ConfigError(f"cannot join the Ray cluster at {target}: {str(err).splitlines()[0]}; check the "
+        raise ConfigError(f"cannot join the Ray cluster at {target}: {first_line(err)}; check the "
                           "address ('ray status' on the head node prints it) or drop it for a local Ray") from None
     _quiet_ray_data()
     return True
