@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# this file is bench/ray.py: its folder must not shadow the ray package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 SHARED_MUSIC = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared")) / "data" / "music"
 STORE = 200 * 2 ** 20
 
