@@ -87,12 +87,20 @@ def choose_backend(path: str | os.PathLike[str]) -> Backend:
     return BACKEND_BY_EXTENSION.get(os.path.splitext(os.fspath(path))[1].lower(), "pyav")
 
 
-def open_reader(path: Path) -> AudioReader:
+def open_reader(path: Path, backend: Backend | None = None) -> AudioReader:
     """Open ``path`` with the backend :func:`choose_backend` names (libsndfile falling back to FFmpeg).
 
+    ``backend`` forces one (``bench/decode.py`` compares them; a forced ``"sndfile"`` does not fall back).
     Raises AudioDecodeError naming the file, with the reason ("permission denied" when it cannot be read).
     """
     _check_file(path)
+    if backend == "sndfile":
+        try:
+            return _SoundfileReader(path)
+        except _Refused as err:
+            raise AudioDecodeError(f"{path}: libsndfile cannot decode it ({err})") from None
+    if backend == "pyav":
+        return _PyAVReader(path)
     if choose_backend(path) == "sndfile":
         try:
             reader = _SoundfileReader(path)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from focaltag.audio.backends import AudioReader, open_reader
+from focaltag.audio.backends import AudioReader, Backend, open_reader
 from focaltag.errors import AudioDecodeError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
         fh.close()
 
 
-def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
-                      block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *, block_seconds: float = 30.0,
+                      backend: Backend | None = None) -> Iterator[np.ndarray]:
     """Yield the file as consecutive float32 mono blocks at ``sr`` (about ``block_seconds`` each).
 
     Memory stays bounded by one input block whatever the file length. Concatenating the blocks gives exactly
@@ -71,13 +71,15 @@ def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *,
         path (str or PathLike): audio file.
         sr (int, optional): output sample rate in Hz. (Default: ``16000``)
         block_seconds (float, optional): input seconds decoded per step. (Default: ``30.0``)
+        backend (str, optional): ``"sndfile"`` or ``"pyav"`` to force a decoder (benchmarks); ``None`` lets
+            :func:`~focaltag.audio.backends.choose_backend` decide. (Default: ``None``)
     """
     if sr <= 0:
         raise AudioDecodeError(f"sr must be a positive sample rate in Hz, got sr={sr}")
     if block_seconds <= 0:
         raise AudioDecodeError(f"block_seconds must be > 0, got block_seconds={block_seconds}")
     path = Path(path)
-    fh = open_reader(path)
+    fh = open_reader(path, backend)
     try:
         sr_in = int(fh.samplerate)
         block = max(1, int(round(block_seconds * sr_in)))

@@ -163,12 +163,12 @@ def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str
             writer.counts[status] += n
     if summary.done + summary.skipped + summary.failed == 0 and args.shard is None:
         from focaltag.errors import ConfigError
-        from focaltag.inference.files import AUDIO_EXTENSIONS
+        from focaltag.inference.files import extensions_hint
 
         if args.output.exists() and args.output.stat().st_size == 0:
             args.output.unlink()
-        exts = ", ".join(sorted(AUDIO_EXTENSIONS))
-        raise ConfigError(f"no audio files under {', '.join(map(str, args.paths))} (searched recursively for {exts})")
+        raise ConfigError(f"no audio files under {', '.join(map(str, args.paths))} (searched recursively for "
+                          f"{extensions_hint()})")
     print(f"focaltag: {args.output}: {summary.line()}", file=sys.stderr)
     if writer is not None:
         print(f"focaltag: {writer.summary()}", file=sys.stderr)

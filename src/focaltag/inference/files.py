@@ -9,11 +9,17 @@ from pathlib import Path
 from focaltag.audio.backends import FFMPEG_EXTENSIONS
 from focaltag.errors import ConfigError
 
-__all__ = ["AUDIO_EXTENSIONS", "collect_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "collect_audio", "extensions_hint"]
 
 AUDIO_EXTENSIONS = FFMPEG_EXTENSIONS
 """Extensions (compared case-insensitively) that a folder search picks up: every audio (and video) container
 whose sound :mod:`focaltag.audio` decodes."""
+
+
+def extensions_hint() -> str:
+    """The common extensions of :data:`AUDIO_EXTENSIONS` for an error line (the full list is long)."""
+    common = (".mp3", ".m4a", ".flac", ".ogg", ".opus", ".wav", ".aiff", ".wma", ".webm", ".mka", ".wv", ".mp4")
+    return f"{', '.join(common)} and {len(AUDIO_EXTENSIONS) - len(common)} more audio and video extensions"
 
 
 def collect_audio(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -29,8 +35,7 @@ def collect_audio(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
             if not found:
-                exts = ", ".join(sorted(AUDIO_EXTENSIONS))
-                raise ConfigError(f"no audio files under {path} (searched recursively for {exts})")
+                raise ConfigError(f"no audio files under {path} (searched recursively for {extensions_hint()})")
             out.extend(found)
         elif path.exists():
             out.append(path)
