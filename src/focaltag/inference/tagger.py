@@ -428,14 +428,19 @@ class Tagger:
 
         The model half of :meth:`tag_many` (the same forward passes, adaptive stopping rule, close-call re-check
         and result), for pipelines that read files elsewhere: ``focaltag.ray`` reads in CPU tasks and runs this in
-        model actors. With adaptive chunking every chunk is computed, then the rule picks the same prefix.
+        model actors. With adaptive chunking the chunks go in the rule's order and stop at the same checkpoint.
         """
         item = _Pending(0, plan.source, plan, len(self.tag_names))
-        try:
-            item.probs[:] = self.predict_chunks(chunks)
-            item.computed[:] = True
-            item.remaining, item.produced = 0, True
-            self._judge(item)
+        item.remaining, item.produced = 0, True
+        order = list(item.order) if self.adaptive is not None else list(range(plan.n_chunks))
+        try:  # batch by batch in the rule's order, so adaptive chunking stops where tag_many would
+            for lo in range(0, len(order), self.batch_size):
+                rows = order[lo:lo + self.batch_size]
+                item.probs[rows] = self.predict_chunks(np.asarray(chunks)[rows])
+                item.computed[rows] = True
+                self._judge(item)
+                if item.used is not None:
+                    break
         except FocaltagError as err:
             item.error = err
         rows = item.used if item.used is not None else slice(None)

@@ -33,6 +33,7 @@ def connect(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS") or None  # else a new local Ray, never a stale one
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # the driver's core worker: no C++ warning lines
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if target is None:
         kwargs["include_dashboard"] = False  # a local Ray for this run only
@@ -47,12 +48,17 @@ def connect(address: str | None = None) -> bool:
 
 def _quiet_ray_data() -> None:
     """One progress bar (the driver's): Ray Data's own bars and per-dataset log lines are turned off."""
+    import warnings
+
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
+    # the reads' scheduling_strategy / max_retries go through ray_remote_args, which Ray 2.60 calls deprecated
+    warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", module=r"focaltag\.ray")
 
 
 @dataclass(frozen=True)
