@@ -110,7 +110,7 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise ConfigError(f"tag: --top-k must be >= 0, got {args.top_k}")
     _library.check_library_args(args)
-    files = [] if args.output is not None else collect_audio(args.paths) if args.paths else []
+    files: list[str | Path] = [*collect_audio(args.paths)] if args.output is None and args.paths else []
     if args.output is None and args.files_from is not None:
         from focaltag.inference.library import read_file_list
 

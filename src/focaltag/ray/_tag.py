@@ -259,9 +259,9 @@ class RayTagger:
                 yield self._record(waiting.pop(next_index))
                 next_index += 1
         for index in range(next_index, base + len(window)):  # never expected: Ray Data retries lost work
-            row = waiting.pop(index, None)
-            if row is not None:
-                yield self._record(row)
+            left = waiting.pop(index, None)
+            if left is not None:
+                yield self._record(left)
             else:
                 yield TagFailure(window[index - base], "no result came back from the Ray cluster; a rerun "
                                  "retries it", model=self.tagger.model_name)
