@@ -443,8 +443,8 @@ class Tagger:
                     break
         except FocaltagError as err:
             item.error = err
-        rows = item.used if item.used is not None else slice(None)
-        if item.error is None and self._close_call(item.probs[rows].mean(axis=0)):
+        used: list[int] | slice = item.used if item.used is not None else slice(None)
+        if item.error is None and self._close_call(item.probs[used].mean(axis=0)):
             item.chunks = dict(enumerate(np.asarray(chunks, dtype=np.float32)))
             self._recheck(item)
         item.chunks = None
