@@ -6,7 +6,7 @@ Layout of a cache folder::
     data-<I>of<N>-w<K>.bin           raw float16 samples, append-only, one file per (shard, worker slot)
     index-<I>of<N>-w<K>.jsonl        journal: one JSON line per finished track (id, file, offset, length,
                                      source size/mtime/sha256, crc32 of the stored bytes, time)
-    failures.tsv                     tracks that could not be decoded (track id, path, reason), latest run
+    failures.tsv                     tracks that could not be decoded (track id, path, reason; fields escaped as focaltag._paths), latest run
                                      (``failures-<I>of<N>.tsv`` for a sharded run)
     summary.json                     the latest run's summary (``summary-<I>of<N>.json`` if sharded)
 
@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from focaltag._io import write_json, write_text
+from focaltag._paths import escape_path
 from focaltag._progress import progress as _progress_bar
 from focaltag.audio._store import (
     CACHE_DTYPE,
@@ -342,7 +343,7 @@ def prepare_cache(tracks: Sequence, audio_dir: str | os.PathLike[str], cache_dir
     failures.sort()
     fail_name = "failures.tsv" if n_shards == 1 else f"failures-{tag}.tsv"
     write_text(cache_dir / fail_name, "track_id\tpath\treason\n" + "".join(
-        "\t".join(s.replace("\t", " ").replace("\n", " ") for s in row) + "\n" for row in failures))
+        "\t".join(escape_path(s) for s in row) + "\n" for row in failures))  # any path, losslessly
     index = scan_index(cache_dir)
     cached = [index[t] for t in wanted if t in index]
     summary = PrepareSummary(
