@@ -18,22 +18,10 @@ any journal (same source size and mtime) are skipped. Each worker holds the lock
 (``data-*.lock``, :mod:`focaltag._locks`), so
 concurrent runs (cluster array jobs, ``--shard I/N``) never share a file.
 
-Why float16 rather than int16 (measured on the six shared real recordings and 30 synthetic tracks, decoded
-to 16 kHz; log-mel error over bins within 50 dB of their frame's maximum, the model's input):
-
-====================  ===================  =====================  ========================
-real music            waveform SNR (mean)  log-mel mean |err| dB   log-mel p99 |err| dB
-====================  ===================  =====================  ========================
-int16 (clip to ±1)    77.0 dB (min 67.3)   0.107                   4.59 (max err 0.113: clipping)
-int16, peak-scaled    81.9 dB              0.103                   4.42
-float16               73.7 dB              0.0063                  0.057
-====================  ===================  =====================  ========================
-
-(synthetic: int16 80.9 dB / 0.0018 / 0.012; peak-scaled int16 85.1 dB / 0.0011 / 0.0073; float16 73.7 dB /
-0.0038 / 0.026.) int16 has the higher waveform SNR, but its quantisation noise is white at a fixed level and
-swamps quiet mel bins (fades, the band above an MP3's low-pass), which the log-mel front end weighs as much as
-loud ones; float16 error is relative to each sample, needs no clipping (decoded MP3s overshoot 1.0), and
-keeps the log-mel within 0.06 dB at p99. Same size: 2 bytes per sample, 0.5x a float32 ``.npy``.
+Why float16 rather than int16: int16's quantisation noise is white at a fixed level and swamps quiet mel bins
+(fades, the band above an MP3's low-pass), which the log-mel front end weighs as much as loud ones; float16's error
+is relative to each sample, needs no clipping (decoded MP3s overshoot 1.0), and costs the same 2 bytes per sample
+(the measured log-mel errors are in the README, "training cache" row).
 """
 
 from __future__ import annotations

@@ -43,13 +43,11 @@ logger = logging.getLogger(__name__)
 
 INT8_AUTO: dict[str, bool] = {"short_chunk_resnet": True}
 """Architectures (``model_name``) with an int8 recipe, and whether ``auto`` picks int8 for them (on CPUs without
-fast bf16). Measured on the six shared recordings (AMD EPYC Zen 5, 2 cores, heavily shared; README speed table):
-int8 ran 3.1x onnxruntime float32 for the paper ResNet (random weights, track probabilities within 1.0e-2 of
-float32, top-5 equal). Won et al.'s trained FCN and CRNN were tried and dropped: int8 ran 0.8-1.1x onnxruntime
-float32 for them (their first convolution, at full spectrogram resolution with one input channel, is most of their
-compute and gains nothing), and their errors (up to 0.11 for the MagnaTagATune FCN, 2.5e-2 for CRNN) put nearly
-every track inside the re-check margin, so they run float32; so does Musicnn (its wide spectrogram-reading filters
-are its compute, as FCN's)."""
+fast bf16), chosen by measurement on the six shared recordings (README, "int8 accuracy" and speed rows). Won et
+al.'s FCN and CRNN were tried and dropped: their first convolution, at full spectrogram resolution with one input
+channel, is most of their compute and gains nothing from int8, and their int8 error put nearly every track inside
+the re-check margin, so they run float32; so does Musicnn (its wide spectrogram-reading filters are its compute,
+as FCN's)."""
 
 INT8_RECHECK_MARGIN: dict[str, float] = {"short_chunk_resnet": 0.025}
 """Per architecture, the probability gap under which an int8 result is recomputed in float32: 2.5 times int8's
