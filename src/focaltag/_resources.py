@@ -81,9 +81,8 @@ def thread_budget(workers: int, cores: int | None = None) -> tuple[int, int]:
 
     From 4 cores on they never exceed the cores: decoding gets a quarter of them (capped at ``workers``), the
     network the rest. Below 4 cores a strict split would leave the network one core or decode in line between
-    batches, and both measured slower: on 2 cores (AMD EPYC Zen 5, loaded) inline decoding with 2 network threads
-    tagged at 0.61-0.72x the speed of one decoding thread beside 2 network threads (bf16 and int8; README), the
-    decoding thread mostly waiting on its queue. So there one decoding thread (when ``workers`` asks for any)
+    batches, and both measured slower than one decoding thread beside a network on every core (README,
+    "thread budget" row), the decoding thread mostly waiting on its queue. So there one decoding thread (when ``workers`` asks for any)
     runs beside a network that keeps every core.
     """
     cores = usable_cores() if cores is None else max(1, int(cores))

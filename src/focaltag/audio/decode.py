@@ -104,7 +104,7 @@ def iter_audio_blocks(path: str | os.PathLike[str], sr: int = 16000, *, block_se
 def _downmix(block: np.ndarray) -> np.ndarray:
     """Mean over channels of a ``(frames, channels)`` block, as contiguous float32.
 
-    Adding columns is ~10x faster than ``block.mean(axis=1)`` (a strided reduction over a 2-wide axis) and
+    Adding columns is much faster than ``block.mean(axis=1)`` (a strided reduction over a 2-wide axis) and
     gives the same float32 values as numpy's mean for up to 8 channels (sequential sum, then divide).
     """
     n_ch = block.shape[1]
