@@ -75,7 +75,7 @@ def test_the_largest_seed_is_accepted() -> None:
 # -- focaltag serve under hostile clients --------------------------------------------------------------------
 BOUNDARY = b"hostile-test-boundary"
 READ_TIMEOUT = 2
-REQUEST_TIMEOUT = 6
+REQUEST_TIMEOUT = 3
 
 
 def _wav(seconds: float = 1.0, seed: int = 0) -> bytes:
@@ -196,7 +196,10 @@ def test_stalled_uploads_hold_no_slot_and_are_cut_off(server) -> None:
 
 
 def test_a_request_past_its_deadline_is_a_504_and_frees_the_worker(server) -> None:
-    body = _body(*[_part(f'name="file"; filename="{i}.wav"'.encode(), _wav(4.0, seed=i)) for i in range(32)],
+    # 32 files (the most a request takes) of 12 s with 256 chunks each: about 0.3 s a file on an idle 2-core
+    # machine, 9 s in all, three times the deadline (4 s files are shorter than one chunk and took one chunk each:
+    # an idle machine finished them before the deadline)
+    body = _body(*[_part(f'name="file"; filename="{i}.wav"'.encode(), _wav(12.0, seed=i)) for i in range(32)],
                  _part(b'name="chunks"', b"256"), _part(b'name="taggram"', b"true"))
     start = time.monotonic()
     response = _post(server, body)
