@@ -9,10 +9,10 @@ the same model: their ratio shows what serving costs on top of tagging (the uplo
 The model is a ShortChunkResNet with random weights (speed does not depend on them), ``--width`` 8 by default
 so a run takes about a minute on 2 cores; ``--width 128`` is the paper's size. Prints one JSON object.
 
-Last measured (2026-12-02, 2 CPU cores, load ~1.2, width 8, 4-chunk batches and 2 decoding threads): 100
-requests, 0 errors, 3.67 requests/s, p50 2.1 s / p95 2.4 s (8 in flight, one worker), server peak RSS 342 MiB vs
-308 MiB for one ``focaltag tag`` process (ratio 1.11). The first run (2026-12-01, load ~13 from other work):
-1.07 requests/s, p50 7.4 s, ratio 1.22.
+Last measured (2026-12-04, AMD EPYC Zen 5, 2 cores, AVX512-BF16, load ~0.7, width 8, adaptive chunking, the
+request deadlines and spooled uploads of 0.2.1): 100 requests, 0 errors, 5.29 requests/s, p50 1.49 s / p95 1.59 s
+(8 in flight, one worker), server peak RSS 367 MiB vs 331 MiB for one ``focaltag tag`` process (ratio 1.11).
+Before (2026-12-02, load ~1.2, 16 fixed chunks): 3.67 requests/s, p50 2.1 s, ratio 1.11.
 
     .venv/bin/python bench/serve.py [--requests 100] [--concurrency 8] [--width 8] [--music DIR]
 """
