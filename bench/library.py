@@ -55,7 +55,7 @@ def _child(argv: list[str], null_network: bool) -> None:
 
         Tagger.predict_chunks = predict_chunks  # type: ignore[method-assign]
 
-    import focaltag.inference.library as library
+    import focaltag.library.runs as library
 
     timed = {"library_s": 0.0}
     real_tag_library = library.tag_library

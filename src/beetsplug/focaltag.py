@@ -39,7 +39,7 @@ from beets.plugins import BeetsPlugin
 from mediafile import ListMediaField, ListStorageStyle, MP3StorageStyle, MP4ListStorageStyle
 
 from focaltag.data.tags import MOODTHEME_TRAIN_COUNTS, short_tag
-from focaltag.inference.filetags import (
+from focaltag.outputs.filetags import (
     MOOD_KEY,
     MP4_MEAN,
     OTHER_KEY,

@@ -123,7 +123,7 @@ def test_auto_tagging_on_import_and_id3v23_writes_txxx_mood(tmp_path: Path, musi
     for mood, probs in items.values():
         assert mood == _expected(probs) and mood
     _beet(env, "write")
-    from focaltag.inference.filetags import read_file_tags
+    from focaltag.outputs.filetags import read_file_tags
 
     for path, (mood, _) in items.items():
         if path.endswith(".mp3"):

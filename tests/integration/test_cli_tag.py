@@ -12,7 +12,7 @@ import torch
 
 from focaltag.cli import main
 from focaltag.data.tags import MOODTHEME_TAGS
-from focaltag.inference.writers import JSON_KEYS
+from focaltag.outputs.writers import JSON_KEYS
 
 MUSIC = ("battle-epic.ogg", "machine_wars.mp3", "music013.ogg", "nebula.ogg", "traveling_minstrels.low.mp3",
          "traveling_minstrels.ogg")

@@ -18,7 +18,7 @@ mutagen = pytest.importorskip("mutagen")
 
 from focaltag.cli import main  # noqa: E402
 from focaltag.data.tags import MOODTHEME_TAGS, short_tag  # noqa: E402
-from focaltag.inference.filetags import (  # noqa: E402
+from focaltag.outputs.filetags import (  # noqa: E402
     MOOD_KEY,
     OTHER_KEY,
     PROBABILITIES_KEY,
@@ -321,7 +321,7 @@ def test_hard_links_stay_one_file(tmp_path: Path) -> None:
 
 _KILLED_WRITE = """
 import os, signal, sys
-import focaltag.inference.filetags as ft
+import focaltag.outputs.filetags as ft
 def half_written(audio, kind):  # the kill lands mid-write: the file is damaged, the copy is aside
     with open(audio.filename, "r+b") as f:
         f.seek(0)
@@ -367,7 +367,7 @@ def _no_space(*_args: object, **_kwargs: object) -> None:
 def test_a_failed_write_exits_1_and_is_listed_in_failures(tiny_model: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import focaltag.inference.filetags as ft
+    import focaltag.outputs.filetags as ft
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -415,8 +415,8 @@ def test_a_really_full_disk_fails_the_write_and_keeps_the_file(tmp_path: Path) -
 def test_a_failed_write_on_a_recorded_file_is_listed_and_retried(tiny_model: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    import focaltag.inference.filetags as ft
-    from focaltag.inference.library import read_failures
+    import focaltag.outputs.filetags as ft
+    from focaltag.library.runs import read_failures
 
     lib = tmp_path / "lib"
     lib.mkdir()

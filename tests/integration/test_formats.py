@@ -51,8 +51,8 @@ def _all_audio(lib: Path) -> list[str]:
 
 
 def test_walk_finds_every_format(library: Path) -> None:
-    from focaltag.inference.files import collect_audio
-    from focaltag.inference.library import iter_library
+    from focaltag.library.files import collect_audio
+    from focaltag.library.runs import iter_library
 
     assert len(_all_audio(library)) == len(FORMATS) + 2
     assert sorted(f.path for f in iter_library([library])) == _all_audio(library)

@@ -360,8 +360,8 @@ def test_a_failed_write_of_a_hostile_name_round_trips_through_failures_tsv(
     from _serve_server import small_model
 
     pytest.importorskip("mutagen")
-    import focaltag.inference.filetags as ft
-    from focaltag.inference.library import read_failures
+    import focaltag.outputs.filetags as ft
+    from focaltag.library.runs import read_failures
 
     torch.manual_seed(1)
     model = small_model(tmp_path / "small.pt")

@@ -17,8 +17,8 @@ import torch
 
 from focaltag.cli import main
 from focaltag.data.tags import MOODTHEME_TAGS
-from focaltag.inference.library import failures_path, iter_library, path_key, read_output
-from focaltag.inference.writers import JSON_KEYS
+from focaltag.library.runs import failures_path, iter_library, path_key, read_output
+from focaltag.outputs.writers import JSON_KEYS
 
 FOCALTAG = Path(sys.executable).parent / "focaltag"
 # Most runs use --top-k 0: a random model's probabilities are near-ties, which would make the bf16 path re-check

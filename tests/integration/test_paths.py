@@ -21,7 +21,7 @@ import torch
 
 from focaltag._paths import escape_path, json_line, unescape_path
 from focaltag.cli import main
-from focaltag.inference.library import failures_path, read_failures
+from focaltag.library.runs import failures_path, read_failures
 
 # hostile names as the OS holds them (bytes): Latin-1 from an old disk, every line break a reader may split on
 HOSTILE = [b"caf\xe9.wav", b"tab\there.wav", b"new\nline.wav", b"carriage\rreturn.wav", "sep\u2028arator.wav".encode(),
@@ -142,7 +142,7 @@ def test_stdout_formats_keep_every_name(hostile_library: Path, tiny_model: Path,
 
 
 def test_write_tags_on_a_non_utf8_name(tmp_path: Path, tiny_model: Path, music_dir: Path) -> None:
-    from focaltag.inference.filetags import read_file_tags
+    from focaltag.outputs.filetags import read_file_tags
 
     lib = tmp_path / "lib"
     lib.mkdir()

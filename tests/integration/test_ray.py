@@ -156,7 +156,7 @@ def test_cli_tag_on_two_nodes_equals_local_and_has_every_file_once(cluster, tiny
 @pytest.mark.slow
 def test_write_tags_runs_on_the_workers(cluster, tiny_model: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from focaltag.inference.filetags import read_file_tags
+    from focaltag.outputs.filetags import read_file_tags
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from focaltag.audio.backends import BACKEND_BY_EXTENSION, FFMPEG_EXTENSIONS, choose_backend
-from focaltag.inference.files import AUDIO_EXTENSIONS
+from focaltag.library.files import AUDIO_EXTENSIONS
 
 # file name -> decoder tried first: libsndfile where it is exact (PCM) and as fast (bench/decode.py), and for Ogg
 # Vorbis, whose sample-exact seek FFmpeg lacks; FFmpeg for the rest (MP3: it decodes past damage, quietly)

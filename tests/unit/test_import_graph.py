@@ -21,7 +21,8 @@ PACKAGE = "focaltag"
 # work without Ray), and cli/ calls it; it is a package rather than a top-level module because the base layer
 # may not import inference/.
 LAYERS: tuple[str, ...] = (
-    "<base>", "data", "audio", "models", "training", "evaluation", "inference", "ray", "experiments", "serve",
+    "<base>", "data", "audio", "models", "training", "evaluation", "inference", "outputs", "library", "ray",
+    "experiments", "serve",
     "cli",
 )
 

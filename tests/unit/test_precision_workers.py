@@ -185,7 +185,7 @@ def test_waveform_close_call_is_recomputed_from_the_array() -> None:
 def test_precision_is_in_the_json_result(tmp_path: Path) -> None:
     import io
 
-    from focaltag.inference.writers import get_writer
+    from focaltag.outputs.writers import get_writer
 
     result = Tagger(Dense(), precision="fp32").tag(_files(tmp_path, 1)[0])
     assert isinstance(result, TagResult) and result.precision == "fp32"

@@ -16,8 +16,8 @@ from torch import nn
 from focaltag.errors import AudioDecodeError, CheckpointError, ConfigError, ModelError
 from focaltag.inference.chunking import iter_chunks, plan_file, plan_starts
 from focaltag.inference.tagger import TagFailure, Tagger, TagResult
-from focaltag.inference.writers import JSON_KEYS, get_writer
 from focaltag.models.ensemble import read_ensemble, save_ensemble
+from focaltag.outputs.writers import JSON_KEYS, get_writer
 
 SR = 16000
 CHUNK = 1600  # 0.1 s: small probe chunks keep these tests fast

@@ -1,7 +1,7 @@
 """Library options of ``focaltag tag`` (-o, --refresh, --shard, --workers, --write-tags ...) and ``merge-tags``.
 
 ``cli/tag.py`` declares the options through :func:`add_library_options` and hands over to :func:`run_library`
-when ``-o`` is given; the logic lives in ``focaltag.inference.library`` and ``focaltag.inference.filetags``.
+when ``-o`` is given; the logic lives in ``focaltag.library.runs`` and ``focaltag.outputs.filetags``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _writer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
-    """A :class:`~focaltag.inference.filetags.FileTagWriter` for ``--write-tags``, else None."""
+    """A :class:`~focaltag.outputs.filetags.FileTagWriter` for ``--write-tags``, else None."""
     if not getattr(args, "write_tags", False):
         return None
     try:
@@ -112,7 +112,7 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
         raise ConfigError("--write-tags needs mutagen: pip install mutagen") from None
     import logging
 
-    from focaltag.inference.filetags import FileTagWriter, recover_leftovers
+    from focaltag.outputs.filetags import FileTagWriter, recover_leftovers
 
     for line in recover_leftovers(args.paths, dry_run=args.dry_run):  # what a killed --write-tags run left
         logging.getLogger(__name__).warning("%s", line)
@@ -132,12 +132,12 @@ def _ray_tagger(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str
 def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str, Any]] | None = None) -> int:
     """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary.
 
-    With ``--ray`` the same :func:`~focaltag.inference.library.tag_library` drives a
+    With ``--ray`` the same :func:`~focaltag.library.runs.tag_library` drives a
     :class:`~focaltag.ray.RayTagger` (``spec`` holds the models and Tagger arguments its actors load); tags are
     then written by the actors, on the workers.
     """
     from focaltag._progress import progress
-    from focaltag.inference.library import append_failures, failures_path, tag_library
+    from focaltag.library.runs import append_failures, failures_path, tag_library
 
     writer = file_tag_writer(args, tagger)
     runner, on_result, started = tagger, writer.failure_of if writer is not None else None, False
@@ -163,7 +163,7 @@ def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str
             writer.counts[status] += n
     if summary.done + summary.skipped + summary.failed == 0 and args.shard is None:
         from focaltag.errors import ConfigError
-        from focaltag.inference.files import extensions_hint
+        from focaltag.library.files import extensions_hint
 
         if args.output.exists() and args.output.stat().st_size == 0:
             args.output.unlink()
@@ -192,7 +192,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from focaltag.inference.library import merge_outputs
+    from focaltag.library.runs import merge_outputs
 
     files, dropped = merge_outputs(args.output, args.inputs)
     extra = f" ({dropped} duplicate line(s) dropped)" if dropped else ""

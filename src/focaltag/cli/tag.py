@@ -100,9 +100,9 @@ def _positive(parser_name: str, **values: float | None) -> None:
 def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
     from focaltag.inference.adaptive import parse_chunks
-    from focaltag.inference.files import collect_audio
     from focaltag.inference.tagger import Tagger, TagResult
-    from focaltag.inference.writers import get_writer
+    from focaltag.library.files import collect_audio
+    from focaltag.outputs.writers import get_writer
 
     chunks_arg, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
     chunks = None if chunks_arg is None else parse_chunks(chunks_arg)
@@ -112,7 +112,7 @@ def run_tag(args: argparse.Namespace) -> int:
     _library.check_library_args(args)
     files: list[str | Path] = [*collect_audio(args.paths)] if args.output is None and args.paths else []
     if args.output is None and args.files_from is not None:
-        from focaltag.inference.library import read_file_list
+        from focaltag.library.runs import read_file_list
 
         files += list(read_file_list(args.files_from))
     if args.taggram is not None and len(files) != 1:
@@ -152,7 +152,7 @@ def run_tag(args: argparse.Namespace) -> int:
             last = result
             bar.update(1)
     if args.taggram is not None and isinstance(last, TagResult):
-        from focaltag.inference.taggram import plot_taggram
+        from focaltag.outputs.taggram import plot_taggram
 
         plot_taggram(last, args.taggram)
         logger.info("taggram stored in %s", args.taggram)

@@ -1,4 +1,5 @@
-"""Inference: tag whole tracks with one model or an ensemble, write results, export to ONNX, predict splits.
+"""Inference: run one model or an ensemble over whole tracks (probabilities, embeddings), export to ONNX,
+predict splits. Writing results is :mod:`focaltag.outputs`'s job, library runs are :mod:`focaltag.library`'s.
 
 Names are re-exported lazily so ``import focaltag.inference`` does not import torch.
 """
@@ -15,13 +16,9 @@ _LAZY: dict[str, str] = {
     "save_ensemble": "focaltag.models.ensemble",
     "read_ensemble": "focaltag.models.ensemble",
     "load_members": "focaltag.inference.members",
-    "get_writer": "focaltag.inference.writers",
-    "result_to_dict": "focaltag.inference.writers",
-    "plot_taggram": "focaltag.inference.taggram",
     "export_onnx": "focaltag.inference.export",
     "predict_split": "focaltag.inference.predict",
     "save_predictions": "focaltag.inference.predict",
-    "collect_audio": "focaltag.inference.files",
 }
 
 __all__ = list(_LAZY)

@@ -113,7 +113,7 @@ def check_members(members: Sequence[Member]) -> None:
 
 def _load(source: MemberSource, *, runtime: Runtime, device: str, optimize: Optimize,
           precision: TagPrecision) -> Member:
-    from focaltag.inference.files import AUDIO_EXTENSIONS
+    from focaltag.audio.backends import FFMPEG_EXTENSIONS as AUDIO_EXTENSIONS
 
     path = source.path
     if path is not None and path.suffix.lower() in AUDIO_EXTENSIONS:

@@ -1,7 +1,7 @@
 """Past one machine on Ray: tag a catalogue and prepare the training cache across a cluster (``focaltag[ray]``).
 
 * ``focaltag tag SOURCE... -o TAGS.jsonl --ray [ADDRESS]`` and :class:`RayTagger`: the library run of
-  :func:`focaltag.inference.library.tag_library` (the same output, resume, failures and lock code) with the
+  :func:`focaltag.library.runs.tag_library` (the same output, resume, failures and lock code) with the
   files read by Ray Data tasks on CPU workers and the model in a pool of Ray actors (one GPU each, or CPU
   threads); results stream back to the driver, which writes the output.
 * :func:`tag_dataset`: the same pipeline over any Ray Dataset with a ``path`` column (or ``bytes`` plus

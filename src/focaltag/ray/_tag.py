@@ -9,7 +9,7 @@ The pipeline of one Dataset (a window of the library, or the user's Dataset for 
 uses (:func:`~focaltag.inference.chunking.plan_file`, :func:`~focaltag.inference.chunking.iter_chunks`) and the
 actor runs :meth:`Tagger.tag_planned` (the model half of ``tag_many``), so a file's probabilities are a local
 run's. The library run keeps everything else on the driver: :class:`RayTagger` is a tagger whose ``tag_many``
-yields results in input order, and :func:`~focaltag.inference.library.tag_library` does the output, resume,
+yields results in input order, and :func:`~focaltag.library.runs.tag_library` does the output, resume,
 ``--refresh``, failures and lock exactly as for a local run.
 """
 
@@ -99,7 +99,7 @@ class _TagActor:
         self.output = output
         self.writer = None
         if writer_kwargs is not None:
-            from focaltag.inference.filetags import FileTagWriter
+            from focaltag.outputs.filetags import FileTagWriter
 
             self.writer = FileTagWriter(self.tagger.tag_names, thresholds=self.tagger.thresholds, **writer_kwargs)
 
@@ -185,7 +185,7 @@ def _model_list(models: Any) -> Any:
 
 
 class RayTagger:
-    """A tagger whose :meth:`tag_many` runs on a Ray cluster; what :func:`~focaltag.inference.library.tag_library`
+    """A tagger whose :meth:`tag_many` runs on a Ray cluster; what :func:`~focaltag.library.runs.tag_library`
     drives for ``focaltag tag -o TAGS.jsonl --ray``.
 
     Args:
@@ -195,7 +195,7 @@ class RayTagger:
         tagger: a Tagger built with the same arguments on the driver (its tag names, rate and chunk length plan
             the reads); loaded on the CPU when not given.
         actors: size of the model actor pool (default: :func:`~focaltag.ray.plan_pool`'s).
-        write_tags: :class:`~focaltag.inference.filetags.FileTagWriter` arguments: tags are written by the actor
+        write_tags: :class:`~focaltag.outputs.filetags.FileTagWriter` arguments: tags are written by the actor
             that tagged the file (the path is the same on every node of a shared file system); the outcomes are
             counted in :attr:`tag_writes`.
         window: files per Ray Dataset (:data:`WINDOW`).

@@ -1,6 +1,6 @@
 """The work behind ``POST /api/v1/tag``: admission (queue limit), a bounded worker pool, results as JSON.
 
-Results go through :func:`focaltag.inference.writers.result_to_dict`, so the API's objects are exactly the
+Results go through :func:`focaltag.outputs.writers.result_to_dict`, so the API's objects are exactly the
 objects of ``focaltag tag --format json``; only ``file`` is the uploaded name (never a server path) and
 ``model`` the public name of the model that answered.
 """
@@ -125,7 +125,7 @@ class TagService:
         ``stop``, once set, ends the work before the next file (the request was answered with a timeout).
         """
         from focaltag.inference.tagger import TagFailure
-        from focaltag.inference.writers import result_to_dict
+        from focaltag.outputs.writers import result_to_dict
 
         tagger = self.registry.tagger(options.model, options.chunks)
         out: list[dict[str, Any]] = []
@@ -147,7 +147,7 @@ class TagService:
 
     def _taggram(self, result: Any, upload: UploadedFile) -> str:
         """The taggram PNG (``focaltag tag --taggram``'s plot) as base64."""
-        from focaltag.inference.taggram import plot_taggram
+        from focaltag.outputs.taggram import plot_taggram
 
         png = upload.path.with_name(upload.path.name + ".taggram.png")
         with self._plot_lock:

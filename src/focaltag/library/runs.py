@@ -39,7 +39,7 @@ from focaltag._locks import FileLock, lock_path, try_lock
 from focaltag._paths import escape_path, json_line, unescape_path
 from focaltag.audio.cache import shard_of
 from focaltag.errors import ConfigError, DataError
-from focaltag.inference.files import AUDIO_EXTENSIONS
+from focaltag.library.files import AUDIO_EXTENSIONS
 
 __all__ = [
     "LibraryFile",
@@ -475,7 +475,7 @@ def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], o
          on_result: Callable[[Any], str | None] | None, progress: Callable[[int], None] | None) -> int:
     """The tagging loop: one output line or failure row per file as it finishes; returns lines replaced."""
     from focaltag.inference.tagger import TagFailure
-    from focaltag.inference.writers import result_to_dict
+    from focaltag.outputs.writers import result_to_dict
 
     replaced = 0
     for result in tagger.tag_many(todo):
