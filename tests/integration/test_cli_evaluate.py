@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+from statsmodels.stats.multitest import multipletests
 
 from focaltag.cli import main
 from focaltag.evaluation import load_thresholds
@@ -134,18 +135,107 @@ def test_thresholds_and_bootstrap(capsys, ref, tmp_path) -> None:
 
 
 def test_compare_paired_bootstrap(capsys, ref) -> None:
+    others = ("focal_loss", "cb_focal_loss", "db_focal_loss")
     result = run_json(capsys, ["compare", "--ground-truth", str(ref["gt"]), str(ref["bce"]),
-                               str(ref["focal_loss"]), "--bootstrap", "100", "--json"])
+                               *[str(ref[o]) for o in others], "--bootstrap", "100", "--json"])
     gt = np.load(ref["gt"])
-    for metric, fn in (("PR-AUC-macro", average_precision_score), ("ROC-AUC-macro", roc_auc_score)):
-        stats = result[metric]
-        a = fn(gt, np.load(ref["bce"]), average="macro")
-        b = fn(gt, np.load(ref["focal_loss"]), average="macro")
-        assert stats["diff"] == pytest.approx(a - b, abs=1e-12)
-        assert stats["ci"][0] <= stats["ci"][1] and 0 < stats["p_value"] <= 1
+    assert result["adjust"]["method"] == "holm" and result["adjust"]["size"] == 6
+    for other, comparison in zip(others, result["comparisons"], strict=True):
+        assert comparison["B"] == str(ref[other])
+        for metric, fn in (("PR-AUC-macro", average_precision_score), ("ROC-AUC-macro", roc_auc_score)):
+            stats = comparison[metric]
+            a = fn(gt, np.load(ref["bce"]), average="macro")
+            b = fn(gt, np.load(ref[other]), average="macro")
+            assert stats["diff"] == pytest.approx(a - b, abs=1e-12)
+            assert stats["ci"][0] <= stats["ci"][1] and 0 < stats["p_value"] <= stats["p_value_adjusted"] <= 1
+    raw = [c[m]["p_value"] for c in result["comparisons"] for m in ("ROC-AUC-macro", "PR-AUC-macro")]
+    adjusted = [c[m]["p_value_adjusted"] for c in result["comparisons"] for m in ("ROC-AUC-macro", "PR-AUC-macro")]
+    np.testing.assert_allclose(adjusted, multipletests(raw, method="holm")[1], rtol=1e-12)
     assert main(["compare", "--ground-truth", str(ref["gt"]), str(ref["bce"]), str(ref["focal_loss"]),
                  "--bootstrap", "50"]) == 0
-    assert "p" in capsys.readouterr().out.splitlines()[2].split()
+    header = capsys.readouterr().out.splitlines()[2]
+    assert "p (raw)" in header and "p (Holm)" in header
+
+
+# ------------------------------------------------------------------------------------------ compare, several B
+@pytest.fixture()
+def family(tmp_path: Path) -> dict[str, Path]:
+    """A ground truth, model A and three B models: one as good as A, two clearly worse (small raw p-values)."""
+    rng = np.random.default_rng(7)
+    y = (rng.random((300, 5)) < 0.3).astype(np.int64)
+    y[0], y[1] = 1, 0
+    noise = rng.random(y.shape)
+    mats = {"gt": y, "a": 0.5 * y + noise, "b_same": 0.5 * y + rng.random(y.shape),
+            "b_worse": 0.15 * y + noise, "b_worst": 0.05 * y + rng.random(y.shape)}
+    paths = {}
+    for name, arr in mats.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], arr.astype(np.float32) if name != "gt" else arr)
+    return paths
+
+
+def _compare_args(family: dict[str, Path], *extra: str) -> list[str]:
+    return ["compare", "--ground-truth", str(family["gt"]), str(family["a"]), str(family["b_same"]),
+            str(family["b_worse"]), str(family["b_worst"]), "--bootstrap", "200", *extra]
+
+
+def _table_rows(out: str) -> list[list[str]]:
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("B file"))
+    rows = []
+    for ln in lines[start + 2:]:
+        if ln.startswith("("):
+            break
+        rows.append(ln.split())
+    return rows
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni"])
+def test_compare_several_b_files_adjusts_the_table(capsys, family, method: str) -> None:
+    result = run_json(capsys, _compare_args(family, "--json", "--adjust", method))
+    assert result["B"] == [str(family[k]) for k in ("b_same", "b_worse", "b_worst")]
+    fam = result["adjust"]
+    assert fam["method"] == method and fam["size"] == 6 and fam["metrics"] == ["ROC-AUC-macro", "PR-AUC-macro"]
+    assert fam["interval_level"] == pytest.approx(1 - 0.05 / 6)
+    raw = np.array([c[m]["p_value"] for c in result["comparisons"] for m in fam["metrics"]])
+    adjusted = np.array([c[m]["p_value_adjusted"] for c in result["comparisons"] for m in fam["metrics"]])
+    assert (adjusted >= raw).all() and (adjusted <= 1).all() and raw.min() < 0.01
+    np.testing.assert_allclose(adjusted, multipletests(raw, method=method)[1], rtol=1e-12)
+    for c in result["comparisons"]:
+        for m in fam["metrics"]:
+            s = c[m]  # the simultaneous interval is wider than the per-comparison one and holds the difference
+            assert s["ci_simultaneous"][0] <= s["ci"][0] <= s["diff"] <= s["ci"][1] <= s["ci_simultaneous"][1]
+            if method == "bonferroni":  # the interval matching Bonferroni excludes 0 exactly when it rejects
+                assert (s["ci_simultaneous"][0] > 0 or s["ci_simultaneous"][1] < 0) == (s["p_value_adjusted"] < 0.05)
+    assert main(_compare_args(family, "--adjust", method)) == 0
+    out = capsys.readouterr().out
+    label = {"holm": "Holm", "bonferroni": "Bonferroni"}[method]
+    assert f"p (raw)  p ({label})" in out and "95% simultaneous CI of A - B" in out
+    assert "over the family of 6 tests, every row of the table: 3 B files x 2 metrics" in out
+    rows = _table_rows(out)
+    assert [r[:2] for r in rows] == [[b, m] for b in ("B1", "B2", "B3") for m in ("ROC-AUC-macro", "PR-AUC-macro")]
+    for r in rows:
+        p_raw, p_adj = (float(x.lstrip("<")) for x in r[-2:])
+        assert p_adj >= p_raw
+
+
+def test_compare_adjust_none_equals_raw(capsys, family) -> None:
+    result = run_json(capsys, _compare_args(family, "--json", "--adjust", "none"))
+    for c in result["comparisons"]:
+        for m in result["adjust"]["metrics"]:
+            assert c[m]["p_value_adjusted"] == c[m]["p_value"] and c[m]["ci_simultaneous"] == c[m]["ci"]
+    assert main(_compare_args(family, "--adjust", "none")) == 0
+    out = capsys.readouterr().out
+    assert "NOT adjusted for the 6 tests" in out and "per comparison (95% each), not simultaneous" in out
+    for r in _table_rows(out):
+        assert r[-1] == r[-2]
+
+
+def test_compare_bad_adjust_and_bootstrap_are_one_line(capsys, family) -> None:
+    line = run_error(capsys, _compare_args(family, "--adjust", "fdr"))
+    assert line == "focaltag: error: --adjust 'fdr': unknown adjustment; choose one of holm, bonferroni, none"
+    line = run_error(capsys, _compare_args(family, "--bootstrap", "1"))
+    assert "--bootstrap must be >= 2" in line
 
 
 def test_human_and_markdown_tables(capsys, ref) -> None:

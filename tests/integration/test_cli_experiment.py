@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from focaltag.cli import main
 
@@ -50,16 +51,52 @@ def test_report_on_published_validation_matrices(reference_predictions_dir, caps
     ens_pr, ens_roc = _sklearn_macro(gt, np.mean([preds[k] for k in LOSSES], axis=0))
     ens = [c.strip() for c in _row(out, "Ensemble").strip("|").split("|")]
     assert ens[1].startswith(f"{ens_pr:.4f}") and ens[2].startswith(f"{ens_roc:.4f}")
-    # paired test column against BCE, the group table, the ranking, and the files
-    assert re.search(r"\| Focal Loss \|.*\| [+-]0\.\d{4} \(p=", out)
+    # paired test column against BCE with raw and Holm p-values, the group table, the ranking, and the files
+    assert re.search(r"\| Focal Loss \|.*\| [+-]0\.\d{4} \(p[=<]0\.\d{3}; Holm p[=<]0\.\d{3}\)", out)
+    assert "ΔPR-AUC vs BCE Loss (p; Holm p)" in out
+    assert ("Holm's step-down method over this table's family, the 4 rows of this table tested against BCE Loss x "
+            "2 metrics (ΔPR-AUC, ΔROC-AUC) = 8 tests") in out
     assert "Head (> 550; 14 tags)" in out and "Middle (201-550; 27 tags)" in out and "Tail (<= 200; 15 tags)" in out
     assert "Table IV" in out and "| 1 | Ensemble |" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["systems"]["ensemble"]["members"] == list(LOSSES)
     assert abs(results["systems"]["bce"]["metrics"]["PR-AUC-macro"] - 0.12378) < 1e-4
+    family = results["tables"]["table1"]["multiple_testing"]
+    raw = [t["p"] for t in family["tests"]]
+    assert family["method"] == "holm" and family["size"] == 8
+    np.testing.assert_allclose([t["p_adjusted"] for t in family["tests"]], multipletests(raw, method="holm")[1],
+                               rtol=1e-12)
     for fig in results["figures"]:
         assert (tmp_path / fig).stat().st_size > 10_000
     assert (tmp_path / "report.md").read_text() == out.rstrip("\n") + "\n"
+
+
+def test_report_shows_raw_and_adjusted_p_values(tmp_path, capsys):
+    """Without ../shared: three systems and the ensemble against BCE; raw and Holm (or Bonferroni) p-values."""
+    rng = np.random.default_rng(2)
+    gt = (rng.random((300, 6)) < 0.3).astype(np.int64)
+    gt[0], gt[1] = 1, 0
+    np.save(tmp_path / "gt.npy", gt)
+    preds = []
+    for name, w in (("bce", 0.4), ("focal", 0.35), ("db_focal", 0.1)):
+        np.save(tmp_path / f"{name}.npy", (w * gt + rng.random(gt.shape)).astype(np.float32))
+        preds.append(f"{name}={tmp_path / f'{name}.npy'}")
+    base = ["experiment", "report", "--ground-truth", str(tmp_path / "gt.npy"), "--bootstrap", "100",
+            "--predictions", *preds]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    row = _row(out, "DB Focal Loss")
+    assert re.search(r"\(p[=<]0\.\d{3}; Holm p[=<]0\.\d{3}\)", row)
+    assert "the 3 rows of this table tested against BCE Loss x 2 metrics (ΔPR-AUC, ΔROC-AUC) = 6 tests" in out
+    assert main([*base, "--adjust", "bonferroni", "--out", str(tmp_path / "rep"), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"; Bonferroni p[=<]0\.\d{3}\)", _row(out, "Focal Loss"))
+    results = json.loads((tmp_path / "rep" / "results.json").read_text())
+    family = results["tables"]["table1"]["multiple_testing"]
+    raw = np.array([t["p"] for t in family["tests"]])
+    adjusted = np.array([t["p_adjusted"] for t in family["tests"]])
+    np.testing.assert_allclose(adjusted, multipletests(raw, method="bonferroni")[1], rtol=1e-12)
+    assert (adjusted >= raw).all()
 
 
 def test_report_small_matrices_without_out(tmp_path, capsys):
@@ -88,6 +125,7 @@ def test_report_small_matrices_without_out(tmp_path, capsys):
         (["--predictions", "bce=gt.npy", "bce=gt.npy"], "the name 'bce' is given twice"),
         (["--predictions", "bce=gt.npy", "--bootstrap", "-1"], "--bootstrap"),
         (["--predictions", "bce=gt.npy", "--group-thresholds", "1,2"], "group thresholds"),
+        (["--predictions", "bce=gt.npy", "--adjust", "fdr"], "--adjust 'fdr': unknown adjustment"),
     ],
 )
 def test_report_input_errors_are_one_line(tmp_path, capsys, monkeypatch, extra, message):

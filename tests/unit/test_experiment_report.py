@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
+from statsmodels.stats.multitest import multipletests
 
 from focaltag.data.tags import MOODTHEME_TAGS, MOODTHEME_TRAIN_COUNTS
-from focaltag.errors import EvaluationError
+from focaltag.errors import ConfigError, EvaluationError
 from focaltag.experiments.figures import middle_range, tag_groups
 from focaltag.experiments.report import (
     ReportOptions,
@@ -111,3 +112,63 @@ def test_every_printed_interval_contains_its_printed_estimate():
         for metric, (lo, hi) in entry["ci"].items():
             assert lo <= entry["metrics"][metric] <= hi
     assert "outside their interval" not in text
+
+
+def _family_data(seed: int = 0, n: int = 400, k: int = 6):
+    """A baseline, four systems that are the baseline plus noise (small differences, some with raw p < 0.05
+    that do not survive the adjustment) and one clearly worse system."""
+    rng = np.random.default_rng(seed)
+    gt = (rng.random((n, k)) < 0.3).astype(np.int64)
+    gt[0], gt[1] = 1, 0
+    base = 0.4 * gt + rng.random(gt.shape)
+    systems = {"base": base.astype(np.float32)}
+    for i in range(1, 5):
+        systems[f"s{i}"] = (base + 0.3 * rng.random(gt.shape)).astype(np.float32)
+    systems["worse"] = (0.1 * gt + rng.random(gt.shape)).astype(np.float32)
+    return gt, systems
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni", "none"])
+def test_each_table_is_adjusted_over_its_rows_and_metrics(method: str) -> None:
+    gt, systems = _family_data()
+    names = list(systems)
+    tables = {"t1": TableSpec("metrics", "Table I", "", names, "base"),
+              "t3": TableSpec("metrics", "Table III", "", ["base", "s3"], "base"),
+              "t4": TableSpec("ranking", "Table IV", "", names, "base")}
+    results, _ = build_results(systems, gt, tables=tables,
+                               options=ReportOptions(baseline="base", bootstrap=200, adjust=method))
+    paired = {(t["system"], t["baseline"]): t for t in results["paired_tests"]}
+    sizes = {"t1": 10, "t3": 2, "t4": 5}  # rows x Δ metrics: the ranking shows only ΔPR-AUC
+    for tname, size in sizes.items():
+        family = results["tables"][tname]["multiple_testing"]
+        assert family["method"] == method and family["size"] == size and len(family["tests"]) == size
+        raw = np.array([t["p"] for t in family["tests"]])
+        assert raw.tolist() == [paired[(t["system"], "base")][t["metric"]]["p"] for t in family["tests"]]
+        adjusted = np.array([t["p_adjusted"] for t in family["tests"]])
+        expected = raw if method == "none" else multipletests(raw, method=method)[1]
+        np.testing.assert_allclose(adjusted, expected, rtol=1e-12)
+    # the same test gets a larger adjusted p-value in the larger family
+    t1 = {(t["system"], t["metric"]): t["p_adjusted"] for t in results["tables"]["t1"]["multiple_testing"]["tests"]}
+    t3 = {(t["system"], t["metric"]): t["p_adjusted"] for t in results["tables"]["t3"]["multiple_testing"]["tests"]}
+    assert all(t3[key] <= t1[key] for key in t3)
+    text = render_report(results)
+    if method == "none":
+        assert "not adjusted" in text and " * |" not in text
+        return
+    label = {"holm": "Holm", "bonferroni": "Bonferroni"}[method]
+    assert f"ΔPR-AUC vs base (p; {label} p)" in text
+    assert "the 5 rows of this table tested against base x 2 metrics (ΔPR-AUC, ΔROC-AUC) = 10 tests" in text
+    assert "x 1 metric (ΔPR-AUC) = 5 tests" in text
+    assert f"only when its {label}-adjusted p-value is below 0.05" in text
+    tests = results["tables"]["t1"]["multiple_testing"]["tests"]
+    assert any(t["p"] < 0.05 <= t["p_adjusted"] for t in tests)  # the case the adjustment is for is present
+    for t in tests:  # the star follows the adjusted p-value, never the raw one
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| {t['system']} |"))
+        cell = [c.strip() for c in row.strip("|").split("|")][3 if t["metric"] == "PR-AUC-macro" else 4]
+        assert cell.endswith(" *") == (t["p_adjusted"] < 0.05)
+        assert f"; {label} p" in cell
+
+
+def test_report_adjust_option_is_checked() -> None:
+    with pytest.raises(ConfigError, match="--adjust 'fdr'"):
+        ReportOptions(adjust="fdr")

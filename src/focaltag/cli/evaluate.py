@@ -85,15 +85,24 @@ def _register_evaluate(subparsers: Any) -> None:
 
 
 def _register_compare(subparsers: Any) -> None:
+    from focaltag.evaluation.multiple import ADJUST_METHODS, DEFAULT_ADJUST
+
     p = add_command(subparsers, "compare", func=run_compare,
-                    help="paired-bootstrap difference of two prediction matrices' macro metrics",
-                    description="Compare model A with model B on the same tracks: macro ROC-AUC / PR-AUC of "
-                    "each, the difference A - B with its 95% interval (difference +- 1.96 paired-bootstrap standard "
-                    "errors) and the matching two-sided p-value.")
+                    help="paired-bootstrap differences of prediction matrices' macro metrics, adjusted for "
+                    "multiple testing",
+                    description="Compare model A with one or more models B on the same tracks: macro ROC-AUC / "
+                    "PR-AUC of each, the difference A - B, its two-sided p-value (difference / paired-bootstrap "
+                    "standard error) and that p-value adjusted for multiple testing over the family of every row "
+                    "of the table (each B file x each metric). Intervals are simultaneous 95% intervals of the "
+                    "family (Bonferroni) with --adjust holm|bonferroni, per comparison with --adjust none.")
     _add_ground_truth(p)
     p.add_argument("a", type=Path, metavar="A.npy", help="predictions of model A")
-    p.add_argument("b", type=Path, metavar="B.npy", help="predictions of model B")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples")
+    p.add_argument("b", type=Path, nargs="+", metavar="B.npy",
+                   help="predictions of model B; several files compare A with each")
+    p.add_argument("--adjust", default=DEFAULT_ADJUST, metavar="|".join(ADJUST_METHODS),
+                   help="multiple-testing adjustment of the p-values over the table's family: holm (Holm's "
+                   "step-down), bonferroni, or none")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (>= 2)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _add_output(p)
 
@@ -278,28 +287,88 @@ def run_compare(args: argparse.Namespace) -> int:
     from focaltag.evaluation import paired_bootstrap
     from focaltag.evaluation.bootstrap import INTERVAL_METHOD
     from focaltag.evaluation.inputs import load_matrix
-    from focaltag.evaluation.tables import fmt_interval, format_table
+    from focaltag.evaluation.multiple import check_adjust_method
 
-    if args.bootstrap < 1:
-        raise ConfigError(f"--bootstrap must be >= 1 resamples for a comparison, got {args.bootstrap}")
+    check_adjust_method(args.adjust)
+    if args.bootstrap < 2:
+        raise ConfigError(f"--bootstrap must be >= 2 resamples for a comparison (a standard error needs two), "
+                          f"got {args.bootstrap}")
     gt, names = _ground_truth(args)
     a = load_matrix(args.a, what="predictions A")
-    b = load_matrix(args.b, what="predictions B")
     _check_width(names, a, args.a, "predictions A")
-    _check_width(names, b, args.b, "predictions B")
-    stats = paired_bootstrap(gt, a, b, n_resamples=args.bootstrap, seed=args.seed, tag_names=names)
-    result = {"A": str(args.a), "B": str(args.b), "resamples": args.bootstrap, "seed": args.seed,
-              "level": 0.95, "method": INTERVAL_METHOD, **stats}
+    many = len(args.b) > 1
+    comparisons: list[dict[str, Any]] = []
+    for i, path in enumerate(args.b, start=1):
+        what = f"predictions B{i}" if many else "predictions B"
+        b = load_matrix(path, what=what)
+        _check_width(names, b, path, what)
+        stats = paired_bootstrap(gt, a, b, n_resamples=args.bootstrap, seed=args.seed, tag_names=names)
+        comparisons.append({"B": str(path), "label": f"B{i}" if many else "B", **stats})
+    family = _adjust_family(comparisons, args.adjust, level=0.95)
+    result = {"A": str(args.a), "B": [str(p) for p in args.b], "resamples": args.bootstrap, "seed": args.seed,
+              "level": 0.95, "method": INTERVAL_METHOD, "adjust": family, "comparisons": comparisons}
     if args.json:
         _print_json(result)
         return 0
-    rows = [[m, s["A"], s["B"], s["diff"], fmt_interval(cast(list, s["ci"])), f"{s['p_value']:.3f}"]
-            for m, s in stats.items()]
-    print(f"A = {args.a}\nB = {args.b}")
-    print(format_table(["metric", "A", "B", "A - B", "95% CI of A - B", "p"], rows, markdown=args.markdown))
-    print(f"(paired bootstrap over tracks, {args.bootstrap} resamples, seed {args.seed}; interval "
-          "A - B +- 1.96 bootstrap SE, two-sided p-value from the same SE)")
+    print(render_comparison(result, markdown=args.markdown))
     return 0
+
+
+def _adjust_family(comparisons: list[dict[str, Any]], method: str, *, level: float) -> dict[str, Any]:
+    """Adjust the p-values of every (B, metric) row of the table as one family, in place: each metric entry
+    gains ``p_value_adjusted`` and ``ci_simultaneous`` (the interval matching the adjustment); returns the
+    family's description for the output."""
+    from focaltag.evaluation.bootstrap import se_interval
+    from focaltag.evaluation.multiple import adjust_p_values, describe_intervals, simultaneous_level
+
+    rows = [(c, m) for c in comparisons for m in c if isinstance(c[m], dict)]
+    metrics = list(dict.fromkeys(m for _, m in rows))
+    adjusted = adjust_p_values([c[m]["p_value"] for c, m in rows], method,
+                               labels=[f"{c['label']} ({c['B']}) {m}" for c, m in rows])
+    each = simultaneous_level(level, len(rows), method)
+    for (c, m), p_adj in zip(rows, adjusted, strict=True):
+        c[m]["p_value_adjusted"] = float(p_adj)
+        c[m]["ci_simultaneous"] = se_interval(c[m]["diff"], c[m]["se"], each, bounds=(-1.0, 1.0))
+    return {"method": method, "size": len(rows), "n_B": len(comparisons), "metrics": metrics,
+            "family": f"every row of the table: {len(comparisons)} B file{'s' if len(comparisons) > 1 else ''} "
+                      f"x {len(metrics)} metrics ({', '.join(metrics)})",
+            "interval_level": each, "intervals": describe_intervals(level, len(rows), method)}
+
+
+def render_comparison(result: dict[str, Any], *, markdown: bool = False) -> str:
+    """The compare table: one row per (B, metric), raw and adjusted p-values side by side, and the notes that
+    name the adjusted family and what the intervals cover."""
+    from focaltag.evaluation.multiple import ADJUST_LABELS
+    from focaltag.evaluation.tables import fmt_interval, format_table
+
+    family = result["adjust"]
+    method = family["method"]
+    simultaneous = method != "none" and family["size"] > 1
+    ci_head = "95% simultaneous CI of A - B" if simultaneous else "95% CI of A - B"
+    adj_head = f"p ({ADJUST_LABELS[method]})" if method != "none" else "p (unadjusted)"
+    rows = []
+    for c in result["comparisons"]:
+        for m in family["metrics"]:
+            s = c[m]
+            rows.append([c["label"], m, s["A"], s["B"], s["diff"],
+                         fmt_interval(cast(list, s["ci_simultaneous"])), _fmt_p(s["p_value"]),
+                         _fmt_p(s["p_value_adjusted"])])
+    lines = [f"A = {result['A']}"] + [f"{c['label']} = {c['B']}" for c in result["comparisons"]]
+    lines.append(format_table(["B file", "metric", "A", "B", "A - B", ci_head, "p (raw)", adj_head], rows,
+                              markdown=markdown))
+    if method == "none":
+        adjusted = f"{adj_head}: NOT adjusted for the {family['size']} tests of this table (--adjust none)"
+    else:
+        how = "Holm's step-down method" if method == "holm" else "Bonferroni's method"
+        adjusted = f"{adj_head}: adjusted by {how} over the family of {family['size']} tests, {family['family']}"
+    lines += [f"(paired bootstrap over tracks, {result['resamples']} resamples, seed {result['seed']}; p (raw): "
+              "two-sided p-value of A - B = 0 from the bootstrap SE of A - B)",
+              f"({adjusted})", f"(intervals: {family['intervals']})"]
+    return "\n".join(lines)
+
+
+def _fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 # ----------------------------------------------------------------------------------------------- ensemble

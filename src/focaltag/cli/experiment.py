@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--tags", type=Path, default=None, metavar="FILE",
                      help="tag names, one per line, in column order (default: the 56 mood/theme tags)")
     rep.add_argument("--baseline", default="bce", help="system every other one is tested against")
+    rep.add_argument("--adjust", default="holm", metavar="holm|bonferroni|none",
+                     help="multiple-testing adjustment of each table's p-values, over the family of that table's "
+                     "rows x the metrics it tests: holm (Holm's step-down), bonferroni, or none")
     rep.add_argument("--no-ensemble", action="store_true", help="do not add the mean ensemble")
     rep.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: none)")
     rep.add_argument("--seed", type=int, default=0)
@@ -152,7 +155,7 @@ def _report(args: argparse.Namespace) -> int:
     labels = {n: default_label(n) for n in [*systems, *ensembles]}
     opts = ReportOptions(baseline=baseline, bootstrap=args.bootstrap, seed=args.seed,
                          group_thresholds=thresholds, subset=args.subset, synthetic=args.synthetic,
-                         title=f"focaltag report: {args.subset} split")
+                         title=f"focaltag report: {args.subset} split", adjust=args.adjust)
     results, preds = build_results(systems, gt, tag_names=tag_names, train_counts=counts, ensembles=ensembles,
                                    tables=tables, labels=labels, options=opts)
     if args.out is not None:

@@ -1,5 +1,5 @@
 """MediaEval-exact evaluation: macro/micro PR-AUC and ROC-AUC, tag groups, decision thresholds, bootstrap
-confidence intervals, paired model comparison and prediction ensembles."""
+confidence intervals, paired model comparison (with multiple-comparison adjustment) and prediction ensembles."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from focaltag.evaluation.metrics import (
     roc_auc_macro,
     roc_auc_micro,
 )
+from focaltag.evaluation.multiple import adjust_p_values, simultaneous_level
 from focaltag.evaluation.thresholds import (
     apply_thresholds,
     best_f_thresholds,
@@ -42,6 +43,8 @@ __all__ = [
     "save_thresholds",
     "load_thresholds",
     "paired_bootstrap",
+    "adjust_p_values",
+    "simultaneous_level",
     "bootstrap_tag_scores",
     "resample_indices",
     "mean_ensemble",

@@ -33,6 +33,7 @@ __all__ = [
     "decision_tag_scores",
     "percentile_interval",
     "normal_interval",
+    "se_interval",
     "bootstrap_se",
     "INTERVAL_METHOD",
     "bootstrap_macro",
@@ -208,7 +209,14 @@ def normal_interval(point: float, values: np.ndarray, level: float = 0.95, *,
     Contains ``point`` by construction (clipping cannot remove it: the point lies within the bounds);
     ``[nan, nan]`` when the point or the SE is undefined.
     """
-    se = bootstrap_se(values)
+    return se_interval(point, bootstrap_se(values), level, bounds=bounds)
+
+
+def se_interval(point: float, se: float, level: float = 0.95, *,
+                bounds: tuple[float, float] = (0.0, 1.0)) -> list[float]:
+    """``point +- z * se`` clipped to ``bounds``: :func:`normal_interval` from a known standard error, so the
+    interval of a paired difference can be given at another level (e.g. a family's simultaneous level)."""
+    _check_level(level)
     if not (np.isfinite(point) and np.isfinite(se)):
         return [float("nan"), float("nan")]
     half = _z(level) * se

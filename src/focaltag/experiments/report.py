@@ -1,5 +1,6 @@
 """The paper's Tables I-IV from prediction matrices: scores with bootstrap 95 % intervals, mean ensembles,
-paired bootstrap tests against BCE, cross-validation summaries, figures; ``report.md`` + ``results.json``."""
+paired bootstrap tests against BCE (p-values adjusted for multiple testing per table), cross-validation summaries,
+figures; ``report.md`` + ``results.json``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from focaltag._io import write_json, write_text
 from focaltag.data.groups import DEFAULT_GROUP_THRESHOLDS, GROUP_NAMES, auto_group_thresholds
 from focaltag.errors import EvaluationError
+from focaltag.evaluation.multiple import ADJUST_LABELS, DEFAULT_ADJUST, check_adjust_method
 from focaltag.experiments import figures
 from focaltag.experiments.spec import TableSpec
 
@@ -57,6 +59,10 @@ class ReportOptions:
     synthetic: bool = False
     title: str = "focaltag experiment report"
     notes: list[str] = field(default_factory=list)
+    adjust: str = DEFAULT_ADJUST  # multiple-testing adjustment of each table's p-values: holm, bonferroni, none
+
+    def __post_init__(self) -> None:
+        check_adjust_method(self.adjust)
 
 
 def default_tables(systems: Sequence[str], ensembles: Mapping[str, Sequence[str]], *, baseline: str,
@@ -111,8 +117,38 @@ def _paired(ev: Any, gt: np.ndarray, a: np.ndarray, b: np.ndarray, opts: ReportO
     for metric in (PR, ROC):
         r = res.get(metric, res) if isinstance(res, Mapping) else res
         out[metric] = {"diff": float(r["diff"]), "p": float(r["p_value"] if "p_value" in r else r["p"]),
-                       "ci": [float(x) for x in r.get("ci", (np.nan, np.nan))]}
+                       "se": float(r.get("se", np.nan)), "ci": [float(x) for x in r.get("ci", (np.nan, np.nan))]}
     return out
+
+
+_TESTED_METRICS = {"metrics": (PR, ROC), "ranking": (PR,)}  # the Δ columns each kind of table shows
+_DELTA = {PR: "ΔPR-AUC", ROC: "ΔROC-AUC"}
+
+
+def _adjust_table(paired: Mapping[tuple[str, str], Mapping[str, Any]], systems: Sequence[str], base: str,
+                  kind: str, method: str, labels: Mapping[str, str], level: float = 0.95) -> dict[str, Any]:
+    """Adjust the p-values of one table as one family: every row tested against ``base`` times every Δ metric
+    the table shows. Returns the family's description, with each test's raw and adjusted p-value and the
+    interval of its difference that matches the adjustment (Bonferroni-simultaneous, or per comparison)."""
+    from focaltag.evaluation.bootstrap import se_interval
+    from focaltag.evaluation.multiple import adjust_p_values, describe_intervals, simultaneous_level
+
+    metrics = _TESTED_METRICS[kind]
+    rows = [(s, m) for s in systems if s != base and (s, base) in paired for m in metrics]
+    adjusted = adjust_p_values([paired[(s, base)][m]["p"] for s, m in rows], method,
+                               labels=[f"{s} vs {base} ({m})" for s, m in rows])
+    each = simultaneous_level(level, len(rows), method)
+    tests = []
+    for (s, m), p_adj in zip(rows, adjusted, strict=True):
+        r = paired[(s, base)][m]
+        tests.append({"system": s, "metric": m, "diff": r["diff"], "p": r["p"], "p_adjusted": float(p_adj),
+                      "ci_simultaneous": se_interval(r["diff"], r["se"], each, bounds=(-1.0, 1.0))})
+    n_sys = len(dict.fromkeys(s for s, _ in rows))
+    deltas = ", ".join(_DELTA[m] for m in metrics)
+    return {"method": method, "size": len(rows), "metrics": list(metrics), "baseline": base,
+            "family": f"the {n_sys} rows of this table tested against {labels.get(base, base)} x {len(metrics)} "
+                      f"metric{'s' if len(metrics) > 1 else ''} ({deltas}) = {len(rows)} tests",
+            "interval_level": each, "intervals": describe_intervals(level, len(rows), method), "tests": tests}
 
 
 def build_results(systems: Mapping[str, np.ndarray], ground_truth: np.ndarray, *,
@@ -186,6 +222,9 @@ def build_results(systems: Mapping[str, np.ndarray], ground_truth: np.ndarray, *
         for s in shown:
             if s != base and (s, base) not in paired:
                 paired[(s, base)] = _paired(ev, gt, preds[s], preds[base], opts)
+        results["tables"][tname]["multiple_testing"] = _adjust_table(
+            paired, shown, base, table.kind, opts.adjust, {n: e["label"] for n, e in results["systems"].items()})
+    results["meta"]["adjust"] = opts.adjust
     results["paired_tests"] = [{"system": s, "baseline": b, **{m: v for m, v in r.items()}}
                                for (s, b), r in paired.items()]
     return results, preds
@@ -225,18 +264,44 @@ def _with_ci(value: Any, ci: Sequence[float] | None) -> str:
 
 
 def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    """``p<0.001`` or ``p=0.123``."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
-def _diff(test: Mapping[str, Any] | None) -> str:
+def _diff(test: Mapping[str, Any] | None, method: str) -> str:
+    """``Δ (p=raw; Holm p=adjusted) *``; the star marks an adjusted p-value below 0.05, never a raw one."""
     if not test:
         return "-"
-    star = " *" if test["p"] < 0.05 else ""
-    return f"{test['diff']:+.4f} (p={_p(test['p'])}){star}"
+    if method == "none":
+        return f"{test['diff']:+.4f} ({_p(test['p'])}, unadjusted)"
+    star = " *" if test["p_adjusted"] < 0.05 else ""
+    return f"{test['diff']:+.4f} ({_p(test['p'])}; {ADJUST_LABELS[method]} {_p(test['p_adjusted'])}){star}"
 
 
-def _paired_lookup(results: Mapping[str, Any]) -> dict[tuple[str, str], dict]:
-    return {(t["system"], t["baseline"]): t for t in results.get("paired_tests", [])}
+def _table_tests(table: Mapping[str, Any]) -> dict[tuple[str, str], dict]:
+    """(system, metric) -> that table's test, with its raw and adjusted p-values."""
+    family = table.get("multiple_testing") or {}
+    return {(t["system"], t["metric"]): t for t in family.get("tests", [])}
+
+
+def _family_note(results: Mapping[str, Any], table: Mapping[str, Any]) -> list[str]:
+    """The line under a table that names the family its p-values were adjusted over."""
+    family = table.get("multiple_testing")
+    if not family or not family["tests"]:
+        return []
+    method, size = family["method"], family["size"]
+    if method == "none":
+        text = (f"p-values are **not adjusted** for the {size} tests of this table ({family['family']}); "
+                "no difference is marked significant.")
+    else:
+        how = "Holm's step-down method" if method == "holm" else "Bonferroni's method"
+        text = (f"{ADJUST_LABELS[method]} p: the raw p-value adjusted by {how} over this table's family, "
+                f"{family['family']}; * marks {ADJUST_LABELS[method]} p < 0.05.")
+    has_ci = any(results["systems"][s].get("ci") for s in table["systems"])
+    if has_ci:
+        text += " The score intervals are per system (95 % each, not simultaneous)."
+    text += f" Intervals of the differences (`ci_simultaneous` in results.json): {family['intervals']}."
+    return ["", text]
 
 
 def _cv_cell(results: Mapping[str, Any], name: str, metric: str) -> str:
@@ -246,7 +311,8 @@ def _cv_cell(results: Mapping[str, Any], name: str, metric: str) -> str:
 
 def _metrics_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list[str]:
     systems, base = table["systems"], table["baseline"]
-    paired = _paired_lookup(results)
+    tests = _table_tests(table)
+    method = results["meta"].get("adjust", DEFAULT_ADJUST)
     has_ci = any(results["systems"][s].get("ci") for s in systems)
     ci_txt = " [95 % CI]" if has_ci else ""
     head = ["Approach", f"PR-AUC{ci_txt}", f"ROC-AUC{ci_txt}"]
@@ -254,9 +320,10 @@ def _metrics_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list
     if cv:
         n = len(results["cv"]["splits"])
         head += [f"PR-AUC mean ± std ({n} splits)", f"ROC-AUC mean ± std ({n} splits)"]
-    if base is not None and paired:
+    p_head = "p" if method == "none" else f"p; {ADJUST_LABELS[method]} p"
+    if base is not None and tests:
         label = results["systems"][base]["label"]
-        head += [f"ΔPR-AUC vs {label} (p)", f"ΔROC-AUC vs {label} (p)"]
+        head += [f"ΔPR-AUC vs {label} ({p_head})", f"ΔROC-AUC vs {label} ({p_head})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
         e = results["systems"][s]
@@ -264,11 +331,11 @@ def _metrics_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list
                _with_ci(e["metrics"].get(ROC), e["ci"].get(ROC))]
         if cv:
             row += [_cv_cell(results, s, PR), _cv_cell(results, s, ROC)]
-        if base is not None and paired:
-            t = paired.get((s, base))
-            row += [_diff(t and t[PR]), _diff(t and t[ROC])] if s != base else ["(baseline)", "(baseline)"]
+        if base is not None and tests:
+            row += ([_diff(tests.get((s, PR)), method), _diff(tests.get((s, ROC)), method)] if s != base
+                    else ["(baseline)", "(baseline)"])
         lines.append("| " + " | ".join(row) + " |")
-    return lines
+    return lines + _family_note(results, table)
 
 
 def _groups_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list[str]:
@@ -292,17 +359,20 @@ def _groups_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list[
 
 def _ranking_table(results: Mapping[str, Any], table: Mapping[str, Any]) -> list[str]:
     systems = sorted(table["systems"], key=lambda s: -results["systems"][s]["metrics"].get(PR, -1.0))
-    paired = _paired_lookup(results)
-    base = table["baseline"]
+    tests = _table_tests(table)
+    method = results["meta"].get("adjust", DEFAULT_ADJUST)
+    base = table["baseline"] if tests else None
+    p_head = "p" if method == "none" else f"p; {ADJUST_LABELS[method]} p"
     lines = ["| Rank | System | PR-AUC [95 % CI] | ROC-AUC [95 % CI] | "
-             + (f"ΔPR-AUC vs {results['systems'][base]['label']} (p) |" if base else "Members |"),
+             + (f"ΔPR-AUC vs {results['systems'][base]['label']} ({p_head}) |" if base else "Members |"),
              "|---|---|---|---|---|"]
     for rank, s in enumerate(systems, start=1):
         e = results["systems"][s]
-        last = (_diff(paired.get((s, base), {}).get(PR)) if s != base else "(baseline)") if base \
+        last = (_diff(tests.get((s, PR)), method) if s != base else "(baseline)") if base \
             else ", ".join(e.get("members", [])) or "-"
         lines.append(f"| {rank} | {e['label']} | {_with_ci(e['metrics'].get(PR), e['ci'].get(PR))} | "
                      f"{_with_ci(e['metrics'].get(ROC), e['ci'].get(ROC))} | {last} |")
+    lines += _family_note(results, table)
     from focaltag.data.tags import MOODTHEME_TAGS
 
     if not results["meta"]["synthetic"] and results.get("tag_names") == list(MOODTHEME_TAGS):
@@ -322,6 +392,16 @@ def _any_outside_ci(results: Mapping[str, Any]) -> bool:
     return False
 
 
+def _adjust_sentence(method: str) -> str:
+    if method == "none":
+        return ("; the p-values are not adjusted for multiple testing (--adjust none), so no difference is "
+                "called significant.")
+    how = "Holm's step-down method" if method == "holm" else "Bonferroni's method"
+    return (f", and beside it that p-value adjusted for multiple testing by {how} over the table's family "
+            "(its rows x the Δ metrics it shows, named under each table). A difference is called significant "
+            f"(*) only when its {ADJUST_LABELS[method]}-adjusted p-value is below 0.05.")
+
+
 def render_report(results: Mapping[str, Any], *, figure_paths: Sequence[str] = ()) -> str:
     """Markdown report: data note, Tables I-IV in the paper's layout with 95 % intervals and p-values."""
     meta = results["meta"]
@@ -338,7 +418,7 @@ def render_report(results: Mapping[str, Any], *, figure_paths: Sequence[str] = (
                    f"{meta['bootstrap']} resamples, seed {meta['seed']}): the range of the score expected on "
                    "another test set of the same size (coverage measured by bench/coverage.py). Δ columns: "
                    "paired bootstrap (same resampled tracks for both systems), two-sided p-value from the same "
-                   "standard error; * marks p < 0.05.")
+                   "standard error" + _adjust_sentence(meta.get("adjust", DEFAULT_ADJUST)))
         if _any_outside_ci(results):  # cannot happen with centred intervals; kept as a guard
             out.append("- WARNING: some point estimates lie outside their interval; the intervals are invalid.")
     else:
