@@ -3,20 +3,20 @@ naive baseline that calls scikit-learn once per resample in a Python loop.
 
 The baseline is timed on a subset of resamples and extrapolated linearly to the full count (it would take
 minutes); both use the same resample indices, and the JSON reports the largest difference between their
-per-resample macro values. Prints one JSON object.
+per-resample macro values. The two run interleaved, ``--repeats`` rounds (``bench/_protocol.py``); each figure
+is the median [min-max] of the rounds, the speed-up is taken within each round. Writes
+``bench/results/<date>_evaluate_<cpu kind>.json`` and prints it.
 
-    /work/venv/bin/python bench/evaluate.py [--resamples 1000] [--baseline-resamples 20]
+    .venv/bin/python bench/evaluate.py [--resamples 1000] [--baseline-resamples 20] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 
 import numpy as np
+
+from _protocol import Run, add_protocol_arguments, cpus, interleave, ratio_summary, summary, walls
 
 
 def synthetic_matrices(n_tracks: int = 4231, n_tags: int = 56, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,11 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--baseline-resamples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    add_protocol_arguments(parser, quick="200 resamples, 10 of them timed for the baseline")
     args = parser.parse_args()
+    if args.quick:
+        args.resamples, args.baseline_resamples = 200, 10
+    run = Run("bench/evaluate.py", args)
 
     from focaltag.evaluation import evaluate
     from focaltag.evaluation.bootstrap import bootstrap_macro, resample_indices
@@ -56,48 +60,53 @@ def main() -> None:
 
     y, s = synthetic_matrices()
     per_tag_scores(y[:100], s[:100])  # import sklearn outside the timed region
+    n = args.baseline_resamples
+    indices = resample_indices(y.shape[0], args.resamples, seed=args.seed)[:n]
+    scale = args.resamples / n
+    state: dict = {}
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = evaluate(y, s, bootstrap=args.resamples, seed=args.seed)
-    ours, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
+    def ours() -> None:
+        state["result"] = evaluate(y, s, bootstrap=args.resamples, seed=args.seed)
 
-    # baseline: full-data metrics once + sklearn per resample on a subset, extrapolated to all resamples
-    t0, c0 = time.perf_counter(), time.process_time()
-    per_tag_scores(y, s)
-    full_once, full_once_cpu = time.perf_counter() - t0, time.process_time() - c0
-    indices = resample_indices(y.shape[0], args.resamples, seed=args.seed)[: args.baseline_resamples]
-    t0, c0 = time.perf_counter(), time.process_time()
-    naive_ap, naive_auc = naive_replicates(y, s, indices)
-    subset, subset_cpu = time.perf_counter() - t0, time.process_time() - c0
-    scale = args.resamples / args.baseline_resamples
-    baseline = full_once + subset * scale
-    baseline_cpu = full_once_cpu + subset_cpu * scale
+    def baseline() -> tuple[float, float, float, float]:
+        """(full-data wall, full-data CPU, subset wall, subset CPU): full-data metrics once + sklearn per
+        resample on a subset, extrapolated to all resamples below."""
+        import time
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        per_tag_scores(y, s)
+        full = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        state["naive"] = naive_replicates(y, s, indices)
+        return full[0], full[1], time.perf_counter() - t0, time.process_time() - c0
+
+    times = interleave({"focaltag": ours, "baseline": baseline}, args.repeats)
+    parts = [t.value for t in times["baseline"]]
+    base_wall = [full + subset * scale for full, _, subset, _ in parts]
+    base_cpu = [full + subset * scale for _, full, _, subset in parts]
+    ours_wall, ours_cpu = walls(times["focaltag"]), cpus(times["focaltag"])
 
     reps, _ = bootstrap_macro(y, s, n_resamples=args.resamples, seed=args.seed)
-    n = args.baseline_resamples
+    naive_ap, naive_auc = state["naive"]
     max_diff = max(float(np.max(np.abs(reps["PR-AUC-macro"][:n] - naive_ap))),
                    float(np.max(np.abs(reps["ROC-AUC-macro"][:n] - naive_auc))))
-    print(json.dumps({
+    run.finish({
         "benchmark": "focaltag.evaluate with bootstrap",
         "matrix": list(y.shape),
         "resamples": args.resamples,
-        "focaltag_seconds": round(ours, 3),
         "baseline": "sklearn average_precision_score + roc_auc_score (macro) per resample in a Python loop",
-        "baseline_seconds_extrapolated": round(baseline, 3),
-        "baseline_measured_resamples": n,
-        "baseline_measured_seconds": round(subset + full_once, 3),
         "baseline_extrapolation": f"linear: {n} resamples timed, scaled to {args.resamples}",
-        "speedup": round(baseline / ours, 1),
-        "focaltag_cpu_seconds": round(ours_cpu, 3),
-        "baseline_cpu_seconds_extrapolated": round(baseline_cpu, 3),
-        "speedup_cpu": round(baseline_cpu / ours_cpu, 1),
+        "focaltag_s": summary(ours_wall),
+        "baseline_s_extrapolated": summary(base_wall),
+        "baseline_measured_s": summary([full + subset for full, _, subset, _ in parts]),
+        "speedup": ratio_summary(base_wall, ours_wall),
+        "focaltag_cpu_s": summary(ours_cpu),
+        "baseline_cpu_s_extrapolated": summary(base_cpu),
+        "speedup_cpu": ratio_summary(base_cpu, ours_cpu),
         "note": "wall times depend on machine load; CPU times (process_time) are the load-independent view",
-        "under_5_seconds": ours < 5.0,
         "max_abs_diff_vs_sklearn_replicates": max_diff,
-        "ci": result["ci"]["intervals"],
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-    }))
+        "ci": state["result"]["ci"]["intervals"],
+    })
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark ``focaltag data prepare`` against the reference pre-decoding path, and the training loader.
 
-Run: ``python bench/prepare.py [--short 4] [--long 2] [--workers N]``. Prints ONE JSON object.
+Run: ``python bench/prepare.py [--short 4] [--long 2] [--workers N] [--repeats 3] [--quick]``. Writes
+``bench/results/<date>_prepare_<cpu kind>.json`` and prints it.
 
 Generated 44.1 kHz stereo MP3s of 30 s and 240 s (harmonic tones + noise, not real music) are decoded
 (a) by the reference path, one process: ``librosa.load(path, sr=16000)`` + ``np.save`` float32 per track, and
@@ -8,13 +9,15 @@ Generated 44.1 kHz stereo MP3s of 30 s and 240 s (harmonic tones + noise, not re
 throughput ratio (b/a), bytes-on-disk ratio, the share of prepare's worker time spent outside
 decode + resample, the decode floor of one 240 s file, then random training chunks per second from
 ``TrainChunkDataset`` (DataLoader, 0 and 2 workers) against the CPU training step of the paper model
-(``focaltag.create_model``; batch 8, forward + backward + Adam) and against 2,000 chunks/s (a GPU step).
+(``focaltag.create_model``; batch ``--train-batch``, forward + backward + Adam) and against a GPU step's rate
+(``GPU_CHUNKS_PER_S``, an assumption, not measured here). The contenders run interleaved, ``--repeats`` rounds
+(``bench/_protocol.py``): each figure is the median [min-max] of the rounds, each ratio is taken within a round.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import resource
 import shutil
@@ -22,15 +25,29 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
 
 # Python puts this script's folder first on sys.path, and bench/coverage.py would then shadow the `coverage`
 # package that numba (imported by librosa, the baseline here) imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
+
+def _protocol() -> ModuleType:
+    """``bench/_protocol.py``, imported with this folder on the path only for that import."""
+    sys.path.insert(0, str(HERE))
+    try:
+        return importlib.import_module("_protocol")
+    finally:
+        sys.path.remove(str(HERE))
+
+
+P = _protocol()
 CHUNK = 73600
+GPU_CHUNKS_PER_S = 2000.0  # a GPU training step's chunks/s, assumed (bench/gpu.py measures one)
 
 
 def _music_like(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -104,9 +121,9 @@ def _decode_floor(path: Path) -> dict:
     return {"decode_s": round(t1 - t0, 3), "decode_resample_s": round(t2 - t1, 3)}
 
 
-def _loader_rate(cache_dir: Path, tsv: Path, workers: int, seconds: float = 2.0) -> float:
+def _loader_rate(cache_dir: Path, tsv: Path, workers: int, seconds: float) -> float:
     """Chunks/s; the main process uses 1 torch thread as DataLoader workers do (collate's torch.stack with
-    several OpenMP threads on a loaded 2-core machine is 400x slower)."""
+    several OpenMP threads on a loaded 2-core machine was far slower)."""
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -133,31 +150,23 @@ def _loader_rate(cache_dir: Path, tsv: Path, workers: int, seconds: float = 2.0)
     return rate
 
 
-def _train_step_rate(batch: int = 8) -> dict:
+def _train_step(batch: int = 8):
+    """One CPU training step of the paper model (forward + backward + Adam), warmed up; returns the step."""
     import torch
 
-    try:
-        from focaltag import create_model
+    from focaltag import create_model
 
-        model, name = create_model("short_chunk_resnet", n_tags=56), "short_chunk_resnet (paper, focaltag)"
-    except (ImportError, AttributeError):  # pragma: no cover - models not built yet
-        from focaltag.audio.features import LogMelSpectrogram
-
-        model = torch.nn.Sequential(LogMelSpectrogram(), torch.nn.Unflatten(1, (1, 128)),
-                                    torch.nn.Conv2d(1, 128, 3, padding=1), torch.nn.ReLU(),
-                                    torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 56))
-        name = "local stand-in conv net (focaltag.create_model unavailable)"
+    model = create_model("short_chunk_resnet", n_tags=56)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, y = torch.randn(batch, CHUNK), (torch.rand(batch, 56) > 0.9).float()
-    times = []
-    for _ in range(2):  # first step warms up allocators / kernels
-        t0 = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad()
         torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
-    return {"model": name, "batch": batch, "torch_threads": torch.get_num_threads(),
-            "seconds_per_step": round(times[-1], 3), "chunks_per_s": round(batch / times[-1], 3)}
+
+    step()  # the first step warms up allocators / kernels
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=int, default=4, help="number of 30 s MP3s")
     parser.add_argument("--long", type=int, default=2, help="number of 240 s MP3s")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each path; the fastest counts")
+    parser.add_argument("--loader-seconds", type=float, default=2.0, help="length of one loader measurement")
+    parser.add_argument("--train-batch", type=int, default=8, help="batch of the CPU training step")
+    P.add_protocol_arguments(parser, quick="two 30 s and one 240 s MP3, loader windows of 1 s, training batch 2")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.short, args.long, args.loader_seconds, args.train_batch = 2, 1, 1.0, 2
+    run = P.Run("bench/prepare.py", args, argv=sys.argv[1:] if argv is None else argv)
+    import torch
+
     from focaltag.audio.cache import prepare_cache
     from focaltag.data.metadata import read_tracks
 
@@ -176,56 +192,70 @@ def main(argv: list[str] | None = None) -> int:
         tsv, audio, rows = _make_dataset(root, args.short, args.long)
         audio_s = sum(r[2] for r in rows)
         floor = _decode_floor(audio / rows[-1][1]) if args.long else None
-        # alternate the contenders and keep each one's fastest run: the machine may be shared
-        refs, runs = [], []
-        for rep in range(args.repeats):
-            refs.append(_reference(audio, rows, root / f"npy{rep}"))
-            shutil.rmtree(root / f"npy{rep}")
+        rounds = {"n": 0}
+        refs: list[dict] = []
+        runs: list[tuple] = []
+
+        def reference() -> None:
+            refs.append(_reference(audio, rows, root / f"npy{rounds['n']}"))
+            shutil.rmtree(root / f"npy{rounds['n']}")
+
+        def prepare() -> None:
+            rep = rounds["n"]
+            rounds["n"] += 1
+            shutil.rmtree(root / "cache", ignore_errors=True)
             c0 = _cpu_seconds()
-            summary = prepare_cache(read_tracks(tsv), audio, root / f"cache{rep}", workers=args.workers,
-                                    progress=False)
-            runs.append((summary, _cpu_seconds() - c0))
+            summary = prepare_cache(read_tracks(tsv), audio, root / "cache", workers=args.workers, progress=False)
             if summary.failed:
                 raise SystemExit(f"prepare failed on {summary.failures}")
-            if rep < args.repeats - 1:
-                shutil.rmtree(root / f"cache{rep}")
-        ref = min(refs, key=lambda r: r["seconds"])
-        summary, prep_cpu = min(runs, key=lambda r: r[0].seconds)
-        cache_dir = root / f"cache{args.repeats - 1}"
-        busy = summary.seconds * summary.workers
+            runs.append((summary, _cpu_seconds() - c0, rep))
+
+        P.interleave({"reference": reference, "prepare": prepare}, args.repeats)
+        ref_s = [r["seconds"] for r in refs]
+        prep_s = [r[0].seconds for r in runs]
+        prep_cpu = [r[1] for r in runs]
+        last = runs[-1][0]
         result = {
-            "machine": {"cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2),
-                        "python": sys.version.split()[0]},
-            "repeats": args.repeats,
             "files": {"n_30s": args.short, "n_240s": args.long, "format": "MP3 44.1 kHz stereo (generated)",
                       "audio_seconds": audio_s},
-            "reference": {**ref, "audio_s_per_s": round(audio_s / ref["seconds"], 1)},
-            "prepare": {"workers": summary.workers, "seconds": summary.seconds, "cpu_seconds": round(prep_cpu, 3),
-                        "audio_s_per_s": round(audio_s / summary.seconds, 1), "bytes": summary.bytes,
-                        "decode_resample_wall_seconds": summary.decode_seconds,
-                        "decode_resample_cpu_seconds": summary.decode_cpu_seconds,
-                        "share_outside_decode_resample_cpu": round(1 - summary.decode_cpu_seconds / prep_cpu, 3),
-                        "share_outside_decode_resample_wall": round(1 - summary.decode_seconds / busy, 3)},
-            "throughput_ratio": round(ref["seconds"] / summary.seconds, 3),
+            "reference": {"path": refs[0]["path"], "seconds": P.summary(ref_s),
+                          "cpu_seconds": P.summary([r["cpu_seconds"] for r in refs]),
+                          "audio_s_per_s": P.rate_summary(audio_s, ref_s), "bytes": refs[0]["bytes"]},
+            "prepare": {"workers": last.workers, "seconds": P.summary(prep_s), "cpu_seconds": P.summary(prep_cpu),
+                        "audio_s_per_s": P.rate_summary(audio_s, prep_s), "bytes": last.bytes,
+                        "share_outside_decode_resample_cpu": P.summary(
+                            [1 - s.decode_cpu_seconds / cpu for s, cpu, _ in runs]),
+                        "share_outside_decode_resample_wall": P.summary(
+                            [1 - s.decode_seconds / (s.seconds * s.workers) for s, _, _ in runs])},
+            "throughput_ratio": P.ratio_summary(ref_s, prep_s),
             "throughput_ratio_target": 1.7,
             # what the ratio becomes on idle cores: CPU cost per audio second, times the parallel workers
-            "throughput_ratio_cpu_projection": round(summary.workers * ref["cpu_seconds"] / prep_cpu, 3),
-            "bytes_ratio": round(summary.bytes / ref["bytes"], 4),
+            "throughput_ratio_cpu_projection": P.summary(
+                [s.workers * r["cpu_seconds"] / cpu for r, (s, cpu, _) in zip(refs, runs, strict=True)]),
+            "bytes_ratio": round(last.bytes / refs[0]["bytes"], 4),
             "bytes_ratio_target": 0.5,
             "decode_floor_one_240s_file": floor,
         }
-        loader0 = _loader_rate(cache_dir, tsv, 0)
-        loader2 = _loader_rate(cache_dir, tsv, 2)
-        train = _train_step_rate()
-        best = max(loader0, loader2)
-        result["loader"] = {"chunk_samples": CHUNK, "batch": 16, "chunks_per_s_workers0": round(loader0, 1),
-                            "chunks_per_s_workers2": round(loader2, 1)}
-        result["train_step_cpu"] = train
-        result["loader_vs_cpu_train_ratio"] = round(best / train["chunks_per_s"], 1)
+        step = _train_step(args.train_batch)
+        threads = torch.get_num_threads()
+        rates = P.interleave({
+            "workers0": lambda: _loader_rate(root / "cache", tsv, 0, args.loader_seconds),
+            "workers2": lambda: _loader_rate(root / "cache", tsv, 2, args.loader_seconds),
+            "train_step": step}, args.repeats)
+        loader0 = [t.value for t in rates["workers0"]]
+        loader2 = [t.value for t in rates["workers2"]]
+        train = [args.train_batch / t.wall for t in rates["train_step"]]
+        best = [max(a, b) for a, b in zip(loader0, loader2, strict=True)]
+        result["loader"] = {"chunk_samples": CHUNK, "batch": 16, "chunks_per_s_workers0": P.summary(loader0),
+                            "chunks_per_s_workers2": P.summary(loader2)}
+        result["train_step_cpu"] = {"model": "short_chunk_resnet (paper, focaltag)", "batch": args.train_batch,
+                                    "torch_threads": threads, "chunks_per_s": P.summary(train)}
+        result["loader_vs_cpu_train_ratio"] = P.ratio_summary(best, train)
         result["loader_vs_cpu_train_ratio_target"] = 20
-        result["loader_vs_gpu_2000_chunks_per_s"] = round(best / 2000.0, 2)
+        result["gpu_chunks_per_s_assumed"] = GPU_CHUNKS_PER_S
+        result["loader_vs_gpu_assumed"] = P.summary([b / GPU_CHUNKS_PER_S for b in best])
         result["bench_seconds"] = round(time.perf_counter() - t_start, 1)
-        print(json.dumps(result))
+        run.finish(result)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

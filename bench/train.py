@@ -1,25 +1,21 @@
-"""Training throughput: focaltag's loop step vs a plain reference-style step on the same network, one run.
+"""Training throughput: focaltag's loop step vs a plain reference-style step on the same network.
 
 The reference-style step is what the paper's code does: eager, float32, NCHW, ``sigmoid`` + ``BCELoss``.
 focaltag's step is the training loop's own (``compute_loss`` + the loop's fused Adam) with the loop's
 defaults: channels_last, and bf16 autocast on CUDA. Optional extras: ``--compile`` (torch.compile) and,
-on CPUs with AMX / AVX512-BF16, bf16 autocast (``runtime.cpu_bf16``). Variants are timed interleaved, step by
-step, and the speed-up is the median of the per-round ratios. On CPU the default is ONE thread and the ratio
-uses process CPU time: on a shared machine, wall time mostly measures the other processes.
+on CPUs with AMX / AVX512-BF16, bf16 autocast (``runtime.precision: bf16``). Variants are timed interleaved,
+step by step, for ``--repeats`` rounds (the order reversed every other round; ``bench/_protocol.py``); each
+figure is the median [min-max] of the rounds and a speed-up is taken within each round. On CPU the default is ONE
+thread and the figures use process CPU time: on a shared machine, wall time mostly measures the other
+processes. Writes ``bench/results/<date>_train_<cpu kind>.json`` and prints it.
 
-    /work/venv/bin/python bench/train.py [--width 128] [--batch 32] [--rounds 4] [--threads 1] [--compile]
-
-Prints one JSON object.
+    .venv/bin/python bench/train.py [--width 128] [--batch 32] [--repeats 3] [--threads 1] [--compile] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from _protocol import Run, add_protocol_arguments, ratio_summary, summary
 from focaltag.models import create_model
 from focaltag.training.config import OptimConfig
 from focaltag.training.loop import compute_loss
@@ -34,17 +31,6 @@ from focaltag.training.losses import build_loss
 from focaltag.training.schedule import make_optimizer
 
 Step = Callable[[], None]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_bf16_supported() -> bool:
@@ -110,11 +96,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128, help="network width (128 = the paper's)")
     parser.add_argument("--variant", default="paper", choices=("paper", "won2020"))
     parser.add_argument("--batch", type=int, default=32, help="batch size (32: the paper's)")
-    parser.add_argument("--rounds", type=int, default=4, help="timed steps per variant (after one warm-up step)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: steady timings on a shared CPU)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    add_protocol_arguments(parser, quick="width 32, batch 8")
     args = parser.parse_args()
+    if args.quick:
+        args.width, args.batch = 32, 8
+    device_name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else None
+    run = Run("bench/train.py", args, device=None if device_name is None else {"gpu": device_name},
+              kind=None if device_name is None else "cuda-" + device_name.lower().replace(" ", "-"))
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -145,8 +136,8 @@ def main() -> None:
             step()
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
+    for r in range(args.repeats):  # one step per variant per round: A B C, C B A, ... (who goes first alternates)
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in order:
             wall, cpu = timed(variants[name], device)
             walls[name].append(wall)
@@ -157,28 +148,26 @@ def main() -> None:
     ref = times["reference"]
     result: dict[str, Any] = {
         "benchmark": "train_step",
-        "device": torch.cuda.get_device_name(device) if on_cuda else cpu_name(),
+        "device": device_name or "cpu",
         "threads": torch.get_num_threads(),
-        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "model": f"short_chunk_resnet/{args.variant} width {args.width}",
-        "batch": args.batch, "rounds": args.rounds,
+        "batch": args.batch,
         "timing": "process CPU time" if use_cpu_time else "wall time",
+        "variants": {},
     }
     for name, ts in times.items():
-        result[name] = {"samples_per_s": round(args.batch / statistics.median(ts), 2),
-                        "samples_per_s_wall": round(args.batch / statistics.median(walls[name]), 2),
-                        "step_s_median": round(statistics.median(ts), 4)}
+        row: dict[str, Any] = {"samples_per_s": summary([args.batch / t for t in ts]),
+                               "samples_per_s_wall": summary([args.batch / t for t in walls[name]]),
+                               "step_s": summary(ts)}
         if name != "reference":
-            paired = [a / b for a, b in zip(ref, ts, strict=True)]
-            result[name]["speedup_median"] = round(statistics.median(paired), 3)
-            result[name]["speedup_best"] = round(min(ref) / min(ts), 3)
+            row["speedup"] = ratio_summary(ref, ts)
+        result["variants"][name] = row
     if compile_seconds is not None:
-        result["focaltag_compile"]["compile_s"] = compile_seconds
-    result["speedup"] = result["focaltag"]["speedup_median"]
-    result["target"] = 1.3
-    result["meets_target"] = result["speedup"] >= 1.3
+        result["variants"]["focaltag_compile"]["compile_s"] = compile_seconds
+    result["target_speedup"] = 1.3
+    result["meets_target"] = result["variants"]["focaltag"]["speedup"]["median"] >= 1.3
     result["seconds"] = round(time.perf_counter() - t_start, 1)
-    print(json.dumps(result))
+    run.finish(result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,381 @@
+"""Render the README's benchmark tables from the results files in ``bench/results/``.
+
+Every table of measured figures in the README sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``;
+this script rewrites what is between them, and nothing else, from the latest results file of each CPU kind that
+holds the block's figures (a full run before a ``--quick`` one). Each table gets a caption with the script, the
+date, the CPU (model, kind, real or emulated), the run's mode and arguments, the repeats and the load average
+before and after; each figure is the median [min–max] of the run's interleaved repeats (``bench/_protocol.py``).
+When several CPU kinds were measured, each gets its own labelled table; an emulated run is labelled "emulated"
+and listed after the real ones.
+
+    python bench/render.py [--readme README.md] [--results bench/results] [--check]
+
+``--check`` rewrites nothing and exits 1 when the README differs from what the results files give
+(``tests/unit/test_readme_figures.py`` runs the same comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+README = REPO / "README.md"
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+Doc = dict[str, Any]
+
+
+# -- numbers --------------------------------------------------------------------------------------------------
+def _number(x: float, style: str) -> str:
+    if style == "x":  # x real time, speed-ups
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+    if style == "s":  # seconds
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}" if abs(x) >= 1 \
+            else f"{x:.3f}"
+    if style == "mb":
+        return f"{x:,.0f}"
+    if style == "rate":
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+    if style == "share":
+        return f"{x:.3f}"
+    raise ValueError(f"unknown number style {style!r}")
+
+
+UNITS = {"x": "x", "s": " s", "mb": " MB", "rate": "", "share": ""}
+
+
+def fig(summary: dict[str, Any] | None, style: str) -> str:
+    """A figure as ``median [min–max]``, the unit after the median (a speed-up: ``MEDIANx [MIN–MAX]``)."""
+    if summary is None:
+        return "—"
+    med, lo, hi = (_number(summary[k], style) for k in ("median", "min", "max"))
+    return f"{med}{UNITS[style]} [{lo}–{hi}]"
+
+
+def sci(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1e}"
+
+
+def table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+# -- results files --------------------------------------------------------------------------------------------
+def load_all(results_dir: Path) -> list[tuple[Path, Doc]]:
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and {"run", "results"} <= doc.keys():
+            out.append((path, doc))
+    return out
+
+
+def _has(doc: Doc, keys: tuple[str, ...]) -> bool:
+    return all(doc["results"].get(k) not in (None, {}) for k in keys)
+
+
+def pick(docs: list[tuple[Path, Doc]], names: tuple[str, ...], keys: tuple[str, ...]) -> list[tuple[Path, Doc]]:
+    """The latest run of each (results name, CPU kind) that holds ``keys``; a full run wins over a quick one.
+    Real CPUs first, emulated after."""
+    best: dict[tuple[str, str], tuple[Path, Doc]] = {}
+    for path, doc in docs:
+        run = doc["run"]
+        if run.get("name") not in names or not _has(doc, keys):
+            continue
+        key = (run["name"], run["kind"])
+        rank = (run.get("mode") == "full", run.get("finished", ""), path.name)
+        held = best.get(key)
+        if held is None or rank > (held[1]["run"].get("mode") == "full", held[1]["run"].get("finished", ""),
+                                   held[0].name):
+            best[key] = (path, doc)
+    return sorted(best.values(), key=lambda pd: (pd[1]["run"].get("emulated", False), names.index(pd[1]["run"]["name"]),
+                                                 pd[1]["run"]["kind"]))
+
+
+def caption(path: Path, doc: Doc) -> str:
+    run = doc["run"]
+    cpu = run["cpu"]
+    kind = run["kind"]
+    if run.get("emulated"):
+        where = (f"**emulated {run.get('emulates', '').upper()}** on this CPU ({run.get('emulation_note', '')}): "
+                 "not a real CPU of that kind")
+    else:
+        where = "real CPU"
+    device = run.get("device") or {}
+    machine = f"{device['gpu']} with " if device.get("gpu") else ""
+    argv = [a for i, a in enumerate(run.get("argv", []))
+            if a != "--results-dir" and (i == 0 or run["argv"][i - 1] != "--results-dir")]
+    mode = f"{run.get('mode', 'full')} run" + (f" (`{' '.join(argv)}`)" if argv else "")
+    load = run.get("load_before", [None])[0], (run.get("load_after") or [None])[0]
+    int8 = run.get("int8_kernels")
+    kernels = f"; onnxruntime int8 kernels: {int8['level']} (from the CPU flags)" if int8 else ""
+    commit = (run.get("git") or {}).get("commit") or "unknown"
+    return (f"*`{run['script']}`, {run['date']}: {machine}{cpu['model']}, {cpu['cores']} cores, CPU kind `{kind}`, "
+            f"{where}{kernels}; {mode}, {run.get('repeats')} interleaved repeats, load average {load[0]} → "
+            f"{load[1]}; median [min–max]; commit {commit[:10]}; `bench/results/{path.name}`.*")
+
+
+# -- one renderer per block -----------------------------------------------------------------------------------
+def _decode(r: Doc) -> list[str]:
+    names = {"libsndfile": "libsndfile", "pyav": "PyAV (FFmpeg)", "focaltag": "focaltag's choice",
+             "librosa": "librosa.load"}
+    rows = []
+    for fmt, row in r["decode"].items():
+        cells = ["cannot read" if row.get(m) is None else
+                 f"{fig(row[m]['x_realtime'], 'x')}, {fig(row[m]['peak_rss_mb'], 'mb')}" for m in names]
+        rows.append([fmt, *cells])
+    return table(["file: x real time, peak RSS", *names.values()], rows)
+
+
+def _decode_seek(r: Doc) -> list[str]:
+    rows = [[f"{fmt}, {s['minutes']} min", fig(s["whole_s"], "s"), fig(s["seek16_s"], "s"), fig(s["speedup"], "x"),
+             f"{fig(s['whole_rss_mb'], 'mb')} / {fig(s['seek_rss_mb'], 'mb')}"] for fmt, s in r["seek"].items()]
+    return table(["file (looped)", "whole decode", "16 chunks by seeking", "speed-up", "peak RSS whole / seek"], rows)
+
+
+def _library(r: Doc) -> list[str]:
+    def row(label: str, x: Doc) -> list[str]:
+        return [label, f"{x['files']:,}", fig(x["files_per_s"], "rate"), fig(x["peak_rss_mb"], "mb"),
+                fig(x["rerun_skip_s"], "s"), fig(x["rerun_peak_rss_mb"], "mb")]
+
+    rows = [row("null network", x) for x in r["runs"]]
+    if r.get("real_network"):
+        rows.append(row("real tiny network", r["real_network"]))
+    rows.append(["largest / smallest library", "", fig(r["files_per_s_ratio"], "x"), fig(r["rss_ratio"], "x"), "",
+                 fig(r["rerun_rss_ratio"], "x")])
+    return table(["run", "files", "files/s", "peak RSS", "rerun (all skipped)", "rerun peak RSS"], rows)
+
+
+def _evaluate(r: Doc) -> list[str]:
+    return table(["evaluate, 1 matrix of " + " x ".join(f"{n:,}" for n in r["matrix"]) + f", {r['resamples']:,} "
+                  "bootstrap resamples", "focaltag", "sklearn per resample (extrapolated)", "speed-up"],
+                 [["wall time", fig(r["focaltag_s"], "s"), fig(r["baseline_s_extrapolated"], "s"),
+                   fig(r["speedup"], "x")],
+                  ["process CPU time", fig(r["focaltag_cpu_s"], "s"), fig(r["baseline_cpu_s_extrapolated"], "s"),
+                   fig(r["speedup_cpu"], "x")]])
+
+
+def _prepare(r: Doc) -> list[str]:
+    files = r["files"]
+    ref, prep = r["reference"], r["prepare"]
+    return table(["`data prepare`: " + f"{files['n_30s']} x 30 s + {files['n_240s']} x 240 s generated MP3",
+                  "figure"], [
+        ["reference path (`librosa.load` + float32 `.npy`, 1 process): audio s per s", fig(ref["audio_s_per_s"], "rate")],
+        [f"`prepare_cache`, {prep['workers']} workers: audio s per s", fig(prep["audio_s_per_s"], "rate")],
+        ["throughput, prepare / reference", fig(r["throughput_ratio"], "x")],
+        ["CPU-time projection to idle cores (workers x reference CPU / prepare CPU)",
+         fig(r["throughput_ratio_cpu_projection"], "x")],
+        ["bytes on disk, prepare / reference", f"{r['bytes_ratio']}x"],
+        ["training loader, chunks/s, 0 / 2 workers", f"{fig(r['loader']['chunks_per_s_workers0'], 'rate')} / "
+         f"{fig(r['loader']['chunks_per_s_workers2'], 'rate')}"],
+        [f"CPU training step of the paper model (batch {r['train_step_cpu']['batch']}), chunks/s",
+         fig(r["train_step_cpu"]["chunks_per_s"], "rate")],
+        ["loader (faster of the two) / CPU training step", fig(r["loader_vs_cpu_train_ratio"], "x")]])
+
+
+def _train(r: Doc) -> list[str]:
+    rows = [[f"`{name}`", fig(v["samples_per_s"], "rate"), fig(v.get("speedup"), "x") if name != "reference" else "1"]
+            for name, v in r["variants"].items()]
+    return table([f"training step, {r['model']}, batch {r['batch']}, {r['threads']} thread(s)",
+                  f"samples/s ({r['timing']})", "speed-up vs reference (per round)"], rows)
+
+
+def _serve(r: Doc) -> list[str]:
+    return table([f"`focaltag serve`, {r['requests']} requests, {r['concurrency']} at a time, width "
+                  f"{r['model_width']}", "figure"], [
+        ["requests/s", fig(r["requests_per_s"], "rate")],
+        ["latency p50 / p95", f"{fig(r['latency_p50_s'], 's')} / {fig(r['latency_p95_s'], 's')}"],
+        ["errors (all rounds)", str(r["errors"])],
+        ["server peak RSS", fig(r["server_peak_rss_mb"], "mb")],
+        ["one `focaltag tag` process, peak RSS", fig(r["tag_process_peak_rss_mb"], "mb")],
+        ["server / tag process RSS", fig(r["rss_ratio_server_vs_tag"], "x")]])
+
+
+def _coverage(r: Doc) -> list[str]:
+    def cw(x: Doc) -> str:
+        return f"{fig(x['coverage'], 'share')} / {fig(x['mean_width'], 'share')}"
+
+    rows = [[f"{int(size):,}", cw(s["PR-AUC-macro"]), cw(s["ROC-AUC-macro"]), cw(s["paired difference PR-AUC-macro"]),
+             cw(s["paired difference ROC-AUC-macro"]), fig(s["PR-AUC-macro"]["percentile_coverage"], "share")]
+            for size, s in r["sizes"].items()]
+    return table(["tracks", "macro PR-AUC: coverage / mean width", "macro ROC-AUC", "paired Δ PR-AUC",
+                  "paired Δ ROC-AUC", "old percentile interval, PR-AUC"], rows)
+
+
+def _tag_precisions(r: Doc) -> list[str]:
+    lines: list[str] = []
+    for s in r["precisions"].values():
+        label = "one paper-size ResNet" if s["members"] == 1 else f"{s['members']}-member ensemble of them"
+        rows = [["plain float32 loop", "", fig(s["plain_fp32_loop_x_realtime"], "x"), "1", "", "", "", "16", ""]]
+        for mode, m in s.items():
+            if not isinstance(m, dict) or "x_realtime" not in m:
+                continue
+            rows.append([f"`{mode}`", m["precision"], fig(m["x_realtime"], "x"), fig(m["vs_plain_loop"], "x"),
+                         fig(m["vs_fp32_tagger"], "x"), sci(m["max_abs_diff_vs_fp32"]),
+                         f"{m['top5_equal_fp32']} of {m['tracks']}", f"{m['mean_chunks']}", f"{m['rechecked_per_run']}"])
+        if lines:
+            lines.append("")
+        lines += table([f"{label}, {r['tracks']} tracks", "precision", "x real time", "vs plain loop",
+                        "vs float32 Tagger", "max \\|Δp\\| vs float32", "top-5 = float32", "mean chunks",
+                        "re-checked per run"], rows)
+    return lines
+
+
+def _tag_process(r: Doc) -> list[str]:
+    p = r["process"]
+    rows = [["plain float32 loop as a process", fig(p["plain_fp32_loop_s"], "s"), "1"]]
+    for name, label in (("focaltag_tag_fp32", "`focaltag tag --precision fp32 --chunks 16`"),
+                        ("focaltag_tag_auto", "`focaltag tag --precision auto --chunks 16`"),
+                        ("focaltag_tag_default", "`focaltag tag` (defaults: auto precision, adaptive chunks)")):
+        rows.append([label, fig(p[f"{name}_s"], "s"), fig(p[f"{name}_vs_plain"], "x")])
+    return table([f"whole process, {r['tracks']} tracks", "wall time", "vs plain loop process"], rows)
+
+
+def _tag_adaptive(r: Doc) -> list[str]:
+    a = r["adaptive"]
+    rows = []
+    for key, v in a.items():
+        if not isinstance(v, dict):
+            continue
+        arch, rule = key.split("_", 1)
+        rows.append([f"{arch.upper()}, {'decisions at 0.1' if rule == 'decisions' else 'ordered top-5'}",
+                     f"{v['top5_equal_share']}", "—" if v["decisions_equal_share"] is None else
+                     f"{v['decisions_equal_share']}", f"{v['mean_chunks']}", fig(v["speedup"], "x")])
+    return table([f"adaptive vs 16 chunks, {a['tracks_shared']} shared + {a['tracks_generated']} generated tracks",
+                  "top-5 equal (share)", "decisions equal (share)", "mean chunks", "speed-up"], rows)
+
+
+def _tag_modes(r: Doc) -> list[str]:
+    modes = r["modes"]
+    rows = [["plain float32 loop", fig(modes["plain_fp32_loop"]["x_realtime"], "x"), "1", "", "", ""]]
+    for name, m in modes.items():
+        if name == "plain_fp32_loop":
+            continue
+        rows.append([f"`{name}`", fig(m["x_realtime"], "x"), fig(m["vs_plain_loop"], "x"),
+                     sci(m["max_abs_diff_vs_fp32"]), "yes" if m["top5_equal_fp32"] else "no",
+                     f"{m['rechecked_per_run']}"])
+    read = r.get("read") or {}
+    lines = table([f"paper ResNet, {r['tracks']} tracks, {r['chunks_per_track']} chunks", "x real time",
+                   "vs plain loop", "max \\|Δp\\| vs float32", "top-5 = float32", "re-checked per run"], rows)
+    if read:
+        lines += ["", *table(["chunk reader alone", "seconds per track"],
+                             [[m.replace("_s_per_track", ""), fig(v, "s")] for m, v in read.items()])]
+    return lines
+
+
+def _tag_architectures(r: Doc) -> list[str]:
+    rows = [[name, fig(a["fp32_x_realtime"], "x"), fig(a["bf16_x_realtime"], "x"), fig(a["bf16_vs_fp32"], "x"),
+             fig(a["bf16_all_no_recheck_vs_fp32"], "x"), sci(a["bf16_max_abs_diff"]),
+             "yes" if a["bf16_top5_equal"] else "no", f"{a['bf16_rechecked_tracks_per_run']}"]
+            for name, a in r["architectures"].items()]
+    return table([f"architecture, {r['tracks']} tracks", "float32 x real time", "bf16 (as auto) x real time",
+                  "bf16 vs float32", "bf16, every layer, no re-check, vs float32", "bf16 max \\|Δp\\|",
+                  "bf16 top-5 = float32", "re-checked per run"], rows)
+
+
+def _tag_ceiling(r: Doc) -> list[str]:
+    c = r["ceiling"]
+    rows = [["multiply-accumulates per chunk", f"{c['gmacs_per_chunk']} G"]]
+    rows += [[f"{k} matmul, G op/s", fig(v, "rate")] for k, v in c["native_matmul_gops"].items()]
+    rows += [[f"decoding {c['chunks']} chunks, CPU s", fig(c["decode_cpu_s"], "s")],
+             ["bf16 forward alone, GFLOP/s", fig(c["forward_bf16_gflops"], "rate")],
+             ["bf16 forward alone, x real time", fig(c["forward_only_x_realtime"], "x")],
+             [f"ceiling ({c['ceiling_precision']} peak + decoding), x real time", fig(c["ceiling_x_realtime"], "x")]]
+    if c.get("best_mode_share_of_ceiling") is not None:
+        rows.append(["best mode's share of the ceiling (medians)", f"{c['best_mode_share_of_ceiling']}"])
+    return table(["what the machine allows", "figure"], rows)
+
+
+def _tag_rss(r: Doc) -> list[str]:
+    s = r["rss"]
+    return table(["peak RSS, fresh process", "figure"], [
+        [f"tagging a generated {s['rss_60min_duration_s'] / 60:.0f}-minute MP3", fig(s["rss_60min_mp3_mb"], "mb")],
+        ["loading the model only", fig(s["rss_model_only_mb"], "mb")]])
+
+
+@dataclass(frozen=True)
+class Block:
+    """A README block: which results names feed it, which result keys it needs, how its table is made."""
+
+    names: tuple[str, ...]
+    keys: tuple[str, ...]
+    render: Callable[[Doc], list[str]]
+    script: str
+
+
+BLOCKS: dict[str, Block] = {
+    "decode": Block(("decode",), ("decode",), _decode, "bench/decode.py"),
+    "decode-seek": Block(("decode",), ("seek",), _decode_seek, "bench/decode.py"),
+    "library": Block(("library",), ("runs",), _library, "bench/library.py"),
+    "evaluate": Block(("evaluate",), ("speedup",), _evaluate, "bench/evaluate.py"),
+    "prepare": Block(("prepare",), ("throughput_ratio",), _prepare, "bench/prepare.py"),
+    "train": Block(("train",), ("variants",), _train, "bench/train.py"),
+    "serve": Block(("serve",), ("requests_per_s",), _serve, "bench/serve.py"),
+    "coverage": Block(("coverage",), ("sizes",), _coverage, "bench/coverage.py"),
+    "tag-precisions": Block(("tag", "tag-emulate-avx2"), ("precisions",), _tag_precisions, "bench/tag.py"),
+    "tag-process": Block(("tag", "tag-emulate-avx2"), ("process",), _tag_process, "bench/tag.py"),
+    "tag-adaptive": Block(("tag", "tag-emulate-avx2"), ("adaptive",), _tag_adaptive, "bench/tag.py"),
+    "tag-modes": Block(("tag", "tag-emulate-avx2"), ("modes",), _tag_modes, "bench/tag.py"),
+    "tag-architectures": Block(("tag", "tag-emulate-avx2"), ("architectures",), _tag_architectures,
+                               "bench/tag.py"),
+    "tag-ceiling": Block(("tag", "tag-emulate-avx2"), ("ceiling",), _tag_ceiling, "bench/tag.py"),
+    "tag-rss": Block(("tag", "tag-emulate-avx2"), ("rss",), _tag_rss, "bench/tag.py"),
+}
+
+
+def render_block(name: str, docs: list[tuple[Path, Doc]]) -> str:
+    """The text between one block's markers: per CPU kind, a caption and a table; or why there is none."""
+    if name not in BLOCKS:
+        raise KeyError(f"README block bench:{name} has no renderer in bench/render.py (known: {', '.join(BLOCKS)})")
+    block = BLOCKS[name]
+    chosen = pick(docs, block.names, block.keys)
+    if not chosen:
+        return f"*No results file in `bench/results/` has these figures yet: run `python {block.script}`.*\n"
+    parts = []
+    for path, doc in chosen:
+        parts.append("\n".join([caption(path, doc), "", *block.render(doc["results"])]))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_readme(text: str, docs: list[tuple[Path, Doc]]) -> str:
+    """``text`` with every ``bench:NAME`` block rewritten from ``docs``."""
+    return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), docs) + m.group(4), text)
+
+
+def blocks_of(text: str) -> dict[str, str]:
+    """Every block's body in ``text``, by name."""
+    return {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when the README differs")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    docs = load_all(args.results)
+    new = render_readme(text, docs)
+    if args.check:
+        if new != text:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
+                                                       str(args.readme), "rendered"))
+            return 1
+        return 0
+    if new != text:
+        args.readme.write_text(new, encoding="utf-8")
+    print(f"{args.readme}: {len(blocks_of(new))} blocks from {len(docs)} results files", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
