@@ -10,6 +10,8 @@ from focaltag._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "collect_audio": "focaltag.library.files",
+    "Library": "focaltag.library.api",
+    "VectorStore": "focaltag.library.store",
     "tag_library": "focaltag.library.runs",
 }
 

@@ -19,6 +19,11 @@
 
 When lines were replaced (``refresh``) or duplicates were found, the output is rewritten atomically (temporary
 file, fsync, rename) with exactly one line per file: the last one.
+
+With ``embeddings`` each track's embedding also goes to the vector store beside the output
+(:mod:`focaltag.library.store`), written just before the track's line, under the same lock; the store resumes,
+refreshes, repairs and merges with the JSONL, and a recorded track without a vector is tagged again for its
+vector only (its line is kept).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from focaltag._paths import escape_path, json_line, unescape_path
 from focaltag.audio.cache import shard_of
 from focaltag.errors import ConfigError, DataError
 from focaltag.library.files import AUDIO_EXTENSIONS
+from focaltag.library.store import StoreHeader, StoreState, VectorStore, append_record, merge_stores
 
 __all__ = [
     "LibraryFile",
@@ -335,7 +341,7 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
                 on_result: Callable[[Any], str | None] | None = None,
                 on_recorded: Callable[[dict[str, Any]], bool] | None = None,
                 progress: Callable[[int], None] | None = None,
-                files_from: str | os.PathLike[str] | None = None) -> LibrarySummary:
+                files_from: str | os.PathLike[str] | None = None, embeddings: bool = False) -> LibrarySummary:
     """Tag every not-yet-recorded audio file under ``paths`` with ``tagger``, appending to ``output``.
 
     Args:
@@ -352,6 +358,8 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
             changed the file, whose size and mtime are then recorded again (the output is rewritten).
         progress: called with 1 per file tagged or failed.
         files_from: a list file of more paths (:func:`read_file_list`).
+        embeddings: also keep each track's embedding (``result.embedding``) in the vector store
+            ``<output>.vectors/``; the tagger must compute them (``InferenceOptions(embeddings=True)``).
     """
     output = Path(output)
     if output.exists() and output.is_dir():
@@ -362,9 +370,58 @@ def tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: st
         with open(output, "a", encoding="utf-8") as out:
             return _tag_library(tagger, paths, output, out, refresh=refresh, shard=shard, top_k=top_k,
                                 on_result=on_result, on_recorded=on_recorded, progress=progress,
-                                files_from=files_from)
+                                files_from=files_from, vectors=_open_store(output, tagger, embeddings))
     finally:
         lock.release()
+
+
+@dataclass
+class _Vectors:
+    """The vector store of a run with embeddings: its state on start, the header once known, the open file."""
+
+    store: VectorStore
+    state: StoreState
+    header: StoreHeader | None
+    file: IO[bytes] | None = None
+    written: set[int] = field(default_factory=set)
+
+    def append(self, path: str, result: Any) -> None:
+        vector = getattr(result, "embedding", None)
+        label = getattr(result, "embedding_model", None) or getattr(result, "model", "")
+        if vector is None:
+            raise ConfigError("--embeddings needs a tagger that computes embeddings "
+                              "(InferenceOptions(embeddings=True)); this one returned none")
+        if self.header is None:
+            self.header = StoreHeader(str(label), int(len(vector)))
+            self.store.create(self.header)
+        elif label and label != self.header.embedding_model:
+            raise ConfigError(f"{self.store.output}'s embeddings come from {self.header.embedding_model}, not "
+                              f"{label}; tag with -m {self.header.embedding_model}, or write to another -o")
+        if self.file is None:
+            self.file = self.store.open_append()
+        key = path_key(path)
+        append_record(self.file, key, vector, self.header.dim)
+        self.written.add(key)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _open_store(output: Path, tagger: Any, embeddings: bool) -> _Vectors | None:
+    """The run's vector store (None without ``embeddings``); a store of another model is refused up front."""
+    store = VectorStore(output)
+    if not embeddings:
+        if store.exists():
+            logger.warning("%s has embeddings, but this run adds none: rerun with --embeddings to keep them "
+                           "complete", output)
+        return None
+    header = None
+    if store.exists():
+        label = getattr(tagger, "model_name", None)
+        header = store.check_model(label) if label else store.header()
+    return _Vectors(store, store.read_state(repair=True), header)
 
 
 def _lock(output: Path) -> FileLock:
@@ -381,7 +438,8 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
                  refresh: bool, shard: tuple[int, int] | None, top_k: int | None,
                  on_result: Callable[[Any], str | None] | None, on_recorded: Callable[[dict[str, Any]], bool] | None,
                  progress: Callable[[int], None] | None,
-                 files_from: str | os.PathLike[str] | None = None) -> LibrarySummary:
+                 files_from: str | os.PathLike[str] | None = None,
+                 vectors: _Vectors | None = None) -> LibrarySummary:
     state = read_output(output, stats=refresh)
     skipped: set[int] = set()  # only filled for on_recorded
     summary = LibrarySummary(repaired=state.repaired_bytes > 0)
@@ -389,7 +447,8 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
     previous = read_failures(fail_file)
     if previous:
         logger.info("retrying first the %d files and folders listed in %s", len(previous), fail_file)
-    in_flight: deque[tuple[str, bool]] = deque()
+    in_flight: deque[tuple[str, str]] = deque()  # (path, NEW | REFRESH | VECTOR)
+    has_vector = vectors.state.last if vectors is not None else {}
 
     def todo(failures: IO[str]) -> Iterator[str]:
         def unlistable(folder: str, reason: str) -> None:
@@ -414,18 +473,24 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
                 continue
             recorded = key in state.lines
             if recorded and not (refresh and _changed(state.stats.get(key), _stat(item.path))):
-                summary.skipped += 1
                 if on_recorded is not None:
                     skipped.add(key)
+                if vectors is None or key in has_vector:
+                    summary.skipped += 1
+                    continue
+                in_flight.append((item.path, _VECTOR))  # tagged before without --embeddings: the vector only
+                yield item.path
                 continue
-            in_flight.append((item.path, recorded))
+            in_flight.append((item.path, _REFRESH if recorded else _NEW))
             yield item.path
 
     try:
         with open(fail_file, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as failures:
             replaced = _run(tagger, todo(failures), in_flight, out, failures, state, summary, top_k, on_result,
-                            progress)
+                            progress, vectors)
     finally:
+        if vectors is not None:
+            vectors.close()
         if summary.failed == 0:
             fail_file.unlink(missing_ok=True)
     if skipped:
@@ -433,7 +498,23 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
     elif replaced or state.duplicates:
         _compact(output, state)
         summary.rewritten = True
+    if vectors is not None:
+        _settle_store(vectors, state, summary, replaced)
     return summary
+
+
+def _settle_store(vectors: _Vectors, state: OutputState, summary: LibrarySummary, replaced: int) -> None:
+    """After a run: one record per track of the JSONL; records of tracks without a line (a kill between the two
+    writes) and superseded records (``refresh``) are dropped, atomically."""
+    jsonl_keys = set(state.lines) | vectors.written
+    orphans = set(vectors.state.last) - jsonl_keys
+    if replaced or orphans or vectors.state.duplicates or (vectors.written & set(vectors.state.last)):
+        dropped = vectors.store.compact(jsonl_keys)
+        if orphans:
+            logger.warning("%s: dropped %d vector(s) of tracks that have no line in %s (a run stopped between "
+                           "the two writes)", vectors.store.folder, len(orphans), vectors.store.output)
+        if dropped:
+            summary.extra["superseded vectors dropped"] = dropped
 
 
 def _revisit(output: Path, state: OutputState, keys: set[int],
@@ -470,17 +551,32 @@ def _revisit(output: Path, state: OutputState, keys: set[int],
     return changed
 
 
-def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], out: IO[str], failures: IO[str],
+_NEW, _REFRESH, _VECTOR = "new", "refresh", "vector"
+
+
+def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, str]], out: IO[str], failures: IO[str],
          state: OutputState, summary: LibrarySummary, top_k: int | None,
-         on_result: Callable[[Any], str | None] | None, progress: Callable[[int], None] | None) -> int:
-    """The tagging loop: one output line or failure row per file as it finishes; returns lines replaced."""
+         on_result: Callable[[Any], str | None] | None, progress: Callable[[int], None] | None,
+         vectors: _Vectors | None = None) -> int:
+    """The tagging loop: one output line or failure row per file as it finishes; returns lines replaced.
+
+    With ``vectors`` the track's vector is appended before its line; a ``VECTOR`` entry (recorded without one)
+    gets the vector only."""
     from focaltag.inference.tagger import TagFailure
     from focaltag.outputs.writers import result_to_dict
 
     replaced = 0
     for result in tagger.tag_many(todo):
-        path, was_recorded = in_flight.popleft()
+        path, kind = in_flight.popleft()
+        was_recorded = kind == _REFRESH
         problem = result.error if isinstance(result, TagFailure) else None
+        if problem is None and kind == _VECTOR:
+            assert vectors is not None
+            vectors.append(path, result)
+            summary.extra["embedded"] = summary.extra.get("embedded", 0) + 1
+            if progress is not None:
+                progress(1)
+            continue
         if problem is None and on_result is not None:
             problem = on_result(result)  # a tag write that failed: not recorded, so the next run retries it
         if problem is not None:
@@ -488,7 +584,10 @@ def _run(tagger: Any, todo: Iterator[str], in_flight: deque[tuple[str, bool]], o
             failures.write(_failure_row(path, str(problem)))
             failures.flush()
         else:
+            if vectors is not None:
+                vectors.append(path, result)
             line = result_to_dict(result, top_k=top_k)
+            line.pop("embedding", None)  # the vector lives in the store, not in every line
             line["file"] = path
             size_mtime = _stat(path)
             line["size"], line["mtime"] = size_mtime if size_mtime else (None, None)
@@ -565,4 +664,7 @@ def merge_outputs(output: str | os.PathLike[str], inputs: Iterable[str | os.Path
                     if state.lines[key] == number and key not in written:
                         written.add(key)
                         dst.write(line)
+    n_vectors = merge_stores(output, files, seen)
+    if n_vectors:
+        logger.info("merged %d embedding(s) into %s", n_vectors, VectorStore(output).folder)
     return len(seen), dropped
