@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from focaltag.models import resnet, won2020  # noqa: F401  (registers the architectures)
+from focaltag.models import head, resnet, won2020  # noqa: F401  (registers the architectures)
 from focaltag.models._checkpoint import (
     CHECKPOINT_VERSION,
     convert_reference_state_dict,
