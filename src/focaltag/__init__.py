@@ -59,6 +59,8 @@ _LAZY: dict[str, str] = {
     "save_ensemble": "focaltag.inference",
     "export_onnx": "focaltag.inference",
     "predict_split": "focaltag.inference",
+    # library runs
+    "Library": "focaltag.library.api",
 }
 
 __all__ = [

@@ -73,6 +73,11 @@ def check_library_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--files-from {files_from}: no such file; give a text file with one path per line")
     if not getattr(args, "paths", None) and files_from is None:
         raise ConfigError("give audio files or folders to tag, or --files-from LIST")
+    if output is not None and not getattr(args, "embeddings", False):
+        from focaltag.library.store import VectorStore
+
+        if VectorStore(output).exists():  # a library with embeddings keeps them complete
+            args.embeddings = True
     if output is None:
         for flag in ("refresh", "shard"):
             if getattr(args, flag, None):
@@ -152,7 +157,8 @@ def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str
             summary = tag_library(runner, args.paths, args.output, refresh=args.refresh, shard=args.shard,
                                   top_k=args.top_k, on_result=on_result,
                                   on_recorded=writer.recorded if writer is not None else None, progress=bar.update,
-                                  files_from=getattr(args, "files_from", None))
+                                  files_from=getattr(args, "files_from", None),
+                                  embeddings=bool(getattr(args, "embeddings", False)))
     finally:
         if started:
             import ray

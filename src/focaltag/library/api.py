@@ -176,7 +176,20 @@ class Library:
     def _tag_seed(self, path: str) -> Seed:
         if not os.path.exists(path):
             raise ConfigError(f"seed {path}: no such file, and not a track of {self.path}")
-        result = self.tagger.tag(path)
+        import logging
+
+        from focaltag.errors import AudioDecodeError
+        from focaltag.inference.tagger import TagFailure
+
+        tagger_log = logging.getLogger("focaltag.inference.tagger")
+        level = tagger_log.level
+        tagger_log.setLevel(logging.ERROR)  # a seed that fails is reported once, by the error below
+        try:
+            result = next(iter(self.tagger.tag_many([path])))
+        finally:
+            tagger_log.setLevel(level)
+        if isinstance(result, TagFailure):
+            raise AudioDecodeError(f"seed {result.error}" if path in result.error else f"seed {path}: {result.error}")
         vector = getattr(result, "embedding", None)
         if vector is None:
             raise DataError(f"seed {path}: the model gave no embedding")
@@ -220,7 +233,6 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _label_of(model: str | os.PathLike[str]) -> str:
-    """The label results report for a model spec (the catalogue name, else the file or folder name)."""
-    from focaltag.models.resolve import resolve_model
-
-    return str(resolve_model(model).label)
+    """The label results report for a model spec: the catalogue name, else the file or folder name (the rule of
+    :func:`focaltag.models.resolve.resolve_model`; nothing is fetched or loaded)."""
+    return Path(os.fspath(model)).name

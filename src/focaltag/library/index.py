@@ -302,6 +302,8 @@ def _read_saved(folder: Path, stamp: dict[str, Any]) -> LibraryIndex | None:
             from usearch.index import Index
 
             graph = Index.restore(os.fspath(folder / GRAPH_NAME), view=True)
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, KeyError) as err:
         logger.info("%s: rebuilding the search index (%s)", folder, err)
         return None

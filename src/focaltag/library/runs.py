@@ -475,8 +475,8 @@ def _tag_library(tagger: Any, paths: Sequence[str | os.PathLike[str]], output: P
             if recorded and not (refresh and _changed(state.stats.get(key), _stat(item.path))):
                 if on_recorded is not None:
                     skipped.add(key)
+                summary.skipped += 1  # its line is kept either way
                 if vectors is None or key in has_vector:
-                    summary.skipped += 1
                     continue
                 in_flight.append((item.path, _VECTOR))  # tagged before without --embeddings: the vector only
                 yield item.path

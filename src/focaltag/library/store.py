@@ -87,7 +87,7 @@ class StoreState:
     duplicates: int = 0
     repaired_bytes: int = 0
 
-    def keys(self) -> set[int]:
+    def recorded(self) -> set[int]:
         return set(self.last)
 
 
