@@ -165,3 +165,37 @@ def test_playlists_read_back_with_a_real_parser(musicnn: str, library_dir: Path,
     assert main(["playlist", "--library", str(out), "-o", str(out / "x.m3u8"), "--tag", top]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write the playlist" in err[0]
+
+
+def test_serve_answers_similar_for_an_upload_and_a_library_path(musicnn: str, library_dir: Path, music_dir: Path,
+                                                                tmp_path: Path) -> None:
+    from _serve_server import need, running_server, small_model
+
+    httpx = need("httpx", "the serve tests need httpx (pip install 'focaltag[dev]')")
+    out = tmp_path / "tags.jsonl"
+    assert main(["tag", str(library_dir), "-m", musicnn, "-o", str(out), "--embeddings", *FAST]) == 0
+    seed = str(library_dir / "machine_wars.mp3")
+    _, expected = _run("similar", seed, "--library", str(out), "--format", "json", "-n", "3")
+    token = "s3cret"
+    with running_server([small_model(tmp_path / "tiny.pt")], tmp_path / "srv", "--library", str(out), "--token",
+                        token, env={"FOCALTAG_CACHE_DIR": os.environ["FOCALTAG_CACHE_DIR"]}) as server:
+        auth = {"Authorization": f"Bearer {token}"}
+        url = server.url + "/api/v1/similar"
+        assert httpx.post(url, json={"path": seed}, timeout=60).status_code == 401
+        by_path = httpx.post(url, json={"path": seed, "n": 3}, headers=auth, timeout=60)
+        assert by_path.status_code == 200, by_path.text
+        assert by_path.json() == {"seed": seed, "results": json.loads(expected)}
+        with open(music_dir / "machine_wars.mp3", "rb") as f:
+            upload = httpx.post(url, files={"file": ("my song.mp3", f, "audio/mpeg")}, data={"n": "3"},
+                                headers=auth, timeout=120)
+        assert upload.status_code == 200, upload.text
+        body = upload.json()
+        assert body["seed"] == "my song.mp3" and seed not in [r["file"] for r in body["results"]]  # a duplicate
+        assert all(r["file"].startswith(str(library_dir)) for r in body["results"])
+        outside = httpx.post(url, json={"path": "/etc/passwd"}, headers=auth, timeout=60)
+        assert outside.status_code == 404 and "/etc/passwd" in outside.json()["error"]
+        assert "root:" not in outside.text
+        broken = httpx.post(url, files={"file": ("bad.mp3", b"not audio" * 50, "audio/mpeg")}, headers=auth,
+                            timeout=60)
+        assert broken.status_code == 400 and "bad.mp3" in broken.json()["error"]
+        assert str(server.tmpdir) not in broken.text

@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--precision", default=None, choices=TAG_PRECISIONS,
                    help="inference precision, as 'focaltag tag --precision' (default: the Tagger's)")
+    p.add_argument("--library", default=None, metavar="TAGS.jsonl",
+                   help="also answer POST /api/v1/similar (and show similar tracks on the page) from this library "
+                   "run ('focaltag tag DIR -o TAGS.jsonl --embeddings'); its model is loaded at start")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -82,7 +85,13 @@ def run_serve(args: argparse.Namespace) -> int:
                                   "pass a checkpoint with -m MODEL")
             failure.exit_code = err.exit_code
             raise failure from None
+    library = None
+    if getattr(args, "library", None) is not None:
+        from focaltag.serve.similar import SimilarService
+
+        library = SimilarService(args.library, device=args.device)
+        library.warm()
     from focaltag.serve.server import run_server
 
-    run_server(registry, config, access_log=bool(getattr(args, "verbose", False)))
+    run_server(registry, config, access_log=bool(getattr(args, "verbose", False)), library=library)
     return 0

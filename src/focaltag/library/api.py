@@ -204,8 +204,10 @@ class Library:
                 self._require_vectors()
             from focaltag.inference import InferenceOptions, Tagger
 
+            store = VectorStore(self.path)
+            chunking = (store.header().chunking if store.exists() else None) or {}
             try:
-                self._tagger = Tagger(spec, InferenceOptions(embeddings=True, device=self.device))
+                self._tagger = Tagger(spec, InferenceOptions(embeddings=True, device=self.device, **chunking))
             except FileNotFoundError:
                 raise ConfigError(f"{self.path}'s embeddings come from {spec}, which is not a catalogue name; name "
                                   "its file with -m PATH to tag seeds from outside the library") from None

@@ -384,6 +384,7 @@ class _Vectors:
     header: StoreHeader | None
     file: IO[bytes] | None = None
     written: set[int] = field(default_factory=set)
+    chunking: dict[str, Any] | None = None
 
     def append(self, path: str, result: Any) -> None:
         vector = getattr(result, "embedding", None)
@@ -392,7 +393,7 @@ class _Vectors:
             raise ConfigError("--embeddings needs a tagger that computes embeddings "
                               "(InferenceOptions(embeddings=True)); this one returned none")
         if self.header is None:
-            self.header = StoreHeader(str(label), int(len(vector)))
+            self.header = StoreHeader(str(label), int(len(vector)), self.chunking)
             self.store.create(self.header)
         elif label and label != self.header.embedding_model:
             raise ConfigError(f"{self.store.output}'s embeddings come from {self.header.embedding_model}, not "
@@ -421,7 +422,16 @@ def _open_store(output: Path, tagger: Any, embeddings: bool) -> _Vectors | None:
     if store.exists():
         label = getattr(tagger, "model_name", None)
         header = store.check_model(label) if label else store.header()
-    return _Vectors(store, store.read_state(repair=True), header)
+    return _Vectors(store, store.read_state(repair=True), header, chunking=_chunking(tagger))
+
+
+def _chunking(tagger: Any) -> dict[str, Any] | None:
+    """How the run covers a track (kept in the store, so a seed from outside the library is tagged alike)."""
+    options = getattr(tagger, "options", None)
+    if options is None:
+        return None
+    return {"n_chunks": int(options.n_chunks), "adaptive": bool(options.adaptive),
+            "hop_seconds": options.hop_seconds}
 
 
 def _lock(output: Path) -> FileLock:

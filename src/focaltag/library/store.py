@@ -65,6 +65,7 @@ class StoreHeader:
 
     embedding_model: str
     dim: int
+    chunking: dict[str, Any] | None = None  # the run's n_chunks / adaptive / hop_seconds: seeds are tagged alike
 
     def __post_init__(self) -> None:
         if not self.embedding_model:
@@ -75,7 +76,7 @@ class StoreHeader:
     def to_json(self) -> dict[str, Any]:
         return {"format": STORE_FORMAT, "version": STORE_VERSION, "embedding_model": self.embedding_model,
                 "dim": self.dim, "dtype": "float16", "record": "uint64 path key, float32 norm, dim x float16 "
-                "unit vector (little-endian)"}
+                "unit vector (little-endian)", "chunking": self.chunking}
 
 
 @dataclass
@@ -120,7 +121,9 @@ class VectorStore:
         if not isinstance(obj, dict) or obj.get("format") != STORE_FORMAT or obj.get("version") != STORE_VERSION:
             raise DataError(f"{self.header_path} is not a focaltag vector store of version {STORE_VERSION}; "
                             f"delete {self.folder} and rerun with --embeddings")
-        return StoreHeader(str(obj["embedding_model"]), int(obj["dim"]))
+        chunking = obj.get("chunking")
+        return StoreHeader(str(obj["embedding_model"]), int(obj["dim"]),
+                           dict(chunking) if isinstance(chunking, dict) else None)
 
     def create(self, header: StoreHeader) -> None:
         """Start an empty store (the header first, so a store without it is never read as empty)."""

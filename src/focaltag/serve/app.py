@@ -34,6 +34,7 @@ from focaltag.serve.config import ServeConfig
 from focaltag.serve.guard import HostGuard, allowed_host_names
 from focaltag.serve.registry import ModelRegistry
 from focaltag.serve.service import Busy, TagService, TimedOut, parse_options
+from focaltag.serve.similar import SimilarService, add_similar_route
 from focaltag.serve.uploads import UploadError, UploadTimeout, UploadTooLarge, receive_upload
 
 __all__ = ["create_app", "STATIC_DIR", "API_PREFIX"]
@@ -82,8 +83,10 @@ def _authorised(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def create_app(registry: ModelRegistry, config: ServeConfig, *, service: TagService | None = None) -> FastAPI:
-    """The application over already-loaded models; the worker pool is shut down with the app."""
+def create_app(registry: ModelRegistry, config: ServeConfig, *, service: TagService | None = None,
+               library: SimilarService | None = None) -> FastAPI:
+    """The application over already-loaded models; the worker pool is shut down with the app. With ``library``
+    (``serve --library``) ``POST /api/v1/similar`` answers from it."""
     service = service or TagService(registry, config)
 
     @contextlib.asynccontextmanager
@@ -130,7 +133,11 @@ def create_app(registry: ModelRegistry, config: ServeConfig, *, service: TagServ
     @app.get("/api/v1/models", summary="the loaded models: name, tags, input length, thresholds (no paths)")
     async def models() -> dict[str, Any]:
         return {"default": registry.default, "models": registry.describe(),
-                "max_upload_bytes": config.max_upload_bytes}
+                "max_upload_bytes": config.max_upload_bytes,
+                "library": None if library is None else {"tracks": library.size,
+                                                         "embedding_model": library.library.embedding_model}}
+
+    add_similar_route(app, library, service, config)
 
     @app.post("/api/v1/tag", summary="tag uploaded audio files", openapi_extra=_TAG_BODY)
     async def tag(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from focaltag.serve.config import ServeConfig
 from focaltag.serve.registry import ModelRegistry
@@ -24,7 +25,8 @@ def host_warning(config: ServeConfig) -> str | None:
             + ("" if config.token else "; anyone on the network can use it, set --token") + names)
 
 
-def run_server(registry: ModelRegistry, config: ServeConfig, *, access_log: bool = False) -> None:
+def run_server(registry: ModelRegistry, config: ServeConfig, *, access_log: bool = False,
+               library: Any = None) -> None:
     """Serve until interrupted: running requests finish (up to 10 s), queued ones are dropped, the port is freed."""
     import uvicorn
 
@@ -33,7 +35,7 @@ def run_server(registry: ModelRegistry, config: ServeConfig, *, access_log: bool
     warning = host_warning(config)
     if warning:
         logger.warning("%s", warning)
-    app = create_app(registry, config)
+    app = create_app(registry, config, library=library)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_level="info" if access_log else "warning",
         access_log=access_log, timeout_graceful_shutdown=10, lifespan="on", server_header=False,
