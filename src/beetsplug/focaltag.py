@@ -39,14 +39,15 @@ from beets.plugins import BeetsPlugin
 from mediafile import ListMediaField, ListStorageStyle, MP3StorageStyle, MP4ListStorageStyle
 
 from focaltag.data.tags import MOODTHEME_TRAIN_COUNTS, short_tag
+from focaltag.inference.options import Thresholds, thresholds_option
 from focaltag.outputs.filetags import (
     MOOD_KEY,
     MP4_MEAN,
     OTHER_KEY,
     V23_SEPARATOR,
-    chosen_tags,
     is_mood_vocabulary,
     restore_vorbis_header_layout,
+    result_tags,
     vorbis_header_layout,
 )
 
@@ -145,11 +146,9 @@ class FocaltagPlugin(BeetsPlugin):
         """``batch_size`` from the config: null for focaltag's default, else an integer (checked by confuse)."""
         return None if self.config["batch_size"].get() is None else self.config["batch_size"].get(int)
 
-    def _thresholds(self) -> str | None:
+    def _thresholds(self) -> Thresholds:
         """``thresholds`` from the config, as ``focaltag tag --thresholds``: null -> "auto" (a catalogue model's own,
         else none), ``none`` (or false) -> no decisions, else the file."""
-        from focaltag.cli._common import thresholds_option
-
         value = self.config["thresholds"].get()
         if value is False:
             return None
@@ -184,16 +183,18 @@ class FocaltagPlugin(BeetsPlugin):
     def tagger(self) -> Any:
         """The focaltag Tagger of the configured models (loaded once)."""
         if self._tagger is None:
+            from focaltag import InferenceOptions, Tagger, configure_runtime
             from focaltag.errors import FocaltagError
-            from focaltag.inference.tagger import Tagger
             from focaltag.models.catalogue import DEFAULT_MODEL
 
             models = [os.path.expanduser(m) for m in self.config["models"].as_str_seq()] or [DEFAULT_MODEL]
             try:
-                self._tagger = Tagger(
-                    models, n_chunks=self.config["chunks"].get(int), batch_size=self._batch_size(),
+                options = InferenceOptions(
+                    n_chunks=self.config["chunks"].get(int), batch_size=self._batch_size(),
                     device=self.config["device"].as_str(), top_k=self.config["top_k"].get(int),
                     thresholds=self._thresholds())
+                configure_runtime()
+                self._tagger = Tagger(models, options)
             except FocaltagError as err:
                 raise ui.UserError(f"focaltag: {err}") from None
         return self._tagger
@@ -211,19 +212,18 @@ class FocaltagPlugin(BeetsPlugin):
             if not result.ok:
                 self._log.warning("cannot tag {}: {}", result.file, result.error)
                 continue
-            self.apply(item, result, tagger.tag_names, tagger.thresholds, field)
+            self.apply(item, result, tagger.tag_names, field)
             item.store()
             if write:
                 item.try_write()
             done += 1
         return done
 
-    def apply(self, item: Any, result: Any, tag_names: Sequence[str], thresholds: Any, field: str) -> None:
-        """Set the probability attributes and the chosen tags of one item."""
+    def apply(self, item: Any, result: Any, tag_names: Sequence[str], field: str) -> None:
+        """Set the probability attributes and the chosen tags of one item (the tagger's decisions, else top-k)."""
         for tag in tag_names:
             item[attribute_name(tag)] = round(float(result.probabilities[tag]), 4)
-        chosen = chosen_tags(result.probabilities, tag_names, thresholds=thresholds,
-                             top_k=self.config["top_k"].get(int))
+        chosen = result_tags(result, self.config["top_k"].get(int))
         if not self.config["replace"].get(bool):
             chosen = list(dict.fromkeys([*(item.get(field) or []), *chosen]))
         item[field] = chosen

@@ -55,6 +55,10 @@ _LAZY: dict[str, str] = {
     "mean_ensemble": "focaltag.evaluation",
     # inference
     "Tagger": "focaltag.inference",
+    "InferenceOptions": "focaltag.inference",
+    "Predictor": "focaltag.inference",
+    "configure_runtime": "focaltag.inference",
+    "resolve_model": "focaltag.models.resolve",
     "TagResult": "focaltag.inference",
     "save_ensemble": "focaltag.inference",
     "export_onnx": "focaltag.inference",

@@ -1,5 +1,5 @@
 """``python -m focaltag`` entry point."""
 
-from focaltag.cli import main
+from focaltag.cli import console
 
-raise SystemExit(main())
+console()

@@ -25,7 +25,8 @@ import os
 import sys
 import threading
 
-__all__ = ["tune_allocator", "usable_cores", "thread_budget", "MMAP_THRESHOLD_MAX"]
+__all__ = ["tune_allocator", "usable_cores", "thread_budget", "MMAP_THRESHOLD_MAX", "GLIBC_MALLOC_TUNABLES",
+           "tunables_environment", "started_with_tunables"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +91,48 @@ def thread_budget(workers: int, cores: int | None = None) -> tuple[int, int]:
         return min(max(workers, 0), 1), cores
     decode = min(max(workers, 0), cores // 4)
     return decode, cores - decode
+
+
+GLIBC_MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+"""glibc's malloc tunables that keep every freed buffer in the process, read by glibc only when a process starts.
+``mallopt`` (:func:`tune_allocator`) cannot raise the mmap threshold past 32 MiB; FCN's and CRNN's activation
+buffers are larger, so only these remove their page faults (``../shared/notes/cpu-without-bf16.md``)."""
+
+_MARK = "FOCALTAG_MALLOC_TUNED"  # set for the re-executed process only, removed again as it starts
+
+
+def _is_glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
+
+
+def tunables_environment(environ: dict[str, str]) -> dict[str, str] | None:
+    """The environment to re-execute a network-running command with, or None to run as it is.
+
+    None unless this is Linux with glibc and the user chose nothing about the allocator: any ``GLIBC_TUNABLES``
+    or ``LD_PRELOAD`` of theirs, or ``FOCALTAG_MALLOC=default``, is left exactly as it is. A process that was
+    already re-executed is never re-executed again.
+    """
+    if not sys.platform.startswith("linux") or _MARK in environ:
+        return None
+    if "GLIBC_TUNABLES" in environ or environ.get("LD_PRELOAD") or environ.get("FOCALTAG_MALLOC", "") == "default":
+        return None
+    if not _is_glibc():
+        return None
+    return {**environ, "GLIBC_TUNABLES": GLIBC_MALLOC_TUNABLES, _MARK: "1"}
+
+
+def started_with_tunables() -> bool:
+    """In a re-executed process: remove what was added, so child processes get the user's own environment, and
+    say whether the tunables were applied at start (idempotent)."""
+    global _started_tuned
+    if _started_tuned is None:
+        _started_tuned = os.environ.pop(_MARK, None) is not None
+        if _started_tuned:
+            os.environ.pop("GLIBC_TUNABLES", None)
+    return _started_tuned
+
+
+_started_tuned: bool | None = None
+

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from focaltag.errors import ConfigError
 
-__all__ = ["Precision", "RunPrecision", "PRECISIONS", "cpu_has_fast_bf16", "cuda_has_bf16", "runs_bf16_fast",
-           "device_kind", "resolve_precision", "autocast"]
+__all__ = ["Precision", "RunPrecision", "PRECISIONS", "CPU_BF16_ENV", "cpu_has_fast_bf16", "cuda_has_bf16",
+           "runs_bf16_fast", "device_kind", "resolve_precision", "autocast"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,45 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
     return set()
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16).
+CPU_BF16_ENV = "FOCALTAG_CPU_BF16"
+"""Environment variable that overrides the CPU flags: ``1`` treats the CPU as running bf16 natively, ``0`` as not
+(``auto`` then takes the no-bf16 branch: int8 where it has a recipe, else float32). For virtual machines whose
+reported flags do not match the host, and for tests, which run both branches on any machine."""
 
-    Read from the kernel's CPU flags: torch's own check (``mkldnn._is_mkldnn_bf16_supported``) is also true
-    on plain AVX512 CPUs, where bf16 is emulated and slower than float32. Without ``/proc/cpuinfo`` (macOS,
-    Windows) the answer is False, so ``auto`` stays float32.
-    """
+
+def _cpu_bf16_override() -> bool | None:
+    """:data:`CPU_BF16_ENV` as a bool, ``None`` when unset or empty; read on every call, so it can be flipped."""
+    value = os.environ.get(CPU_BF16_ENV, "").strip()
+    if not value:
+        return None
+    if value not in ("0", "1"):
+        raise ConfigError(f"{CPU_BF16_ENV} must be 1 (the CPU runs bf16 fast) or 0 (it does not), got {value!r}; "
+                          "unset it to read the CPU's own flags")
+    return value == "1"
+
+
+@functools.lru_cache(maxsize=4)
+def _cpuinfo_has_fast_bf16(cpuinfo_path: str) -> bool:
+    """Whether the CPU flags in ``cpuinfo_path`` include a native bf16 instruction set (read once per path)."""
     try:
         text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     return bool(_cpu_flags(text) & set(_FAST_BF16_FLAGS))
+
+
+def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16).
+
+    Read from the kernel's CPU flags: torch's own check (``mkldnn._is_mkldnn_bf16_supported``) is also true
+    on plain AVX512 CPUs, where bf16 is emulated and slower than float32. Without ``/proc/cpuinfo`` (macOS,
+    Windows) the answer is False, so ``auto`` stays float32. :data:`CPU_BF16_ENV` (``0`` or ``1``), when set,
+    is the answer instead of the flags.
+    """
+    override = _cpu_bf16_override()
+    if override is not None:
+        return override
+    return _cpuinfo_has_fast_bf16(cpuinfo_path)
 
 
 def cuda_has_bf16() -> bool:

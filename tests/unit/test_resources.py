@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,52 @@ def test_tuned_allocator_reuses_buffers_instead_of_faulting_pages_in() -> None:
                                        check=True, env=env).stdout) for mode in ("default", "tune")}
     # 30 rounds of ~72 MiB: glibc's defaults fault most pages in again every round (~18k pages a round)
     assert faults["tune"] * 5 < faults["default"], faults
+
+
+# -- glibc malloc tunables at process start ------------------------------------------------------------------
+def test_tunables_environment_only_where_the_user_chose_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from focaltag import _resources
+
+    monkeypatch.setattr(_resources.sys, "platform", "linux")
+    monkeypatch.setattr(_resources, "_is_glibc", lambda: True)
+    env = _resources.tunables_environment({"PATH": "/bin"})
+    assert env is not None and env["GLIBC_TUNABLES"] == _resources.GLIBC_MALLOC_TUNABLES and env["PATH"] == "/bin"
+    assert _resources.tunables_environment(env) is None  # never twice
+    for theirs in ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, {"GLIBC_TUNABLES": ""},
+                   {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, {"FOCALTAG_MALLOC": "default"}):
+        assert _resources.tunables_environment(dict(theirs)) is None, theirs
+    monkeypatch.setattr(_resources, "_is_glibc", lambda: False)
+    assert _resources.tunables_environment({}) is None  # musl: its allocator, its rules
+    monkeypatch.setattr(_resources.sys, "platform", "darwin")
+    monkeypatch.setattr(_resources, "_is_glibc", lambda: True)
+    assert _resources.tunables_environment({}) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables exist on Linux only")
+def test_network_commands_restart_once_with_the_tunables(tmp_path: Path) -> None:
+    from focaltag import _resources
+
+    if not _resources._is_glibc():
+        pytest.skip("not a glibc system")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "FOCALTAG_MALLOC")}
+    missing = str(tmp_path / "missing.mp3")
+
+    def stderr(*args: str, **extra: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "focaltag", *args, "-v"], env={**env, **extra},
+                             capture_output=True, text=True, timeout=300)
+        return out.stderr
+
+    assert "started with glibc malloc tunables" in stderr("tag", missing, "-m", missing)
+    assert "started with glibc malloc tunables" not in stderr("models", "list")  # runs no network
+    assert "started with glibc malloc tunables" not in stderr("tag", missing, "-m", missing,
+                                                              GLIBC_TUNABLES="glibc.malloc.arena_max=2")
+
+
+def test_the_restarted_process_gives_children_the_users_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from focaltag import _resources
+
+    monkeypatch.setattr(_resources, "_started_tuned", None)
+    monkeypatch.setenv("FOCALTAG_MALLOC_TUNED", "1")
+    monkeypatch.setenv("GLIBC_TUNABLES", _resources.GLIBC_MALLOC_TUNABLES)
+    assert _resources.started_with_tunables() and _resources.started_with_tunables()
+    assert "GLIBC_TUNABLES" not in os.environ and "FOCALTAG_MALLOC_TUNED" not in os.environ

@@ -193,7 +193,9 @@ def test_registry_serves_each_model_and_their_mean(two_models: tuple[Path, Path,
     from focaltag.serve.uploads import UploadedFile
 
     a, b, wav = two_models
-    registry = ModelRegistry([a, b], n_chunks=4)
+    from focaltag.inference import InferenceOptions
+
+    registry = ModelRegistry([a, b], InferenceOptions(n_chunks=4))
     assert registry.names == ["a-model", "b-model", "ensemble"] and registry.default == "ensemble"
     described = registry.describe()
     assert [m["members"] for m in described] == [1, 1, 2]
@@ -215,6 +217,9 @@ def test_registry_serves_each_model_and_their_mean(two_models: tuple[Path, Path,
         service.close()
     base, variant = registry.tagger("a-model"), registry.tagger("a-model", 8)
     assert (base.n_chunks, variant.n_chunks) == (4, 8) and registry.tagger("a-model", 8) is variant
+    assert variant.predictor is base.predictor  # a variant shares the loaded networks
+    ensemble = registry.tagger("ensemble").predictor
+    assert [m for m in ensemble.members] == [*base.predictor.members, *registry.tagger("b-model").predictor.members]
     with pytest.raises(ConfigError, match="unknown model 'c'"):
         registry.resolve("c")
     with pytest.raises(ConfigError, match="top_k"):

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "focaltag.cli.train",
     "focaltag.cli.tag",
     "focaltag.cli.models",
+    "focaltag.cli.head",
     "focaltag.cli.library",
     "focaltag.cli.similar",
     "focaltag.cli.playlist",
@@ -146,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         _configure_logging(args)
         verbose = bool(getattr(args, "verbose", False))
+        from focaltag import _resources
+
+        if _resources.started_with_tunables():
+            logging.getLogger(__name__).debug("started with glibc malloc tunables: %s", _resources.GLIBC_MALLOC_TUNABLES)
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():
@@ -166,3 +171,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         print(f"focaltag: error: {message}", file=sys.stderr)
         return code
+
+
+NETWORK_COMMANDS = frozenset({"tag", "predict", "train", "serve", "demo", "experiment", "export", "head", "similar",
+                              "playlist"})
+"""Commands that run a network: the console script starts them with glibc's malloc tunables
+(:func:`focaltag._resources.tunables_environment`)."""
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def console() -> None:
+    """The ``focaltag`` console script and ``python -m focaltag``.
+
+    A command that runs a network re-executes this process once, before anything heavy is imported, with glibc's
+    malloc tunables set (Linux with glibc, and only when the user set no allocator variables), so large activation
+    buffers stay in the process: glibc reads them only at start, and ``mallopt`` cannot go past 32 MiB.
+    """
+    argv = sys.argv[1:]
+    if _command_of(argv) in NETWORK_COMMANDS:
+        from focaltag._resources import tunables_environment
+
+        env = tunables_environment(dict(os.environ))
+        if env is not None:
+            with contextlib.suppress(OSError):  # cannot exec: run as it is
+                sys.stdout.flush()
+                os.execve(sys.executable, [sys.executable, "-m", "focaltag", *argv], env)
+    from focaltag._resources import started_with_tunables
+
+    started_with_tunables()  # the re-executed process: the user's own environment again for child processes
+    raise SystemExit(main())
+

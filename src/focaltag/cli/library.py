@@ -13,8 +13,7 @@ from typing import Any
 
 from focaltag.cli._common import add_command, parse_shard
 
-__all__ = ["add_library_options", "check_library_args", "file_tag_writer", "register", "run_library",
-           "tagger_extra"]
+__all__ = ["add_library_options", "check_library_args", "file_tag_writer", "register", "run_library"]
 
 
 def add_library_options(p: argparse.ArgumentParser) -> None:
@@ -33,12 +32,12 @@ def add_library_options(p: argparse.ArgumentParser) -> None:
                      help="also tag the paths listed in this text file, one per line (blank lines and # comments "
                      "are skipped): for catalogues whose file list comes from a database")
     lib.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                     help="with -o: read the files in Ray tasks and run the model in a pool of Ray actors; joins "
-                     "the cluster at ADDRESS, else the one RAY_ADDRESS names, else starts Ray on this machine "
-                     "(requires pip install 'focaltag[ray]')")
+                     help="with -o: tag in a pool of Ray actors, each reading and tagging its files within its "
+                     "node's CPUs; joins the cluster at ADDRESS (HOST:PORT), else the one RAY_ADDRESS names, else "
+                     "starts Ray on this machine (requires pip install 'focaltag[ray]')")
     lib.add_argument("--actors", type=int, default=None, metavar="N",
-                     help="with --ray: model actors (default: one per GPU; without GPUs one per node, each using "
-                     "half of its CPUs)")
+                     help="with --ray: model actors (default: as many as the cluster has room for: one per GPU; "
+                     "without GPUs each takes up to 4 CPUs of one node)")
     lib.add_argument("--workers", type=int, default=None, metavar="N",
                      help="decode N files in parallel while the model runs (default 2; 0 decodes in line)")
     tags = p.add_argument_group("writing tags into the files")
@@ -46,6 +45,11 @@ def add_library_options(p: argparse.ArgumentParser) -> None:
                       help="write the chosen tags into each file: MOOD (ID3 TMOO / TXXX:MOOD in ID3v2.3, Vorbis "
                       "comment, iTunes freeform) for mood/theme models, FOCALTAG_TAGS for other vocabularies; the "
                       "values are the yes/no decisions with --thresholds, else the --top-k best tags")
+    tags.add_argument("--tag-field", default=None, metavar="FIELD",
+                      help="write the tags under this field instead: GROUPING (ID3 TIT1, MP4 \u00a9grp), COMMENT "
+                      "(ID3 COMM, MP4 \u00a9cmt), MOOD, or any name (ID3 TXXX, Vorbis comment, iTunes freeform); "
+                      "default: MOOD for mood/theme models, FOCALTAG_TAGS for other vocabularies and for heads of "
+                      "'focaltag head train'")
     tags.add_argument("--replace", action="store_true", help="replace existing MOOD values instead of adding ours")
     tags.add_argument("--write-probabilities", action="store_true",
                       help="also write every tag's probability (JSON) under FOCALTAG_PROBABILITIES")
@@ -89,20 +93,25 @@ def check_library_args(args: argparse.Namespace) -> None:
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if not getattr(args, "write_tags", False):
-        for flag in ("replace", "write_probabilities", "keep_mtime", "dry_run"):
+        for flag in ("replace", "write_probabilities", "keep_mtime", "dry_run", "tag_field"):
             if getattr(args, flag, False):
                 raise ConfigError(f"--{flag.replace('_', '-')} only applies with --write-tags")
 
 
-def tagger_extra(args: argparse.Namespace) -> dict[str, Any]:
-    """Extra Tagger arguments: ``workers`` when given (else the Tagger's default)."""
-    workers = getattr(args, "workers", None)
-    return {} if workers is None else {"workers": workers}
-
-
-def _writer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _writer_kwargs(args: argparse.Namespace, tagger: Any) -> dict[str, Any]:
     return {"top_k": args.top_k, "replace": args.replace, "probabilities": args.write_probabilities,
-            "keep_mtime": args.keep_mtime, "dry_run": args.dry_run}
+            "keep_mtime": args.keep_mtime, "dry_run": args.dry_run, "key": _tag_field(args, tagger)}
+
+
+def _tag_field(args: argparse.Namespace, tagger: Any) -> str | None:
+    """``--tag-field``; else ``FOCALTAG_TAGS`` for a head of 'focaltag head train' (never MOOD unless asked); else
+    None (the vocabulary decides)."""
+    from focaltag.models.head import is_head_source
+    from focaltag.outputs.filetags import OTHER_KEY, tag_field
+
+    if getattr(args, "tag_field", None) is not None:
+        return tag_field(args.tag_field)
+    return OTHER_KEY if any(is_head_source(m) for m in tagger.resolved.members) else None
 
 
 def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
@@ -121,25 +130,27 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
 
     for line in recover_leftovers(args.paths, dry_run=args.dry_run):  # what a killed --write-tags run left
         logging.getLogger(__name__).warning("%s", line)
-    return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, **_writer_kwargs(args))
+    return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, **_writer_kwargs(args, tagger))
 
 
-def _ray_tagger(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str, Any]] | None) -> Any:
-    """``--ray``: the same run with the model in Ray actors (``spec``: the Tagger's models and arguments)."""
+def _ray_tagger(args: argparse.Namespace, tagger: Any) -> Any:
+    """``--ray``: the same run with the model in Ray actors: the tagger's resolved model and options travel."""
+    import dataclasses
+
     from focaltag.ray import RayTagger
 
-    assert spec is not None, "run_tag passes the Tagger's arguments for --ray"
-    models, kwargs = spec
-    return RayTagger(models, kwargs, tagger=tagger, actors=args.actors,
-                     write_tags=_writer_kwargs(args) if args.write_tags else None)
+    options = {f.name: getattr(tagger.options, f.name) for f in dataclasses.fields(tagger.options)
+               if f.name not in ("device", "workers")}
+    return RayTagger(tagger.resolved, options, tagger=tagger, actors=args.actors,
+                     write_tags=_writer_kwargs(args, tagger) if args.write_tags else None)
 
 
-def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str, Any]] | None = None) -> int:
+def run_library(args: argparse.Namespace, tagger: Any) -> int:
     """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary.
 
     With ``--ray`` the same :func:`~focaltag.library.runs.tag_library` drives a
-    :class:`~focaltag.ray.RayTagger` (``spec`` holds the models and Tagger arguments its actors load); tags are
-    then written by the actors, on the workers.
+    :class:`~focaltag.ray.RayTagger` (its actors load the tagger's resolved model with its options); tags are then
+    written by the actors, on the workers.
     """
     from focaltag._progress import progress
     from focaltag.library.runs import append_failures, failures_path, tag_library
@@ -149,10 +160,12 @@ def run_library(args: argparse.Namespace, tagger: Any, spec: tuple[Any, dict[str
     if getattr(args, "ray", None) is not None:
         from focaltag.ray import connect
 
-        runner = _ray_tagger(args, tagger, spec)
+        runner = _ray_tagger(args, tagger)
         on_result = runner.write_problem if writer is not None else None  # the worker wrote; its outcome
         started = connect(args.ray or None)
     try:
+        if getattr(args, "ray", None) is not None:
+            runner.plan()  # a cluster without room for the actors: one line, before the output is opened
         with progress(desc="tag", unit="file") as bar:
             summary = tag_library(runner, args.paths, args.output, refresh=args.refresh, shard=args.shard,
                                   top_k=args.top_k, on_result=on_result,

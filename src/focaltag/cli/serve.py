@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from focaltag._defaults import DEFAULT_MODEL
-from focaltag.cli._common import add_command, thresholds_option
+from focaltag.cli._common import add_command
 from focaltag.inference.precision import TAG_PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -71,15 +71,18 @@ def run_serve(args: argparse.Namespace) -> int:
                                       max_upload_mb=args.max_upload_mb, queue=args.queue, workers=args.workers,
                                       read_timeout=args.read_timeout, request_timeout=args.request_timeout,
                                       allowed_hosts=tuple(args.allowed_hosts))
+    from focaltag.inference import InferenceOptions, configure_runtime
+    from focaltag.inference.options import thresholds_option
     from focaltag.serve.registry import ModelRegistry
 
-    options: dict[str, Any] = {"n_chunks": chunks or 16, "thresholds": thresholds_option(args.thresholds),
-                               "device": args.device, "precision": args.precision, "adaptive": chunks is None}
+    options = InferenceOptions(n_chunks=chunks or 16, adaptive=chunks is None, device=args.device,
+                               thresholds=thresholds_option(args.thresholds), precision=args.precision or "auto")
+    configure_runtime()
     if args.models:
-        registry = ModelRegistry(args.models, **options)
+        registry = ModelRegistry(args.models, options)
     else:
         try:
-            registry = ModelRegistry([DEFAULT_MODEL], **options)
+            registry = ModelRegistry([DEFAULT_MODEL], options)
         except FocaltagError as err:
             failure = ConfigError(f"serve: the default model {DEFAULT_MODEL} could not be loaded ({err}); "
                                   "pass a checkpoint with -m MODEL")

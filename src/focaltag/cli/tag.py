@@ -6,12 +6,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from focaltag._defaults import DEFAULT_MODEL
 from focaltag.cli import library as _library
-from focaltag.cli._common import add_command, thresholds_option
+from focaltag.cli._common import add_command
 from focaltag.inference.precision import TAG_PRECISIONS
+
+if TYPE_CHECKING:
+    from focaltag.inference import InferenceOptions
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,9 @@ def _register_tag(subparsers: Any) -> None:
                    help="table: top-k tags per file; json: a JSON array (file, duration, tags, top, decisions); "
                    "csv: every tag's probability")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="tags listed per file (table, json 'top')")
+    p.add_argument("--embeddings", action="store_true",
+                   help="also compute each track's embedding (the chunk-mean of the layer before the classifier; "
+                   "an ensemble's members concatenated): 'embedding' and 'embedding_model' in --format json")
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help="per-tag thresholds from 'focaltag evaluate --save-thresholds'; adds yes/no decisions "
                    "(probability > threshold). Default: the catalogue model's own, where it has them "
@@ -97,11 +103,26 @@ def _positive(parser_name: str, **values: float | None) -> None:
             raise ConfigError(f"{parser_name}: --{name.replace('_', '-')} must be > 0, got {value}")
 
 
+def _tag_options(args: argparse.Namespace, chunks: int | None, hop: float | None) -> InferenceOptions:
+    """The one place ``focaltag tag`` turns its arguments into :class:`~focaltag.inference.InferenceOptions`."""
+    from focaltag.inference import InferenceOptions
+    from focaltag.inference.options import thresholds_option
+
+    adaptive = chunks is None and hop is None and args.taggram is None  # --chunks auto, the default
+    return InferenceOptions(
+        n_chunks=chunks or 16, hop_seconds=hop, batch_size=args.batch_size, adaptive=adaptive, top_k=args.top_k,
+        thresholds=thresholds_option(args.thresholds), precision=args.precision, runtime=args.runtime,
+        device=args.device, optimize=args.optimize, workers=getattr(args, "workers", None),
+        embeddings=bool(getattr(args, "embeddings", False)))
+
+
 def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
+    from focaltag.inference import Tagger, configure_runtime
     from focaltag.inference.adaptive import parse_chunks
-    from focaltag.inference.tagger import Tagger, TagResult
+    from focaltag.inference.tagger import TagResult
     from focaltag.library.files import collect_audio
+    from focaltag.models.resolve import resolve_model
     from focaltag.outputs.writers import get_writer
 
     chunks_arg, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
@@ -119,20 +140,18 @@ def run_tag(args: argparse.Namespace) -> int:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
     if not args.models:
         logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
-    adaptive = chunks is None and hop is None and args.taggram is None  # --chunks auto, the default
-    models = args.models or DEFAULT_MODEL
-    kwargs = {"n_chunks": chunks or 16, "hop_seconds": hop, "batch_size": args.batch_size, "adaptive": adaptive,
-              "runtime": args.runtime, "optimize": args.optimize, "precision": args.precision,
-              "thresholds": thresholds_option(args.thresholds), "top_k": args.top_k}
-    tagger = Tagger(models, device=args.device, **kwargs, **_library.tagger_extra(args))
-    if tagger.resolved.thresholds is not None and args.thresholds is None:
+    options = _tag_options(args, chunks, hop)
+    resolved = resolve_model(args.models or DEFAULT_MODEL)
+    configure_runtime(decode_threads=options.workers)
+    tagger = Tagger(resolved, options)
+    if args.taggram is not None and hop is None and chunks_arg is None:  # a finer time axis for the plot
+        tagger = tagger.with_options(hop_seconds=tagger.chunk_samples / tagger.sample_rate / 2)
+    if resolved.thresholds is not None and args.thresholds is None:
         logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
                     "turns them off", tagger.model_name)
     if args.output is not None:
-        return _library.run_library(args, tagger, spec=(models, kwargs))
+        return _library.run_library(args, tagger)
     file_tags = _library.file_tag_writer(args, tagger)
-    if args.taggram is not None and hop is None and chunks_arg is None:
-        tagger.hop_seconds = tagger.chunk_samples / tagger.sample_rate / 2  # a finer time axis for the plot
     logger.info("tagging %d file(s) with %d model(s), %s, precision %s", len(files), len(tagger.members),
                 f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else
                 f"up to {tagger.n_chunks} chunks per track (adaptive)" if tagger.adaptive else
@@ -202,6 +221,9 @@ def run_predict(args: argparse.Namespace) -> int:
         from focaltag.errors import ConfigError
 
         raise ConfigError("predict --tsv needs --cache DIR (the waveform cache of `focaltag data prepare`)")
+    from focaltag.inference import configure_runtime
+
+    configure_runtime()
     matrix, ids = predict_split(args.models, tsv, cache, n_chunks=args.chunks,
                                 batch_size=batch_size, runtime=args.runtime, device=args.device,
                                 precision=args.precision)

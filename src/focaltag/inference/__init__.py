@@ -11,6 +11,10 @@ from focaltag._lazy import lazy_exports
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
     "Tagger": "focaltag.inference.tagger",
+    "InferenceOptions": "focaltag.inference.options",
+    "Predictor": "focaltag.inference.predictor",
+    "PrecisionPlan": "focaltag.inference.precision",
+    "configure_runtime": "focaltag.inference.runtime",
     "TagResult": "focaltag.inference.tagger",
     "TagFailure": "focaltag.inference.tagger",
     "save_ensemble": "focaltag.models.ensemble",

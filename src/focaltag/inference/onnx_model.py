@@ -1,8 +1,10 @@
 """The ONNX graph of focaltag models and the onnxruntime path of the tagger (``--runtime onnx``).
 
 The graph is the whole model, log-mel front end included: input ``waveform`` float32 (batch, chunk_samples) at
-the model's sample rate, output ``probabilities`` float32 (batch, n_tags) after the sigmoid; an ensemble exports
-as one graph computing the weighted mean of its members' probabilities. torch.onnx's dynamo exporter
+the model's sample rate, outputs ``probabilities`` float32 (batch, n_tags) after the sigmoid and ``embedding``
+float32 (batch, D), the layer before the classifier (:mod:`focaltag.models.facts`); an ensemble exports as one
+graph computing the weighted mean of its members' probabilities and the concatenation of their embeddings.
+Files exported before focaltag 0.3 have no ``embedding`` output: they still tag, without embeddings. torch.onnx's dynamo exporter
 (needs onnxscript) writes the STFT at opset 18. The model's tag names, sample rate and chunk length are stored
 in the ONNX metadata (``focaltag.tag_names`` as JSON, ``focaltag.sample_rate``, ``focaltag.chunk_samples``),
 so an ``.onnx`` file alone is enough to tag with ``--runtime onnx``.
@@ -30,17 +32,26 @@ from focaltag._extras import install_hint, require_extra
 from focaltag.errors import CheckpointError, ConfigError, ModelError, first_line
 from focaltag.models.meta import ModelMeta, model_meta
 
-__all__ = ["OnnxMember", "require_onnx", "write_onnx", "cached_onnx", "onnx_cache_dir", "ONNX_OPSET", "INSTALL_HINT"]
+__all__ = ["OnnxMember", "require_onnx", "write_onnx", "cached_onnx", "onnx_cache_dir", "open_session", "ONNX_OPSET",
+           "GRAPH_FORMAT", "INSTALL_HINT", "INPUT_NAME", "OUTPUT_NAME", "EMBEDDING_NAME"]
 
 logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 18  # the first opset with an STFT the exporter can emit
-INPUT_NAME, OUTPUT_NAME = "waveform", "probabilities"
+INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "waveform", "probabilities", "embedding"
+GRAPH_FORMAT = "probabilities+embedding-v1"
+"""Part of every cache key of exported graphs: change it when the graph's outputs change."""
 INSTALL_HINT = install_hint("onnx")
 
 
 def require_onnx(*, export: bool = False) -> Any:
-    """Import onnxruntime (and onnx/onnxscript for export) or raise one line saying how to install them."""
+    """Import onnxruntime (and onnx/onnxscript for export) or raise one line saying how to install them.
+
+    onnxruntime's telemetry is switched off before its first import (``ORT_DISABLE_TELEMETRY=1``, unless the user
+    set that variable): otherwise importing it writes a session file ``.ses`` into ``$TMPDIR`` (``focaltag
+    serve``'s upload folder, left behind) and a device identifier under the home folder, and focaltag runs offline.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     names = ("onnxruntime", "onnx", "onnxscript") if export else ("onnxruntime",)
     require_extra("onnx", names, what=f"the ONNX {'export' if export else 'runtime'}")
     import onnxruntime
@@ -65,21 +76,49 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _private_exporter_scratch() -> Iterator[None]:
+    """The exporter's scratch folder in a private temporary folder under the model cache, removed afterwards.
+
+    The exporter's decompositions create torch's inductor cache folder (``$TMPDIR/torchinductor_<user>``) unless
+    ``TORCHINDUCTOR_CACHE_DIR`` names one; in ``focaltag serve`` that is the upload folder, so it would be left
+    there. A ``TORCHINDUCTOR_CACHE_DIR`` the user set is kept.
+    """
+    import tempfile
+
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    from focaltag._cache import cache_root
+
+    parent: Path | None = cache_root()
+    try:
+        cache_root().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        parent = None  # an unwritable cache: the system's temporary folder, still removed
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=parent) as scratch:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch
+        try:
+            yield
+        finally:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
 def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) -> Any:
     """Export ``models`` (already in eval mode, on CPU) as one ONNX ModelProto with focaltag metadata."""
     require_onnx(export=True)
     import onnx
     import torch
 
-    from focaltag.models.ensemble import MeanEnsemble
+    from focaltag.models.ensemble import MeanEnsemble, ProbabilitiesAndEmbedding
 
-    module = MeanEnsemble(models, weights, output="probabilities").eval()
+    module = ProbabilitiesAndEmbedding(MeanEnsemble(models, weights, output="probabilities")).eval()
     example = torch.zeros(2, meta.chunk_samples)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), _private_exporter_scratch(), torch.no_grad():
             program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, EMBEDDING_NAME],
                                         opset_version=ONNX_OPSET, verbose=False)
     except Exception as err:  # exporter failures come as many types; one line with the cause
         raise ModelError(f"ONNX export failed ({type(err).__name__}: {first_line(err, limit=200)})") from None
@@ -90,12 +129,13 @@ def _to_proto(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta) 
         "focaltag.tag_names": json.dumps(list(meta.tag_names)),
         "focaltag.sample_rate": str(meta.sample_rate),
         "focaltag.chunk_samples": str(meta.chunk_samples),
-        "focaltag.output": "sigmoid probabilities, weighted mean over members",
+        "focaltag.output": "sigmoid probabilities, weighted mean over members; embedding, members concatenated",
     })
     return proto
 
 
-def _session(model: bytes | str, threads: int | None = None) -> Any:
+def open_session(model: bytes | str, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of a graph (bytes or a file path) with focaltag's session settings."""
     ort = require_onnx()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -108,13 +148,17 @@ def _session(model: bytes | str, threads: int | None = None) -> Any:
 
 
 class OnnxMember:
-    """An onnxruntime session behaving like a tagger member (chunks -> probabilities), always in float32."""
+    """An onnxruntime session behaving like a tagger member (chunks -> probabilities and embeddings), in float32."""
 
     precision = "fp32"
 
     def __init__(self, session: Any, meta: ModelMeta, *, name: str = "onnx") -> None:
+        from focaltag.inference.precision import PrecisionPlan
+
         self.session, self.name = session, name
         self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
+        self.plan = PrecisionPlan("fp32", "onnxruntime")
+        self.embedding_size = graph_embedding_size(session)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> OnnxMember:
@@ -123,7 +167,7 @@ class OnnxMember:
         if not path.is_file():
             raise CheckpointError(f"ONNX model not found: {path}")
         try:
-            session = _session(str(path))
+            session = open_session(str(path))
         except ConfigError:
             raise
         except Exception as err:
@@ -142,7 +186,7 @@ class OnnxMember:
         """Export a torch model in memory and open it in onnxruntime (takes a few seconds)."""
         meta = model_meta(model)
         proto = _to_proto([model.eval().cpu()], [1.0], meta)
-        return cls(_session(proto.SerializeToString()), meta, name=name)
+        return cls(open_session(proto.SerializeToString()), meta, name=name)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> OnnxMember:
@@ -150,14 +194,40 @@ class OnnxMember:
         cached = cached_onnx(path)
         if cached is not None:
             return cls.from_file(cached)
-        from focaltag.models import load_model
+        from focaltag.models import load_checkpoint
 
-        return cls.from_torch(load_model(path), name=str(path))
+        return cls.from_torch(load_checkpoint(path), name=str(path))
+
+    def run(self, batch: np.ndarray, *, precision: str | None = None,
+            embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (and embeddings) of a batch; ``precision`` is accepted for the member protocol."""
+        return run_graph(self.session, batch, embeddings=embeddings, name=self.name)
 
     def __call__(self, batch: np.ndarray, *, precision: str | None = None) -> np.ndarray:
-        """Probabilities of a batch; ``precision`` is accepted for the member protocol (always float32)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        """Probabilities of a batch."""
+        return self.run(batch)[0]
+
+
+def graph_embedding_size(session: Any) -> int | None:
+    """The embedding length of an exported graph, or None for a graph exported without that output."""
+    for output in session.get_outputs():
+        if output.name == EMBEDDING_NAME:
+            size = output.shape[-1]
+            return int(size) if isinstance(size, int) else None
+    return None
+
+
+def run_graph(session: Any, batch: np.ndarray, *, embeddings: bool = False,
+              name: str = "model") -> tuple[np.ndarray, np.ndarray | None]:
+    """Run an exported graph: probabilities, and the embedding output only when asked for."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if not embeddings:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0], None
+    if graph_embedding_size(session) is None:
+        raise ModelError(f"{name} was exported without an embedding output (before focaltag 0.3); export it "
+                         "again with 'focaltag export', or tag without embeddings")
+    probabilities, embedding = session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
+    return probabilities, embedding
 
 
 def onnx_cache_dir() -> Path:
@@ -183,7 +253,7 @@ def cached_onnx(path: str | os.PathLike[str]) -> Path | None:
     with file.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    digest.update(f"torch={torch.__version__};focaltag={__version__};opset={ONNX_OPSET}".encode())
+    digest.update(f"torch={torch.__version__};focaltag={__version__};opset={ONNX_OPSET};{GRAPH_FORMAT}".encode())
     target = onnx_cache_dir() / f"{digest.hexdigest()[:32]}.onnx"
     if target.is_file():
         logger.debug("using cached ONNX export %s", target)
@@ -194,9 +264,9 @@ def cached_onnx(path: str | os.PathLike[str]) -> Path | None:
         logger.warning("cannot create the ONNX cache %s (%s); exporting in memory", target.parent, err)
         return None
     logger.info("exporting %s to ONNX once (cached in %s)", file, target.parent)
-    from focaltag.models import load_model
+    from focaltag.models import load_checkpoint
 
-    model = load_model(file)
+    model = load_checkpoint(file)
     write_onnx([model], [1.0], model_meta(model), target)
     return target
 
@@ -223,7 +293,7 @@ def write_onnx(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta,
     if check:
         rng = np.random.default_rng(seed)
         batch = (0.1 * rng.standard_normal((3, meta.chunk_samples))).astype(np.float32)
-        got = _session(data).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        got = open_session(data).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
         with torch.inference_mode():
             from focaltag.models.ensemble import MeanEnsemble
 

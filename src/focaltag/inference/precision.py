@@ -2,7 +2,8 @@
 
 Whether a device runs bf16 fast, what ``auto`` resolves to and the autocast context are the one rule of
 :mod:`focaltag.precision`, shared with training. This module adds what only inference needs: the
-``--precision`` choices (:data:`TAG_PRECISIONS`), the per-architecture exceptions of ``auto``, and the bf16
+``--precision`` choices (:data:`TAG_PRECISIONS`), how each architecture's facts
+(:class:`focaltag.models.facts.RuntimeFacts`) refine ``auto``, and the bf16
 inference copy of a network (:func:`bf16_inference_model`: bf16 weights, channels_last, the
 spectrogram-reading layers to float32 grade). The log-mel front end always runs in float32
 (:class:`focaltag.audio.features.LogMelSpectrogram` disables autocast); measured speed and error are in
@@ -14,13 +15,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from focaltag.errors import ConfigError
+from focaltag.models.facts import runtime_facts
 from focaltag.precision import PRECISIONS, Precision, autocast, device_kind, resolve_precision
 
-__all__ = ["Precision", "TagPrecision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
-           "AUTO_FP32_ON_CPU", "autocast", "FP32_MODULES", "fp32_modules", "keep_fp32", "bf16_inference_model"]
+__all__ = ["Precision", "PrecisionPlan", "TagPrecision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
+           "autocast", "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +44,22 @@ def is_reduced(precision: str) -> bool:
     return precision in REDUCED_PRECISIONS
 
 
-AUTO_FP32_ON_CPU: tuple[str, ...] = ("musicnn",)
-"""Architectures (``model_name``) that ``auto`` keeps in float32 on a CPU even where bf16 is native: bf16 did
-not pay off for them in ``bench/tag.py`` (figures in the README): Musicnn's 3 s chunks are small matrices, and
-its close-call re-checks cost more than bf16 saved. ``--precision bf16`` still runs it in bf16."""
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How one member runs, decided once when it is loaded and reported in every result.
+
+    Attributes:
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``.
+        engine: ``"torch"`` or ``"onnxruntime"``.
+        fp32_modules: layers computed to float32 grade inside a bf16 network (the architecture's facts).
+        recheck_margin: the probability gap under which this member's results are recomputed in float32 (0 for
+            float32 members).
+    """
+
+    precision: str
+    engine: str = "torch"
+    fp32_modules: tuple[str, ...] = ()
+    recheck_margin: float = 0.0
 
 
 def _onnxruntime_available() -> bool:
@@ -54,56 +69,39 @@ def _onnxruntime_available() -> bool:
 
 
 def resolve_model_precision(precision: str, device: Any, model: Any) -> str:
-    """:func:`focaltag.precision.resolve_precision` for one model: ``auto`` also keeps :data:`AUTO_FP32_ON_CPU`
-    float32 on CPUs, and runs int8 (:data:`focaltag.inference.int8.INT8_AUTO`) on CPUs without fast bf16 where
-    onnxruntime is installed (``"bf16"``, ``"fp32"`` or ``"int8"``).
+    """:func:`focaltag.precision.resolve_precision` for one model, with its architecture's
+    :class:`~focaltag.models.facts.RuntimeFacts`: on a CPU ``auto`` keeps architectures whose bf16 does not pay off
+    (``bf16_on_cpu``) float32, and runs int8 (``int8_auto``) on CPUs without native bf16 where onnxruntime is
+    installed (``"bf16"``, ``"fp32"`` or ``"int8"``).
 
     ``int8`` asked for explicitly runs the architectures with an int8 recipe and keeps the others float32 (a
     warning names them); it needs a CPU device and onnxruntime (``pip install 'focaltag[onnx]'``).
     """
-    from focaltag.inference.int8 import INT8_AUTO
-
+    facts = runtime_facts(model)
     kind = device_kind(device)
-    arch = str(getattr(model, "model_name", ""))
     if precision == "int8":
         if kind != "cpu":
             raise ConfigError(f"precision int8 runs on the CPU, not {kind}; use --precision auto (or fp32)")
-        if arch not in INT8_AUTO:
-            logger.warning("precision int8: %s has no int8 recipe (int8 runs %s); it runs in float32",
-                           arch or type(model).__name__, ", ".join(INT8_AUTO))
+        if not facts.int8_recipe:
+            logger.warning("precision int8: %s has no int8 recipe; it runs in float32",
+                           str(getattr(model, "model_name", "")) or type(model).__name__)
             return "fp32"
         return "int8"
     resolved: str = resolve_precision(precision, device)
-    if (precision == "auto" and kind == "cpu" and resolved == "fp32" and INT8_AUTO.get(arch, False)
-            and _onnxruntime_available()):
-        return "int8"
-    if precision == "auto" and kind == "cpu" and arch in AUTO_FP32_ON_CPU:
-        return "fp32"
+    if precision == "auto" and kind == "cpu":
+        if resolved == "fp32" and facts.int8_auto and _onnxruntime_available():
+            return "int8"
+        if resolved == "bf16" and not facts.bf16_on_cpu:
+            return "fp32"
     return resolved
 
 
-FP32_MODULES: dict[str, tuple[str, ...]] = {
-    "short_chunk_resnet": ("blocks.0.conv1", "blocks.0.downsample.0"),
-    "fcn": ("layer1",),
-    "crnn": ("layer1",),
-    "musicnn": (),
-}
-"""Submodules computed to float32 grade under bf16, per architecture (``model_name``): the layers that read the
-log-mel spectrogram. Rounding the spectrogram itself to bf16 (8 significant bits) is most of bf16's error, and
-the final dense layers or CRNN's GRU in float32 changed little. In float32 that full-resolution block was most of
-FCN's bf16 forward, so :func:`bf16_inference_model` computes its convolutions as :class:`CompensatedBf16`
-instead (float32-grade products, output rounded to bf16). Musicnn stays all bf16: its error is already small, and
-its spectrogram-reading branches are most of its compute. The measured errors and speeds are in the README's
-"bf16 design" row."""
-
-
 def fp32_modules(model: Any) -> tuple[str, ...]:
-    """The names in :data:`FP32_MODULES` for ``model``'s architecture (``()`` for architectures not listed)."""
-    names = FP32_MODULES.get(str(getattr(model, "model_name", "")), ())
+    """The architecture's ``RuntimeFacts.fp32_modules`` present in ``model`` (``()`` for architectures without)."""
     if not hasattr(model, "get_submodule"):
         return ()
     present = []
-    for name in names:
+    for name in runtime_facts(model).fp32_modules:
         try:
             model.get_submodule(name)
         except AttributeError:
@@ -164,7 +162,7 @@ def bf16_inference_model(model: Any, fp32_names: Sequence[str] = ()) -> Any:
     * convolution and linear weights stored in bf16, so autocast does not cast every weight again on every call
       (its cast cache only keeps tensors that require grad, and inference mode has none);
     * 4-D weights and activations channels_last, the layout oneDNN's bf16 convolutions run natively;
-    * the convolution and linear layers inside ``fp32_names`` (the architecture's :data:`FP32_MODULES`, which
+    * the convolution and linear layers inside ``fp32_names`` (the architecture's ``RuntimeFacts.fp32_modules``, which
       read the spectrogram) computed with float32-grade products in one compensated bf16 pass
       (:class:`focaltag.inference.compensated.CompensatedBf16`) instead of float32, which is slow inside a bf16
       model for a convolution with one input channel. ReLU and max-pooling after them are exact in bf16. Layers

@@ -41,6 +41,7 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
     from focaltag._progress import progress
     from focaltag.audio.chunks import eval_chunks
     from focaltag.data.metadata import read_tracks
+    from focaltag.inference.options import InferenceOptions
     from focaltag.inference.tagger import Tagger
 
     tracks = read_tracks(tsv, allow_untagged=True)
@@ -51,8 +52,8 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
     if missing:
         raise DataError(f"{len(missing)} of {len(tracks)} tracks of {tsv} are not in the cache (e.g. {missing[0]}); "
                         "run 'focaltag data prepare' for this split first")
-    tagger = tagger or Tagger(models, n_chunks=n_chunks, batch_size=batch_size, runtime=runtime, device=device,
-                              precision=precision)
+    tagger = tagger or Tagger(models, InferenceOptions(n_chunks=n_chunks, batch_size=batch_size, runtime=runtime,
+                                                       device=device, precision=precision, thresholds=None))
     logger.info("predicting %d tracks with %d model(s), %d chunks per track, precision %s", len(tracks),
                 len(tagger.members), n_chunks, tagger.precision)
     canonical = sorted(tagger.tag_names)

@@ -21,6 +21,9 @@ from focaltag.models._checkpoint import (
     save_model,
     unwrap_model,
 )
+from focaltag.models._checkpoint import (
+    load_model as load_checkpoint,
+)
 from focaltag.models._factory import create_model
 from focaltag.models._registry import is_model, list_models, register_model
 from focaltag.models.resnet import VARIANTS, PretrainedCfg, ShortChunkResNet
@@ -39,6 +42,7 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "load_checkpoint",
     "load_matching_weights",
     "load_model",
     "model_checkpoint",

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from focaltag.errors import CheckpointError, ConfigError, ModelError
+from focaltag.models.facts import embedding_size, logits_and_embedding
 from focaltag.models.meta import cfg_of
 
 __all__ = ["ENSEMBLE_MANIFEST", "ENSEMBLE_FORMAT", "EnsembleManifest", "MeanEnsemble", "check_weights",
@@ -123,6 +124,36 @@ class MeanEnsemble(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         p = self.probabilities(waveform)
         return p if self.output == "probabilities" else torch.logit(p)
+
+    def probabilities_and_embedding(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted mean probabilities and the members' embeddings concatenated in member order, in one pass
+        over each member (see :func:`focaltag.models.facts.logits_and_embedding`)."""
+        weights = cast(torch.Tensor, self.weights)
+        pairs = [logits_and_embedding(m, waveform) for m in self.members]
+        probabilities = mean_probabilities((torch.sigmoid(logits) for logits, _ in pairs), weights)
+        return probabilities, torch.cat([embedding for _, embedding in pairs], dim=1)
+
+    def logits_and_embedding(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`probabilities_and_embedding`, with this ensemble's ``output`` in place of the probabilities."""
+        p, embedding = self.probabilities_and_embedding(waveform)
+        return (p if self.output == "probabilities" else torch.logit(p)), embedding
+
+    @property
+    def embedding_size(self) -> int:
+        """The members' embedding sizes summed (their vectors are concatenated)."""
+        return sum(embedding_size(m) for m in self.members)
+
+
+class ProbabilitiesAndEmbedding(nn.Module):
+    """A :class:`MeanEnsemble` as an exported graph sees it: waveform -> ``(probabilities, embedding)``."""
+
+    def __init__(self, ensemble: MeanEnsemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.pretrained_cfg = ensemble.pretrained_cfg
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ensemble.probabilities_and_embedding(waveform)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from focaltag.data.pinned import fetch_pinned, verify_pinned
 from focaltag.errors import CheckpointError, DownloadError, ModelError
 from focaltag.models import _checkpoint
 from focaltag.models.catalogue import CatalogueEntry, get_entry
-from focaltag.models.ensemble import ENSEMBLE_MANIFEST, member_file, write_manifest
+from focaltag.models.ensemble import is_ensemble_dir, member_file, write_manifest
 from focaltag.models.meta import cfg_of
 
 __all__ = ["MIRROR_ENV", "models_dir", "model_dir", "is_pulled", "cached_path", "how_to_get", "convert", "pull",
@@ -77,7 +77,7 @@ def is_pulled(name: str) -> bool:
     if record != _source_record(entry):
         return False
     if entry.kind == "ensemble":
-        return (folder / ENSEMBLE_MANIFEST).is_file() and all(
+        return is_ensemble_dir(folder) and all(
             (folder / member_file(i)).is_file() for i in range(len(entry.members)))
     return (folder / CHECKPOINT_FILE).is_file()
 

@@ -47,6 +47,14 @@ class MemberSource:
     path: Path | None = None
     model: Any = None
 
+    def load(self) -> nn.Module:
+        """The member's network: the loaded object, or its checkpoint read from ``path`` (nothing is resolved
+        again: the path is already a checkpoint file or run folder)."""
+        if self.path is None:
+            module: nn.Module = self.model
+            return module
+        return _checkpoint.load_model(self.path)
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -69,7 +77,7 @@ class ResolvedModel:
         """The same model with its torch checkpoints loaded into memory, so several taggers built from it share
         one copy of each network (``.onnx`` members stay files: onnxruntime opens them)."""
         members = tuple(m if m.path is None or m.path.suffix.lower() == ".onnx"
-                        else MemberSource(m.name, m.weight, model=load_model(m.path)) for m in self.members)
+                        else MemberSource(m.name, m.weight, model=m.load()) for m in self.members)
         return dataclasses.replace(self, members=members)
 
 
@@ -113,13 +121,19 @@ def _label(spec: ModelSpec) -> str:
     return Path(os.fspath(spec)).name
 
 
-def _sources(spec: ModelSpec, index: int) -> list[MemberSource]:
-    """One spec -> its member sources (an ensemble folder expands to its members)."""
+def _sources(spec: ModelSpec, index: int, catalogue_name: str | None) -> list[MemberSource]:
+    """One spec -> its member sources (an ensemble folder expands to its members); ``catalogue_name`` is what
+    :func:`catalogue_name_of` said of it."""
     from focaltag.models.ensemble import ENSEMBLE_MANIFEST, is_ensemble_dir, read_manifest
 
-    if _is_loaded(spec):
+    if not isinstance(spec, (str, os.PathLike)):
         return [MemberSource(name=f"model {index}", weight=1.0, model=spec)]
-    path = resolve_path(spec)  # type: ignore[arg-type]  # str | PathLike here
+    if catalogue_name is not None:
+        from focaltag.models.hub import cached_path, is_pulled, pull
+
+        path = cached_path(catalogue_name) if is_pulled(catalogue_name) else pull(catalogue_name)
+    else:
+        path = Path(spec)
     if not path.exists():
         hint = "" if isinstance(spec, str) else " (a catalogue name is given as a str, not a Path)"
         raise CheckpointError(f"model not found: {path}; {_HOW}{hint}")
@@ -147,9 +161,12 @@ def resolve_model(specs: ModelSpecs) -> ResolvedModel:
                               else list(specs))
     if not items:
         raise ConfigError(f"no model given; {_HOW}")
-    members = tuple(s for i, spec in enumerate(items) for s in _sources(spec, i))
+    names = [catalogue_name_of(spec) for spec in items]  # the one "is this a catalogue name?" per spec
+    # focaltag head: a name that is no catalogue model may be a head imported by that name
+    items = [spec if n is not None else _imported_head(spec) for spec, n in zip(items, names, strict=True)]
+    members = tuple(s for i, (spec, n) in enumerate(zip(items, names, strict=True)) for s in _sources(spec, i, n))
     check_weights([s.weight for s in members], len(members), "ensemble")
-    name = catalogue_name_of(items[0]) if len(items) == 1 else None
+    name = names[0] if len(items) == 1 else None
     tag_names = thresholds = None
     if name is not None:
         from focaltag.models.catalogue import get_entry
@@ -157,6 +174,10 @@ def resolve_model(specs: ModelSpecs) -> ResolvedModel:
         entry = get_entry(name)
         tag_names = entry.tag_names
         thresholds = None if entry.thresholds is None else dict(entry.thresholds)
+    elif len(items) == 1 and isinstance(items[0], (str, os.PathLike)):  # focaltag head: a head folder's own
+        from focaltag.models.head import head_thresholds
+
+        thresholds = head_thresholds(items[0])
     return ResolvedModel(members=members, label="+".join(_label(s) for s in items), catalogue_name=name,
                          tag_names=tag_names, thresholds=thresholds)
 
@@ -170,7 +191,7 @@ def load_model(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     """
     from focaltag.models.ensemble import MeanEnsemble, is_ensemble_dir, read_manifest
 
-    resolved = resolve_path(path)
+    resolved = resolve_path(path if catalogue_name_of(path) is not None else _imported_head(path))
     model: nn.Module
     if is_ensemble_dir(resolved):
         manifest = read_manifest(resolved)
@@ -185,6 +206,18 @@ def load_model(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
 
 load_model.__doc__ = (load_model.__doc__ or "") + "\n" + (_checkpoint.load_model.__doc__ or "")
+
+
+def _imported_head(spec: Any) -> Any:
+    """focaltag head: a name given to ``focaltag models import NAME HEAD_FOLDER`` (no file of that name; the caller
+    has found no catalogue model of it) stands for the imported folder; any other spec is returned as it is."""
+    if isinstance(spec, str) and not Path(spec).exists():
+        from focaltag.models.head import imported_head
+
+        folder = imported_head(spec)
+        if folder is not None:
+            return folder
+    return spec
 
 
 def load_matching_weights(model: nn.Module, path: str | os.PathLike[str], **kwargs: Any

@@ -24,6 +24,7 @@ from torch import nn
 from focaltag.audio.features import LogMelSpectrogram
 from focaltag.errors import ModelError
 from focaltag.models._registry import register_model
+from focaltag.models.facts import RuntimeFacts
 from focaltag.models.resnet import PretrainedCfg, _check_tag_names
 
 __all__ = ["FCN", "CRNN", "Musicnn", "Won2020Tagger", "FCN_CHUNK_SAMPLES", "MUSICNN_CHUNK_SAMPLES",
@@ -125,6 +126,10 @@ class Won2020Tagger(nn.Module):
         """``(B, T)`` waveform at 16 kHz -> ``(B, n_tags)`` logits (no sigmoid)."""
         return self.forward_head(self.forward_features(waveform))
 
+    def get_classifier(self) -> nn.Linear:
+        """The output layer; its input (the features after dropout, the identity in eval mode) is the embedding."""
+        return self.classifier
+
     def reset_classifier(self, n_tags: int, tag_names: Sequence[str] | None = None) -> None:
         """Replace the output layer with a freshly initialised one for ``n_tags`` tags (fine-tuning)."""
         n_tags, names = _check_tag_names(tag_names, n_tags)
@@ -160,6 +165,9 @@ class FCN(Won2020Tagger):
         tag_names (sequence of str or None, optional): Output tag names. (Default: placeholders / mood tags)
         drop_rate (float, optional): Dropout before the output layer. (Default: ``0.5``)
     """
+
+    runtime_facts = RuntimeFacts(fp32_modules=("layer1",))
+    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows)."""
 
     model_name = "fcn"
 
@@ -199,6 +207,9 @@ class CRNN(Won2020Tagger):
         hidden_size (int, optional): GRU state size. (Default: ``32``)
         drop_rate (float, optional): Dropout before the output layer. (Default: ``0.5``)
     """
+
+    runtime_facts = RuntimeFacts(fp32_modules=("layer1",))
+    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows)."""
 
     model_name = "crnn"
 
@@ -282,6 +293,9 @@ class Musicnn(Won2020Tagger):
         dense_channels (int, optional): Size of the hidden dense layer. (Default: ``200``)
         drop_rate (float, optional): Dropout before the output layer. (Default: ``0.5``)
     """
+
+    runtime_facts = RuntimeFacts(bf16_on_cpu=False)
+    """float32 on CPUs under ``auto``: bf16 with its re-checks was no faster there (README, architectures row)."""
 
     model_name = "musicnn"
     _classifier_attr = "dense2"

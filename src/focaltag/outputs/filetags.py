@@ -11,6 +11,11 @@ FLAC, Ogg Vorbis, Opus      Vorbis comment ``MOOD`` (one per value)       ``FOCA
 MP4 / M4A                   ``----:com.apple.iTunes:MOOD``                ``----:com.apple.iTunes:FOCALTAG_TAGS``
 ==========================  ============================================  =============================
 
+``--tag-field NAME`` puts them under another field instead (heads from ``focaltag head train`` default to
+``FOCALTAG_TAGS``, never ``MOOD`` unless asked): ``GROUPING`` is ID3 ``TIT1`` / Vorbis ``GROUPING`` / MP4
+``\xa9grp``, ``COMMENT`` is ID3 ``COMM`` (language ``eng``, no description) / Vorbis ``COMMENT`` / MP4 ``\xa9cmt``,
+any other name ``TXXX:NAME`` / Vorbis ``NAME`` / iTunes freeform ``NAME``.
+
 Probabilities (only when asked) go to ``FOCALTAG_PROBABILITIES`` (TXXX / Vorbis comment / iTunes freeform) as
 one JSON object ``{tag: probability}``.
 
@@ -47,15 +52,18 @@ from focaltag.errors import ConfigError, first_line
 
 __all__ = [
     "MOOD_KEY",
+    "NATIVE_FIELDS",
     "OTHER_KEY",
     "PROBABILITIES_KEY",
     "FileTagWriter",
     "WriteOutcome",
     "chosen_tags",
+    "result_tags",
     "is_mood_vocabulary",
     "read_file_tags",
     "recover_leftovers",
     "restore_vorbis_header_layout",
+    "tag_field",
     "vorbis_header_layout",
     "write_file_tags",
 ]
@@ -119,6 +127,14 @@ def chosen_tags(probabilities: Mapping[str, float], tag_names: Sequence[str], *,
     return [short_tag(tag_names[j]) for j in order]
 
 
+def result_tags(result: Any, top_k: int = 5) -> list[str]:
+    """The tags a file gets from a tagging result: its yes/no decisions (computed once, by the tagger) where it has
+    them, else its top-k; short names as :func:`chosen_tags`."""
+    if result.decisions is not None:
+        return [short_tag(t) for t in result.tag_names if result.decisions[t]]
+    return [short_tag(t) for t, _ in sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:top_k]]
+
+
 # -- container adapters ----------------------------------------------------------------------------------------
 def _open(path: str | os.PathLike[str]) -> Any:
     import mutagen
@@ -159,7 +175,26 @@ def _id3_v23(audio: Any) -> bool:
     return audio.tags is not None and tuple(audio.tags.version[:2]) == (2, 3)
 
 
+NATIVE_FIELDS: dict[str, tuple[str, str]] = {"GROUPING": ("TIT1", "\xa9grp"), "COMMENT": ("COMM::eng", "\xa9cmt")}
+"""``--tag-field`` names that players show under their own name: ``(ID3 frame, MP4 atom)``; a Vorbis comment
+uses the name itself. Any other name goes to ``TXXX:NAME`` / the Vorbis comment ``NAME`` / the iTunes freeform
+``NAME``."""
+_FIELD_NAME = re.compile(r"^[A-Z0-9_][A-Z0-9_ .-]*$")
+
+
+def tag_field(name: str) -> str:
+    """A ``--tag-field`` value as the key it is written under (upper case); ConfigError for a name a Vorbis
+    comment or ID3 ``TXXX`` frame cannot carry."""
+    key = str(name).strip().upper()
+    if not _FIELD_NAME.match(key):
+        raise ConfigError(f"--tag-field {name!r}: use letters, digits, '_', '-', '.' or spaces (e.g. GROUPING, "
+                          f"COMMENT, {OTHER_KEY})")
+    return key
+
+
 def _id3_frame_id(key: str, v23: bool) -> str:
+    if key in NATIVE_FIELDS:
+        return NATIVE_FIELDS[key][0]
     return "TMOO" if key == MOOD_KEY and not v23 else f"TXXX:{key}"
 
 
@@ -175,6 +210,8 @@ def _get(audio: Any, kind: str, key: str) -> list[str]:
         return [part for v in values for part in v.split(V23_SEPARATOR)] if v23 else values
     if kind == "vorbis":
         return [str(v) for v in tags.get(key, [])]
+    if key in NATIVE_FIELDS:
+        return [str(v) for v in tags.get(NATIVE_FIELDS[key][1], [])]
     values = tags.get(f"----:{MP4_MEAN}:{key}", [])
     return [bytes(v).decode("utf-8", "replace") for v in values]
 
@@ -184,12 +221,14 @@ def _set(audio: Any, kind: str, key: str, values: list[str]) -> None:
         audio.add_tags()
     tags = audio.tags
     if kind == "id3":
-        from mutagen.id3 import TMOO, TXXX, Encoding
+        from mutagen.id3 import COMM, TIT1, TMOO, TXXX, Encoding
 
         frame_id = _id3_frame_id(key, _id3_v23(audio))
         tags.delall(frame_id)
         if values:
             frame = TMOO(encoding=Encoding.UTF8, text=values) if frame_id == "TMOO" else \
+                TIT1(encoding=Encoding.UTF8, text=values) if frame_id == "TIT1" else \
+                COMM(encoding=Encoding.UTF8, lang="eng", desc="", text=values) if frame_id == "COMM::eng" else \
                 TXXX(encoding=Encoding.UTF8, desc=key, text=values)
             tags.add(frame)
     elif kind == "vorbis":
@@ -200,9 +239,10 @@ def _set(audio: Any, kind: str, key: str, values: list[str]) -> None:
     else:
         from mutagen.mp4 import AtomDataType, MP4FreeForm
 
-        atom = f"----:{MP4_MEAN}:{key}"
+        atom = NATIVE_FIELDS[key][1] if key in NATIVE_FIELDS else f"----:{MP4_MEAN}:{key}"
         if values:
-            tags[atom] = [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
+            tags[atom] = list(values) if key in NATIVE_FIELDS else \
+                [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
         elif atom in tags:
             del tags[atom]
 
@@ -533,24 +573,26 @@ def recover_leftovers(paths: Sequence[str | os.PathLike[str]], *, dry_run: bool 
 class FileTagWriter:
     """``--write-tags``: called with each :class:`~focaltag.inference.tagger.TagResult`, writes its chosen tags.
 
-    The key is ``MOOD`` for mood/theme models and ``FOCALTAG_TAGS`` for other vocabularies; the values are the
+    The key is ``key`` (``--tag-field``: ``GROUPING``, ``COMMENT`` or any name, see :data:`NATIVE_FIELDS`) when
+    given, else ``MOOD`` for mood/theme models and ``FOCALTAG_TAGS`` for other vocabularies; the values are the
     yes/no decisions when ``thresholds`` are given, else the ``top_k`` best tags.
     """
 
     def __init__(self, tag_names: Sequence[str], *, thresholds: np.ndarray | None = None, top_k: int = 5,
                  replace: bool = False, probabilities: bool = False, keep_mtime: bool = False,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, key: str | None = None) -> None:
         if thresholds is None and top_k < 1:
             raise ConfigError("--write-tags needs --thresholds or --top-k of at least 1 to choose the tags")
         self.tag_names = tuple(tag_names)
-        self.key = MOOD_KEY if is_mood_vocabulary(self.tag_names) else OTHER_KEY
+        self.key = tag_field(key) if key is not None else MOOD_KEY if is_mood_vocabulary(self.tag_names) \
+            else OTHER_KEY
         self.thresholds, self.top_k = thresholds, top_k
         self.replace, self.probabilities, self.keep_mtime, self.dry_run = replace, probabilities, keep_mtime, dry_run
         self.counts: dict[str, int] = {"written": 0, "unchanged": 0, "would write": 0, "skipped": 0, "failed": 0}
         self.recorded_failures: list[tuple[str, str]] = []  # (file, reason) of failed writes in recorded()
 
     def __call__(self, result: Any) -> WriteOutcome:
-        values = chosen_tags(result.probabilities, self.tag_names, thresholds=self.thresholds, top_k=self.top_k)
+        values = result_tags(result, self.top_k)
         outcome = write_file_tags(result.file, values, key=self.key,
                                   probabilities=result.probabilities if self.probabilities else None,
                                   replace=self.replace, keep_mtime=self.keep_mtime, dry_run=self.dry_run)

@@ -36,8 +36,10 @@ JSON_KEYS = ("file", "model", "duration", "precision", "chunks", "tags", "top", 
 """Keys of a JSON result object (``decisions`` only when thresholds were given)."""
 
 
-def result_to_dict(result: TagResult | TagFailure, *, top_k: int | None = None) -> dict[str, Any]:
-    """The JSON object of one result (``{file, error}`` for a failure)."""
+def result_to_dict(result: TagResult | TagFailure, *, top_k: int | None = None,
+                   embedding: bool = True) -> dict[str, Any]:
+    """The JSON object of one result (``{file, error}`` for a failure); ``embedding`` and ``embedding_model`` when
+    the result has an embedding and ``embedding`` is true."""
     if isinstance(result, TagFailure):
         return {"file": result.file, "error": result.error}
     top = result.top if top_k is None else sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
@@ -52,6 +54,9 @@ def result_to_dict(result: TagResult | TagFailure, *, top_k: int | None = None) 
     }
     if result.decisions is not None:
         out["decisions"] = dict(result.decisions)
+    if embedding and result.embedding is not None:
+        out["embedding"] = [round(float(v), 6) for v in result.embedding]
+        out["embedding_model"] = result.embedding_model
     return out
 
 

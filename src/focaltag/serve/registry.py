@@ -1,27 +1,25 @@
 """The models a server answers with: each ``-m`` loaded once at start, plus ``ensemble`` (their mean).
 
-Each ``-m`` is resolved once by :func:`focaltag.models.resolve.resolve_model` (catalogue names, ensemble
-folders), its checkpoints loaded into memory, and the same module objects are shared by its own tagger, the
-ensemble tagger and every per-request variant (another ``chunks``), so no request ever loads a second copy of a
-model. A catalogue model brings its own decision thresholds, as in ``focaltag tag``.
+Each ``-m`` is resolved once (:func:`focaltag.models.resolve.resolve_model`: catalogue names, ensemble folders) and
+loaded once into a :class:`~focaltag.inference.Predictor`; the ensemble averages those predictors without loading
+anything again, and a request's variant (another ``chunks``) is a tagger over the same predictor with
+``dataclasses.replace``-d options. So no request ever loads a second copy of a model. A catalogue model brings
+its own decision thresholds, as in ``focaltag tag``.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from focaltag.errors import ConfigError, ModelError
-
-if TYPE_CHECKING:
-    from focaltag.inference.tagger import Thresholds
+from focaltag.inference import InferenceOptions, Predictor, Tagger
+from focaltag.models.resolve import catalogue_name_of, resolve_model
 
 __all__ = ["ModelRegistry", "ENSEMBLE", "model_name"]
 
@@ -33,11 +31,11 @@ _MAX_VARIANTS = 32
 
 
 def model_name(spec: str | Path) -> str:
-    """A short public name for a model spec: the file stem (its folder's name for ``best.pt`` and the like)."""
-    text = str(spec)
-    path = Path(text)
-    if not path.exists():
-        return text  # a catalogue name
+    """A short public name for a model spec: a catalogue name as it is, else the file stem (its folder's name for
+    ``best.pt`` and the like)."""
+    if isinstance(spec, str) and catalogue_name_of(spec) is not None:
+        return spec
+    path = Path(spec)
     stem = path.stem if path.is_file() else path.name
     if stem in _GENERIC_STEMS and path.parent.name:
         stem = f"{path.parent.name}-{stem}"
@@ -57,50 +55,36 @@ def _unique(names: Sequence[str]) -> list[str]:
 @dataclass(frozen=True)
 class _Entry:
     name: str
-    tagger: Any
+    tagger: Tagger
     members: int
 
 
 class ModelRegistry:
-    """Taggers by name, built once; :meth:`tagger` hands out per-request variants that share their models.
+    """Taggers by name, built once; :meth:`tagger` hands out per-request variants that share their networks.
 
     Args:
         specs: ``-m`` values (checkpoints, run folders, ensemble folders, catalogue names).
-        n_chunks: default evenly spaced chunks per track (as ``focaltag tag``).
-        thresholds: ``"auto"`` (each catalogue model's own, none for the others and the ensemble), None (no
-            decisions), or a thresholds file or mapping for every model (see :class:`~focaltag.inference.Tagger`).
-        device: torch device.
-        precision: passed to the Tagger when given (and when the installed Tagger supports it).
+        options: the server's :class:`~focaltag.inference.InferenceOptions` (``thresholds="auto"``: each
+            catalogue model's own, none for the others and the ensemble).
     """
 
-    def __init__(self, specs: Sequence[str | Path], *, n_chunks: int = 16, thresholds: Thresholds = "auto",
-                 device: str = "cpu", precision: str | None = None, adaptive: bool = False) -> None:
-        from focaltag.inference import Tagger
-        from focaltag.models.resolve import combine, resolve_model
-
+    def __init__(self, specs: Sequence[str | Path], options: InferenceOptions | None = None) -> None:
         if not specs:
             raise ConfigError("serve: no model given; pass a checkpoint with -m MODEL")
-        options: dict[str, Any] = {"n_chunks": n_chunks, "thresholds": thresholds, "device": device}
-        if adaptive:  # adaptive chunking (serve --chunks auto); a request's own chunks run the fixed protocol
-            options["adaptive"] = True
-        if precision is not None:
-            if "precision" not in inspect.signature(Tagger).parameters:
-                raise ConfigError("serve: --precision is not supported by this focaltag's Tagger; leave it out")
-            options["precision"] = precision
+        options = options or InferenceOptions()
         self._lock = threading.Lock()
-        self._variants: OrderedDict[tuple[str, int], Any] = OrderedDict()
-        resolved = [resolve_model(spec).with_loaded_members() for spec in specs]
+        self._variants: OrderedDict[tuple[str, int], Tagger] = OrderedDict()
+        predictors = [Predictor.load(resolve_model(spec), options) for spec in specs]
         self._entries: dict[str, _Entry] = {}
-        for name, model in zip(_unique([model_name(s) for s in specs]), resolved, strict=True):
-            tagger = Tagger(model, **options)
-            self._entries[name] = _Entry(name, tagger, len(tagger.members))
-        if len(resolved) > 1:
+        for name, predictor in zip(_unique([model_name(s) for s in specs]), predictors, strict=True):
+            self._entries[name] = _Entry(name, Tagger(predictor, options), len(predictor.members))
+        if len(predictors) > 1:
             try:
-                tagger = Tagger(combine(resolved), **options)
+                ensemble = Predictor.combine(predictors)
             except ModelError as err:  # different tag lists: each model still answers by its own name
                 logger.warning("serve: no '%s' of the models (%s); pick a model by name", ENSEMBLE, err)
             else:
-                self._entries[ENSEMBLE] = _Entry(ENSEMBLE, tagger, len(tagger.members))
+                self._entries[ENSEMBLE] = _Entry(ENSEMBLE, Tagger(ensemble, options), len(ensemble.members))
         self.default = ENSEMBLE if ENSEMBLE in self._entries else next(iter(self._entries))
 
     @property
@@ -116,8 +100,8 @@ class ModelRegistry:
                               "(GET /api/v1/models lists them)")
         return name
 
-    def tagger(self, name: str | None, n_chunks: int | None = None) -> Any:
-        """The tagger of ``name``; with ``n_chunks`` a shallow copy that shares its models (cached)."""
+    def tagger(self, name: str | None, n_chunks: int | None = None) -> Tagger:
+        """The tagger of ``name``; with ``n_chunks`` a variant over the same networks, that many chunks, fixed."""
         entry = self._entries[self.resolve(name)]
         if n_chunks is None or n_chunks == entry.tagger.n_chunks:
             return entry.tagger
@@ -126,10 +110,8 @@ class ModelRegistry:
         key = (entry.name, n_chunks)
         with self._lock:
             variant = self._variants.get(key)
-            if variant is None:
-                variant = copy.copy(entry.tagger)
-                variant.n_chunks = n_chunks
-                variant.adaptive = None  # a request that names its chunks gets exactly that many
+            if variant is None:  # a request that names its chunks gets exactly that many
+                variant = entry.tagger.with_options(n_chunks=n_chunks, adaptive=False)
                 self._variants[key] = variant
                 while len(self._variants) > _MAX_VARIANTS:
                     self._variants.popitem(last=False)
