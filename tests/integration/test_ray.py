@@ -1,8 +1,10 @@
 """Ray: `tag --ray`, `data prepare --ray` and `focaltag.ray.tag_dataset` against a real two-node Ray cluster.
 
 The cluster is ``ray.cluster_utils.Cluster`` on this machine: a head node and a worker node with one CPU and a
-200 MB object store each, on 127.0.0.1. Every Ray process a test starts is stopped by the fixture or the test
-(``cluster.shutdown()``, ``ray.shutdown()``). Without Ray the tests of the one-line error still run.
+200 MB object store each, on 127.0.0.1, started as a user would (``node_ip_address="127.0.0.1"``) and joined
+without ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` in any environment: ``focaltag.ray.connect`` joins a loopback
+cluster as given. Every Ray process a test starts is stopped by the fixture or the test (``cluster.shutdown()``,
+``ray.shutdown()``). Without Ray the tests of the one-line error still run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,40 +30,40 @@ from focaltag.cli import main
 FOCALTAG = Path(sys.executable).parent / "focaltag"
 STORE = 200 * 2 ** 20  # object store per node: the machine is shared
 RAY_NEEDED = "Ray is not installed (pip install 'focaltag[ray]'); the cluster tests need it"
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _ray() -> object:
     return pytest.importorskip("ray", reason=RAY_NEEDED)
 
 
+def _user_env() -> dict[str, str]:
+    """This environment as a new user's shell has it: without Ray's single-machine switch."""
+    return {k: v for k, v in os.environ.items() if k != SINGLE_MACHINE}
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[object]:
     """A head and a worker node, 1 CPU each, on 127.0.0.1; shut down when the module's tests are done."""
     _ray()
-    with pytest.MonkeyPatch.context() as env:
-        _loopback(env)
-        c = _two_nodes()
-        try:
-            yield c
-        finally:
-            c.shutdown()
+    c = _nodes(head_cpus=1)
+    try:
+        yield c
+    finally:
+        c.shutdown()
 
 
-def _loopback(env: pytest.MonkeyPatch) -> None:
-    """Ray's single-machine mode: every node and driver on 127.0.0.1 (this process and the ones it starts)."""
-    import ray._private.ray_constants as constants
-
-    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    env.setattr(constants, "ENABLE_RAY_CLUSTER", False)
-
-
-def _two_nodes() -> object:
-    """Head + worker, 1 CPU and a small object store each (the caller sets LOOPBACK and shuts it down)."""
+def _nodes(*, head_cpus: int, workers: int = 1) -> object:
+    """A head with ``head_cpus`` CPUs and ``workers`` worker nodes of 1 CPU, on 127.0.0.1 (the caller shuts it
+    down)."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE})
+    assert os.environ.get(SINGLE_MACHINE) is None, "the tests join loopback clusters as a user does"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "object_store_memory": STORE,
+                                                     "node_ip_address": "127.0.0.1", "include_dashboard": False})
     try:
-        c.add_node(num_cpus=1, object_store_memory=STORE)
+        for _ in range(workers):
+            c.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
         c.wait_for_nodes()
     except BaseException:
         c.shutdown()
@@ -97,6 +100,25 @@ def _make_library(root: Path, n: int, *, seed: int = 0) -> list[str]:
 
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait_for_lines(proc: subprocess.Popen, out: Path, n: int, timeout: float = 240) -> None:
+    """Until the run ``proc`` has written ``n`` lines to ``out`` (it must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= n:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the node could be removed: " + proc.stderr.read()
+
+
+def _complete_lines(out: Path) -> list[str]:
+    """The output's files, asserting that every line is whole JSON and none is there twice."""
+    data = out.read_bytes() if out.exists() else b""
+    assert not data or data.endswith(b"\n"), "a half-written last line"
+    names = [json.loads(line)["file"] for line in data.decode().splitlines()]
+    assert len(names) == len(set(names))
+    return names
 
 
 def _tag_args(model: Path, out: Path, *paths: object) -> list[str]:
@@ -175,26 +197,19 @@ def test_write_tags_runs_on_the_workers(cluster, tiny_model: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_losing_the_worker_node_mid_run_loses_and_duplicates_nothing(tiny_model: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_losing_the_worker_node_mid_run_loses_and_duplicates_nothing(tiny_model: Path, tmp_path: Path) -> None:
     _ray()
-    _loopback(monkeypatch)
     files = _make_library(tmp_path / "lib", 40, seed=2)
     out = tmp_path / "tags.jsonl"
-    c = _two_nodes()
+    c = _nodes(head_cpus=1)
     try:
         worker = next(iter(c.worker_nodes))
         cmd = [str(FOCALTAG), *_tag_args(tiny_model, out, tmp_path / "lib"), "--chunks", "8", "--batch-size", "1",
                "--ray", c.address]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_user_env())
         try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and proc.poll() is None:
-                if out.exists() and out.read_bytes().count(b"\n") >= 3:
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, "the run ended before the node could be removed: " + proc.stderr.read()
-            c.remove_node(worker, allow_graceful=False)  # tasks and an actor are on it right now
+            _wait_for_lines(proc, out, 3)
+            c.remove_node(worker, allow_graceful=False)  # an actor is on it, tagging right now
             try:
                 first_rc = proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
@@ -206,7 +221,7 @@ def test_losing_the_worker_node_mid_run_loses_and_duplicates_nothing(tiny_model:
                 proc.wait()
         partial = [d["file"] for d in _lines(out)] if out.exists() else []
         assert len(partial) == len(set(partial))
-        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_user_env())
         assert rerun.returncode == 0, rerun.stderr
         if first_rc == 0:
             assert f"0 tagged, {len(files)} skipped" in rerun.stderr
@@ -262,14 +277,13 @@ def test_data_prepare_on_ray_writes_the_local_cache_track_for_track(cluster, tmp
 
 
 @pytest.mark.slow
-def test_tag_dataset_from_python(cluster, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tag_dataset_from_python(cluster, tiny_model: Path, tmp_path: Path) -> None:
     import ray
-    from focaltag.inference.tagger import Tagger
-    from focaltag.ray import tag_dataset
+    from focaltag.inference import InferenceOptions, Tagger
+    from focaltag.ray import connect, tag_dataset
 
     files = _make_library(tmp_path / "lib", 6, seed=4)
-    _loopback(monkeypatch)
-    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    assert connect(cluster.address)
     try:
         by_path = ray.data.from_items([{"path": p} for p in files])
         rows = tag_dataset(by_path, model=tiny_model, n_chunks=4, precision="fp32", thresholds=0.5).take_all()
@@ -280,7 +294,7 @@ def test_tag_dataset_from_python(cluster, tiny_model: Path, tmp_path: Path, monk
             tag_dataset(ray.data.from_items([{"file": files[0]}]), model=tiny_model)
     finally:
         ray.shutdown()
-    local = Tagger(tiny_model, n_chunks=4, precision="fp32", thresholds=0.5)
+    local = Tagger(tiny_model, InferenceOptions(n_chunks=4, precision="fp32", thresholds=0.5))
     assert sorted(r["path"] for r in rows) == sorted(files)
     for row in rows:
         ref = local.tag(row["path"])
@@ -319,18 +333,164 @@ def test_without_ray_every_ray_option_is_one_line(argv: list[str], monkeypatch: 
         tag_dataset(object(), model="x.pt")
 
 
-def test_pool_plan_sizes_actors_from_the_cluster() -> None:
+def test_pool_plan_follows_the_nodes_cpus() -> None:
     from focaltag.errors import ConfigError
-    from focaltag.ray import plan_pool
+    from focaltag.ray import plan_decoders, plan_pool
 
-    two_small = plan_pool([{"CPU": 1}, {"CPU": 1}])
-    assert (two_small.actors, two_small.actor_cpus, two_small.decode_cpus, two_small.device) == (2, 0.5, 0.5, "cpu")
-    big = plan_pool([{"CPU": 16}, {"CPU": 32}])
-    assert (big.actors, big.actor_cpus, big.threads, big.decode_cpus) == (2, 8.0, 8, 1.0)
-    gpus = plan_pool([{"CPU": 8, "GPU": 4}, {"CPU": 8, "GPU": 4}, {"CPU": 4}])
-    assert (gpus.actors, gpus.actor_gpus, gpus.device) == (8, 1.0, "cuda")
-    assert plan_pool([{"CPU": 4}], actors=3).actors == 3
+    one_cpu_nodes = plan_pool([{"CPU": 1}, {"CPU": 1}])  # one actor of the whole CPU on each
+    assert (one_cpu_nodes.actors, one_cpu_nodes.actor_cpus, one_cpu_nodes.device) == (2, 1, "cpu")
+    assert one_cpu_nodes.files_per_call == 1
+    big = plan_pool([{"CPU": 16}, {"CPU": 32}])  # actors of 4 CPUs, as many as fit
+    assert (big.actors, big.actor_cpus, big.room) == (12, 4, 12)
+    mixed = plan_pool([{"CPU": 1}, {"CPU": 16.0}])  # sized to the smallest node: every CPU used
+    assert (mixed.actors, mixed.actor_cpus) == (17, 1)
+    gpus = plan_pool([{"CPU": 8, "GPU": 4}, {"CPU": 8, "GPU": 4}, {"CPU": 4}])  # 2 CPUs per GPU to read files
+    assert (gpus.actors, gpus.actor_cpus, gpus.actor_gpus, gpus.device, gpus.files_per_call) == (8, 2, 1.0, "cuda", 1)
+    assert plan_pool([{"CPU": 4}] * 3, actors=2).actors == 2
+    assert plan_pool([{"CPU": 2}], actors=1).fits_on([{"CPU": 2}]) and not one_cpu_nodes.fits_on([{"CPU": 0.5}])
+    assert (plan_decoders([{"CPU": 1}, {"CPU": 2.0}, {"CPU": 0.5}]).actors, plan_decoders([{"CPU": 1}]).actor_cpus) \
+        == (3, 1)
+    with pytest.raises(ConfigError, match=r"--actors 3: the Ray cluster has room for 1 model actor\(s\) of 4 CPU"):
+        plan_pool([{"CPU": 4}], actors=3)
     with pytest.raises(ConfigError, match="--actors must be"):
         plan_pool([{"CPU": 4}], actors=0)
-    with pytest.raises(ConfigError, match="no node with a CPU"):
+    with pytest.raises(ConfigError, match="no node with a whole CPU"):
+        plan_pool([{"CPU": 0.5}, {"memory": 1e9}])
+    with pytest.raises(ConfigError, match="fewer CPUs than GPUs"):
         plan_pool([{"GPU": 1}])
+    with pytest.raises(ConfigError, match="no node with a whole CPU"):
+        plan_decoders([{"CPU": 0.5}])
+
+
+def test_ray_addresses_are_parsed_and_loopback_is_recognised() -> None:
+    from focaltag.errors import ConfigError
+    from focaltag.ray._cluster import is_loopback, parse_address
+
+    assert parse_address("127.0.0.1:6379") == ("127.0.0.1", 6379)
+    assert parse_address("[::1]:6380") == ("::1", 6380)
+    assert parse_address("ray://head.example:10001") == ("head.example", 10001)
+    for bad in ("head", "head:", "head:port", ":6379", "head:70000"):
+        with pytest.raises(ConfigError, match="not a Ray address; give HOST:PORT"):
+            parse_address(bad)
+    assert all(map(is_loopback, ("127.0.0.1", "127.1.2.3", "localhost", "::1")))
+    assert not any(map(is_loopback, ("10.0.0.1", "head.example", "::2")))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["loopback", "test-net"])
+def test_an_address_where_nothing_listens_fails_within_30_s_with_one_line(where: str, tmp_path: Path,
+                                                                            tiny_model: Path) -> None:
+    _ray()
+    lib = tmp_path / "lib"
+    _make_library(lib, 2)
+    address = f"127.0.0.1:{_free_port()}" if where == "loopback" else "198.51.100.7:6379"  # RFC 5737: unrouted
+    out = tmp_path / "tags.jsonl"
+    started = time.monotonic()
+    done = subprocess.run([str(FOCALTAG), *_tag_args(tiny_model, out, lib), "--ray", address], capture_output=True,
+                          text=True, timeout=120, env=_user_env())
+    seconds = time.monotonic() - started
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and seconds < 30, (done.returncode, seconds, done.stderr)
+    assert len(err) == 1 and err[0].startswith(f"focaltag: error: cannot reach the Ray cluster at {address} ("), err
+    assert "check that the head node runs" in err[0] and not out.exists()
+
+
+@pytest.mark.slow
+def test_a_loopback_cluster_is_joined_from_another_process_as_given(cluster, tiny_model: Path,
+                                                                    tmp_path: Path) -> None:
+    files = _make_library(tmp_path / "lib", 4, seed=5)
+    out = tmp_path / "tags.jsonl"
+    env = _user_env()
+    assert SINGLE_MACHINE not in env
+    done = subprocess.run([str(FOCALTAG), *_tag_args(tiny_model, out, tmp_path / "lib"), "--ray", cluster.address],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(_complete_lines(out)) == sorted(files)
+
+
+@pytest.mark.slow
+def test_more_actors_than_the_cluster_has_room_for_is_one_line_and_writes_nothing(
+        cluster, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lib = tmp_path / "lib"
+    _make_library(lib, 2)
+    out = tmp_path / "tags.jsonl"
+    assert main([*_tag_args(tiny_model, out, lib), "--actors", "3", "--ray", cluster.address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["focaltag: error: --actors 3: the Ray cluster has room for 2 model actor(s) of 1 CPU(s) each; "
+                   "add nodes or give --actors 2 or fewer"]
+    assert list(tmp_path.glob("tags.jsonl*")) == []
+
+
+@pytest.mark.slow
+def test_ray_tagger_actors_run_within_their_cpu_on_the_model_from_the_object_store(cluster, tmp_path: Path) -> None:
+    """Each actor holds its node's one CPU: one torch thread, one inter-op thread, one decoding thread; the model
+    is an in-memory network (no file any actor could read), so it reaches them only through the object store."""
+    from focaltag.inference import InferenceOptions, Tagger
+    from focaltag.models import create_model
+    from focaltag.ray import RayTagger, connect
+
+    torch.manual_seed(1)
+    net = create_model("short_chunk_resnet", n_tags=56, width=8).eval()
+    files = _make_library(tmp_path / "lib", 8, seed=6)
+    options = {"n_chunks": 4, "precision": "fp32", "top_k": 3}
+    assert connect(cluster.address)
+    import ray
+
+    try:
+        ray_tagger = RayTagger(net, options)
+        results = list(ray_tagger.tag_many(files))
+    finally:
+        ray.shutdown()
+    local = Tagger(net, InferenceOptions(**options, workers=0))
+    assert [r.file for r in results] == files  # input order
+    for r in results:
+        ref = local.tag(r.file)
+        assert max(abs(r.probabilities[t] - ref.probabilities[t]) for t in ref.tag_names) <= 1e-5
+    stats = ray_tagger.actor_stats
+    assert 1 <= len(stats) <= 2 and sum(s["files"] for s in stats) == len(files)
+    for s in stats:
+        assert (s["cpus"], s["torch"], s["interop"], s["decode"]) == (1, 1, 1, 1), s
+    if len(stats) == 2:  # SPREAD: one actor per node
+        assert stats[0]["node"] != stats[1]["node"]
+
+
+@pytest.mark.slow
+def test_a_cluster_lost_mid_run_stops_with_one_line_and_a_rerun_finishes(tiny_model: Path, tmp_path: Path) -> None:
+    """The only node with CPUs goes: the run stops with one line, every line written is whole, and a rerun on
+    the cluster once a node is back tags the rest, each file once."""
+    _ray()
+    files = _make_library(tmp_path / "lib", 30, seed=7)
+    out = tmp_path / "tags.jsonl"
+    c = _nodes(head_cpus=0)
+    try:
+        cmd = [str(FOCALTAG), *_tag_args(tiny_model, out, tmp_path / "lib"), "--chunks", "8", "--batch-size", "1",
+               "--ray", c.address]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_user_env())
+        try:
+            _wait_for_lines(proc, out, 2)
+            c.remove_node(next(iter(c.worker_nodes)), allow_graceful=False)
+            _, stderr = proc.communicate(timeout=150)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errors = [line for line in stderr.splitlines() if line.startswith("focaltag: error:")]
+        assert proc.returncode == 2 and len(errors) == 1, stderr
+        assert "lost every actor of this run and has no node left with 1 CPU(s)" in errors[0]
+        partial = _complete_lines(out)
+        assert 2 <= len(partial) < len(files)
+        assert not (tmp_path / "tags.jsonl.failures.tsv").exists()  # nothing was tried and failed
+        c.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
+        c.wait_for_nodes()
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_user_env())
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"{len(files) - len(partial)} tagged, {len(partial)} skipped" in rerun.stderr
+    finally:
+        c.shutdown()
+    assert sorted(_complete_lines(out)) == sorted(files)

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
                         help="only do shard I of N (0-based; for cluster array jobs, each given the same TSVs); "
                              "default: all tracks")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                        help="decode in Ray tasks across a cluster (the same cache, track for track); joins ADDRESS, "
+                        help="decode in Ray actors across a cluster, one per CPU (the same cache, track for track); "
+                             "joins ADDRESS (HOST:PORT), "
                              "else RAY_ADDRESS, else starts Ray on this machine; the audio and the cache must be on "
                              "a file system every node sees at the same path (requires pip install 'focaltag[ray]')")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")

@@ -1,25 +1,29 @@
 """Past one machine on Ray: tag a catalogue and prepare the training cache across a cluster (``focaltag[ray]``).
 
 * ``focaltag tag SOURCE... -o TAGS.jsonl --ray [ADDRESS]`` and :class:`RayTagger`: the library run of
-  :func:`focaltag.library.runs.tag_library` (the same output, resume, failures and lock code) with the
-  files read by Ray Data tasks on CPU workers and the model in a pool of Ray actors (one GPU each, or CPU
-  threads); results stream back to the driver, which writes the output.
-* :func:`tag_dataset`: the same pipeline over any Ray Dataset with a ``path`` column (or ``bytes`` plus
+  :func:`focaltag.library.runs.tag_library` (the same output, resume, failures and lock code) with the files
+  tagged by a pool of Ray actors, each holding whole CPUs (or a GPU) of one node and reading, decoding and
+  tagging its files within them; the model reaches them through the object store, once; results stream back
+  to the driver, which writes the output.
+* :func:`tag_dataset`: the same actors over any Ray Dataset with a ``path`` column (or ``bytes`` plus
   ``path``, as ``ray.data.read_binary_files(..., include_paths=True)`` gives for object storage); it returns a
   Dataset of result columns to write anywhere Ray writes.
 * ``focaltag data prepare ... --ray [ADDRESS]`` and :func:`ray_batch_runner`: the waveform cache's own batch
-  writer (:func:`focaltag.audio._store.prepare_batch`) run in Ray tasks, so the cache is the one a local
-  prepare writes, track for track.
+  writer (:func:`focaltag.audio._store.prepare_batch`) run in Ray actors, one per CPU, so the cache is the one a
+  local prepare writes, track for track.
+* :func:`connect` joins a cluster (a loopback one as given) or fails within seconds with one line;
+  :func:`plan_pool` and :func:`plan_decoders` size the actor pools from the cluster's resources.
 
 Nothing here imports Ray at module level: without the extra, every entry point fails with the one-line
-``pip install 'focaltag[ray]'`` error. This package sits above ``inference/`` in the layer order (it runs the
+``pip install 'focaltag[ray]'`` error. This package sits above ``library/`` in the layer order (it runs the
 tagger and the cache writer, and nothing below imports it); ``cli/`` calls it.
 """
 
 from __future__ import annotations
 
-from focaltag.ray._cluster import PoolPlan, connect, plan_pool, require_ray
+from focaltag.ray._cluster import PoolPlan, connect, plan_decoders, plan_pool, require_ray
 from focaltag.ray._prepare import ray_batch_runner
 from focaltag.ray._tag import RayTagger, tag_dataset
 
-__all__ = ["PoolPlan", "RayTagger", "connect", "plan_pool", "ray_batch_runner", "require_ray", "tag_dataset"]
+__all__ = ["PoolPlan", "RayTagger", "connect", "plan_decoders", "plan_pool", "ray_batch_runner", "require_ray",
+           "tag_dataset"]

@@ -1,63 +1,96 @@
-"""``focaltag data prepare --ray``: the waveform cache's batch writer, run in Ray tasks across a cluster.
+"""``focaltag data prepare --ray``: the waveform cache's batch writer, run in Ray actors across a cluster.
 
 :func:`focaltag.audio.cache.prepare_cache` plans the work (tracks of this shard not yet cached, grouped into
 commits of about a minute of audio) and collects the results; :func:`ray_batch_runner` only changes where each
-batch runs: in a Ray task that claims a writer slot of the cache (an ``flock``-ed data file plus its journal,
-as a local worker process does), decodes and commits the batch with
-:func:`focaltag.audio._store.prepare_batch`, and releases the slot. The stored samples of every track are the
-bytes a local prepare writes (same decoder, resampler and float16 conversion); a task lost with its node is
-retried by Ray, and a killed run is resumed by rerunning, as locally: only committed tracks count.
+batch runs: in one of a pool of Ray actors, one per whole CPU of the cluster, each of which claims a writer slot
+of the cache for its life (an ``flock``-ed data file plus its journal, as a local worker process does) and
+decodes and commits batch after batch with :func:`focaltag.audio._store.prepare_batch`. The stored samples of
+every track are the bytes a local prepare writes (same decoder, resampler and float16 conversion); a batch lost
+with its actor goes to another, and a killed run is resumed by rerunning, as locally: only committed tracks count.
+
+Long-lived actors rather than a task per batch: a task runs in whichever worker process Ray has idle, and on a
+small node Ray stops idle workers within a second, so batches kept paying a fresh process's imports, and every
+task claimed a slot anew (README, "On a Ray cluster").
 
 The cache folder and the audio must be on a file system every node sees at the same path.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from focaltag.ray._cluster import cluster_nodes, plan_pool, require_ray
+from focaltag.ray._cluster import PoolPlan, cluster_nodes, plan_decoders, require_ray
+from focaltag.ray._pool import ActorPool
 
 __all__ = ["ray_batch_runner"]
 
-
-def _prepare_in_task(cache_dir: str, tag: str, batch: list[tuple[str, str, int]]) -> list[Any]:
-    from focaltag.audio._store import acquire_slot, prepare_batch, release_slot
-
-    acquire_slot(Path(cache_dir), tag)
-    try:
-        return prepare_batch(batch)
-    finally:
-        release_slot()
+Job = tuple[str, str, int]
 
 
-def ray_batch_runner(max_in_flight: int | None = None) -> Any:
-    """A ``runner`` for :func:`~focaltag.audio.cache.prepare_cache` that decodes the batches in Ray tasks.
+class _PrepareWorker:
+    """A decoding actor: one writer slot of the cache for its life, one batch per call."""
 
-    At most ``max_in_flight`` batches are submitted at a time (default: two per decoding slot of the cluster),
-    so the driver's memory and the object store stay small whatever the number of tracks; results are
-    collected as they finish.
-    """
-    require_ray("data prepare --ray")
+    def __init__(self, cache_dir: str, tag: str) -> None:
+        from focaltag.audio._store import acquire_slot
 
-    def run(cache_dir: Path, tag: str, batches: Sequence[list[tuple[str, str, int]]]) -> Iterator[list[Any]]:
+        started = time.perf_counter()
+        acquire_slot(Path(cache_dir), tag)
+        self.init_seconds = time.perf_counter() - started
+        self.batches = 0
+        self.busy_seconds = 0.0
+
+    def ready(self) -> dict[str, Any]:
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
         import ray
 
-        nodes = cluster_nodes()
-        pool = plan_pool(nodes)
-        slots = max(1, int(sum(n.get("CPU", 0) for n in nodes) / pool.decode_cpus))
-        limit = max_in_flight or 2 * slots
-        task = ray.remote(num_cpus=pool.decode_cpus, max_retries=3)(_prepare_in_task)
-        pending: list[Any] = []
-        todo = iter(batches)
-        while True:
-            while len(pending) < limit and (batch := next(todo, None)) is not None:
-                pending.append(task.remote(str(cache_dir), tag, batch))
-            if not pending:
-                return
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield ray.get(ref)
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "cpus": 1,
+                "init_s": round(self.init_seconds, 3), "batches": self.batches,
+                "busy_s": round(self.busy_seconds, 3), "process_cpu_s": round(time.process_time(), 3)}
 
+    def prepare(self, batches: Sequence[list[Job]]) -> list[list[Any]]:
+        from focaltag.audio._store import prepare_batch
+
+        started = time.perf_counter()
+        out = [prepare_batch(list(batch)) for batch in batches]
+        self.batches += len(batches)
+        self.busy_seconds += time.perf_counter() - started
+        return out
+
+
+def ray_batch_runner() -> Any:
+    """A ``runner`` for :func:`~focaltag.audio.cache.prepare_cache` that decodes the batches in Ray actors.
+
+    One actor per whole CPU of the cluster (:func:`~focaltag.ray.plan_decoders`), each kept two batches deep;
+    batches are handed out as actors free up, so the driver's memory and the object store stay small whatever
+    the number of tracks; results are yielded as they finish. The actors' stats (process, CPU seconds, batches)
+    are left in the runner's ``actor_stats`` list after the run.
+    """
+    require_ray("data prepare --ray")
+    stats: list[dict[str, Any]] = []
+
+    def run(cache_dir: Path, tag: str, batches: Sequence[list[Job]]) -> Iterator[list[Any]]:
+        import ray
+
+        plan: PoolPlan = plan_decoders(cluster_nodes())
+        worker = ray.remote(_PrepareWorker).options(num_cpus=plan.actor_cpus, scheduling_strategy="SPREAD",
+                                                    max_restarts=0)
+        pool = ActorPool(worker, (str(cache_dir), tag), min(plan.actors, max(1, len(batches))), need=plan.need,
+                         has_room=lambda: plan.fits_on(cluster_nodes()))
+
+        def give_up(items: list[list[Job]], reason: str) -> list[list[Any]]:
+            return [[(tid, path, reason, 0.0, 0.0) for tid, path, _ in batch] for batch in items]
+
+        try:
+            for _, results in pool.run(batches, method="prepare", per_call=1, give_up=give_up):
+                yield from results
+        finally:
+            stats[:] = pool.close()
+
+    run.actor_stats = stats  # type: ignore[attr-defined]
     return run

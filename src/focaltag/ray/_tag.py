@@ -1,135 +1,163 @@
-"""Tagging on Ray Data: files read in CPU tasks, the model in an actor pool, results streamed to the driver.
+"""Tagging on a Ray cluster: a pool of model actors that each read, decode and tag their files.
 
-The pipeline of one Dataset (a window of the library, or the user's Dataset for :func:`tag_dataset`)::
+The driver resolves the model once, loads its members and puts them in the object store once (``ray.put``); the
+actors (:class:`~focaltag.ray._worker.TagWorker`) get that reference, build their tagger once and never resolve
+or read a model file. Each actor holds whole CPUs of one node and runs within them what a local run pinned to
+those CPUs runs (torch threads and decoding threads of one budget), so no decoded audio crosses the object store
+and no process on a node competes with its actor (:func:`~focaltag.ray.plan_pool`).
 
-    rows {path[, bytes]} --map(_read_row), CPU tasks--> {path, plan, chunks}
-                         --map_batches(_TagActor), actor pool--> results
-
-``_read_row`` plans and reads a file's chunks with the functions a local :class:`~focaltag.inference.tagger.Tagger`
-uses (:func:`~focaltag.inference.chunking.plan_file`, :func:`~focaltag.inference.chunking.iter_chunks`) and the
-actor runs :meth:`Tagger.tag_planned` (the model half of ``tag_many``), so a file's probabilities are a local
-run's. The library run keeps everything else on the driver: :class:`RayTagger` is a tagger whose ``tag_many``
-yields results in input order, and :func:`~focaltag.library.runs.tag_library` does the output, resume,
-``--refresh``, failures and lock exactly as for a local run.
+* :class:`RayTagger` (``focaltag tag -o TAGS.jsonl --ray``) drives plain Ray actors: it hands each actor a file
+  at a time, two calls deep, and yields results in input order; :func:`~focaltag.library.runs.tag_library`
+  does the output, resume, ``--refresh``, failures and lock exactly as for a local run. A lost actor's calls go
+  to the others (and a replacement starts where the cluster has room); a cluster with no room left for one
+  actor ends the run with one line, every line written so far complete.
+* :func:`tag_dataset` runs the same actors over a Ray Dataset (``map_batches``) and returns result columns.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pickle
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
-from itertools import islice
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from focaltag.errors import ConfigError
+from focaltag.inference import TagFailure, Tagger, TagResult
+from focaltag.models.resolve import ResolvedModel
+from focaltag.ray._cluster import PoolPlan, check_actors, cluster_nodes, connect, plan_pool, require_ray
+from focaltag.ray._pool import ActorPool
+from focaltag.ray._worker import Record, TagWorker, new_tagger, tagger_options
 
-from focaltag.errors import ConfigError, FocaltagError
-from focaltag.inference.chunking import ChunkPlan, iter_chunks
-from focaltag.inference.reading import DECODER_ERRORS, ReadSettings, decode_failure
-from focaltag.inference.tagger import TagFailure, Tagger, TagResult
-from focaltag.ray._cluster import PoolPlan, cluster_nodes, connect, plan_pool, require_ray
-
-__all__ = ["RayTagger", "tag_dataset", "WINDOW"]
+__all__ = ["RayTagger", "tag_dataset", "MAX_WAITING"]
 
 logger = logging.getLogger(__name__)
 
-WINDOW = 8192
-"""Files per Ray Dataset in a library run: the driver walks the library lazily and hands Ray one window at a
-time, so its memory does not grow with the catalogue; the actor pool loads the model once per window."""
+MAX_WAITING = 512
+"""Results held on the driver for the input order (a long file ahead of them still in an actor): beyond this,
+no new files are handed out until it is done, so the driver's memory stays bounded."""
 
 
-def _settings(tagger: Tagger) -> ReadSettings:
-    """How the decoding tasks plan and read (the model's rate and chunk length), as the tagger would."""
-    return ReadSettings(tagger.sample_rate, tagger.chunk_samples, n_chunks=tagger.n_chunks,
-                        hop_samples=tagger.hop_samples, method=tagger.read)
+def _resolved_for_actors(tagger: Tagger) -> ResolvedModel:
+    """The driver tagger's model with its torch members loaded, for ``ray.put`` (``.onnx`` members stay files,
+    which every node must then see at the same path)."""
+    return tagger.resolved.with_loaded_members()
 
 
-def _read_path(path: str, spec: ReadSettings) -> tuple[ChunkPlan, np.ndarray]:
-    plan = spec.plan(path)
-    chunks = dict(iter_chunks(plan, method=spec.method))
-    return plan, np.stack([chunks[i] for i in range(plan.n_chunks)]).astype(np.float32, copy=False)
+def _thresholds(tagger: Tagger) -> dict[str, float] | None:
+    """The driver tagger's thresholds as ``{tag: threshold}`` (resolved once, there; None: no decisions)."""
+    values = tagger.thresholds
+    return None if values is None else dict(zip(tagger.tag_names, map(float, values), strict=True))
 
 
-def _read_bytes(data: bytes, path: str, spec: ReadSettings) -> tuple[ChunkPlan, np.ndarray]:
-    """A file given as bytes (object storage): read from a private temporary file named like the original."""
-    fd, tmp = tempfile.mkstemp(suffix=Path(path).suffix.lower() or ".audio", prefix="focaltag-ray-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        plan, chunks = _read_path(tmp, spec)
-    finally:
-        os.unlink(tmp)
-    return ChunkPlan(path, plan.sample_rate, plan.n_samples, plan.chunk_samples, plan.starts, plan.native_rate,
-                     plan.seekable), chunks
+class RayTagger:
+    """A tagger whose :meth:`tag_many` runs on a Ray cluster; what :func:`~focaltag.library.runs.tag_library`
+    drives for ``focaltag tag -o TAGS.jsonl --ray``.
 
+    Args:
+        models: what :class:`~focaltag.inference.Tagger` takes (used when ``tagger`` is not given).
+        tagger_kwargs: the other Tagger arguments (``n_chunks``, ``precision``, ``thresholds`` ...); the device
+            and decoding threads are the actors' (:func:`~focaltag.ray.plan_pool`).
+        tagger: a Tagger built with the same arguments on the driver; its resolved model is what the actors
+            run (put in the object store once), its tag names and thresholds name the results.
+        actors: size of the model actor pool (default: as many as the cluster has room for).
+        write_tags: :class:`~focaltag.outputs.filetags.FileTagWriter` arguments: tags are written by the actor
+            that tagged the file (the path is the same on every node of a shared file system); the outcomes are
+            counted in :attr:`tag_writes`.
+    """
 
-def _read_row(row: dict[str, Any], spec: ReadSettings) -> dict[str, Any]:
-    """Decoding task: one file -> its chunk plan and chunks (float32 bytes), or the one-line reason it failed."""
-    path = str(row["path"])
-    out: dict[str, Any] = {"path": path, "plan": "", "chunks": b"", "error": ""}
-    if "index" in row:
-        out["index"] = int(row["index"])
-    try:
-        data = row.get("bytes")
-        plan, chunks = _read_path(path, spec) if data is None else _read_bytes(bytes(data), path, spec)
-        out["plan"] = json.dumps(asdict(plan))
-        out["chunks"] = chunks.tobytes()
-    except FocaltagError as err:
-        out["error"] = str(err)
-    except DECODER_ERRORS as err:
-        out["error"] = str(decode_failure(path, err))
-    return out
+    def __init__(self, models: Any, tagger_kwargs: Mapping[str, Any] | None = None, *, tagger: Tagger | None = None,
+                 actors: int | None = None, write_tags: Mapping[str, Any] | None = None) -> None:
+        require_ray()
+        self.options = tagger_options(tagger_kwargs or {})
+        self.tagger = tagger if tagger is not None else new_tagger(models, self.options)
+        self.options["thresholds"] = _thresholds(self.tagger)
+        check_actors(actors)  # before anything starts
+        self.actors, self.write_tags = actors, write_tags
+        self.tag_writes: Counter[str] = Counter()
+        self._problems: dict[str, str] = {}
+        self.pool: PoolPlan | None = None  # the last run's plan
+        self._planned: PoolPlan | None = None  # made by plan() for the next tag_many
+        self.actor_stats: list[dict[str, Any]] = []
 
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return self.tagger.tag_names
 
-class _TagActor:
-    """Model actor: loads the model once, tags each decoded file; ``--write-tags`` writes here, on the worker."""
+    @property
+    def thresholds(self) -> Any:
+        return self.tagger.thresholds
 
-    def __init__(self, models: Any, tagger_kwargs: dict[str, Any], threads: int, device: str, output: str,
-                 writer_kwargs: dict[str, Any] | None = None) -> None:
-        import torch
+    @property
+    def model_name(self) -> str:
+        return self.tagger.model_name
 
-        torch.set_num_threads(max(1, threads))
-        self.tagger = Tagger(models, device=device, workers=0, **tagger_kwargs)
-        self.output = output
-        self.writer = None
-        if writer_kwargs is not None:
-            from focaltag.outputs.filetags import FileTagWriter
+    def write_problem(self, result: TagResult) -> str | None:
+        """``tag_library``'s ``on_result`` with ``write_tags``: why the worker's tag write failed, else None."""
+        return self._problems.pop(result.file, None)
 
-            self.writer = FileTagWriter(self.tagger.tag_names, thresholds=self.tagger.thresholds, **writer_kwargs)
+    def plan(self) -> PoolPlan:
+        """Size the actor pool from the connected cluster (:func:`~focaltag.ray.plan_pool`); a cluster without
+        room for the plan is one ConfigError line. Called before the output is opened, and by :meth:`tag_many`."""
+        self.pool = self._planned = plan_pool(cluster_nodes(), self.actors)
+        logger.info("Ray: %d model actor(s) (%s, %d CPU(s) each%s)", self.pool.actors, self.pool.device,
+                    self.pool.actor_cpus, ", 1 GPU" if self.pool.actor_gpus else "")
+        return self.pool
 
-    def _tag(self, path: str, plan_json: str, chunks: bytes, error: str) -> TagResult | TagFailure:
-        if error:
-            return TagFailure(path, error, model=self.tagger.model_name)
-        fields = json.loads(plan_json)
-        plan = ChunkPlan(**{**fields, "starts": tuple(fields["starts"])})
-        array = np.frombuffer(chunks, dtype=np.float32).reshape(plan.n_chunks, plan.chunk_samples)
-        result = self.tagger.tag_planned(plan, array)
-        if isinstance(result, TagFailure):  # the exception object stays here: it need not pickle
-            return TagFailure(result.file, result.error, model=result.model)
+    def tag_many(self, inputs: Iterable[str | os.PathLike[str]]) -> Iterator[TagResult | TagFailure]:
+        """Tag the paths on the cluster; results come back in input order."""
+        import ray
+
+        plan, self._planned = self._planned or self.plan(), None
+        model_ref = ray.put(_resolved_for_actors(self.tagger))  # once; every actor gets the reference
+        worker = ray.remote(TagWorker).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus,
+                                               scheduling_strategy="SPREAD", max_restarts=0)
+        pool = ActorPool(worker, ([model_ref], self.options, plan.actor_cpus, plan.device, self.write_tags),
+                         plan.actors, need=plan.need,
+                         has_room=lambda: plan.fits_on(cluster_nodes()))
+        finished: dict[int, Record] = {}
+        next_out = 0
+
+        def give_up(items: list[tuple[str, bytes | None]], reason: str) -> list[Record]:
+            return [Record(TagFailure(path, reason, model=self.tagger.model_name)) for path, _ in items]
+
+        try:
+            items: Iterator[tuple[str, bytes | None]] = ((os.fspath(p), None) for p in inputs)
+            calls = pool.run(items, method="tag",
+                             per_call=plan.files_per_call, give_up=give_up,
+                             pause=lambda: len(finished) >= MAX_WAITING)
+            for first, records in calls:
+                finished.update((first + i, r) for i, r in enumerate(records))
+                while next_out in finished:
+                    yield self._record(finished.pop(next_out))
+                    next_out += 1
+        finally:
+            self.actor_stats = pool.close()
+            del model_ref
+            for s in self.actor_stats:
+                logger.debug("Ray model actor pid %s: %s file(s), %.1f s busy, %.1f CPU-s, %s torch / %s decoding "
+                             "thread(s)", s.get("pid"), s.get("files"), s.get("busy_s", 0.0),
+                             s.get("process_cpu_s", 0.0), s.get("torch"), s.get("decode"))
+
+    def _record(self, record: Record) -> TagResult | TagFailure:
+        result = record.result
+        if record.tag_write:
+            self.tag_writes[record.tag_write] += 1
+        if record.tag_problem:
+            self._problems[result.file] = record.tag_problem
+        if isinstance(result, TagFailure):
+            logger.warning("failed: %s", result.error)
         return result
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
-        results = [self._tag(*row) for row in zip(batch["path"], batch["plan"], batch["chunks"], batch["error"],
-                                                   strict=True)]
-        if self.output == "columns":
-            return _columns(results, self.tagger)
-        writes, problems = [], []
-        for result in results:
-            status, problem = "", ""
-            if self.writer is not None and isinstance(result, TagResult):
-                outcome = self.writer(result)
-                status, problem = outcome.status, (outcome.reason or "") if outcome.status == "failed" else ""
-            writes.append(status)
-            problems.append(problem)
-        return {"index": np.asarray(batch["index"], dtype=np.int64),
-                "record": np.array([pickle.dumps(r) for r in results], dtype=object),
-                "tag_write": np.array(writes, dtype=object), "tag_problem": np.array(problems, dtype=object)}
+
+# -- Ray Datasets -----------------------------------------------------------------------------------------------
+class _DatasetWorker(TagWorker):
+    """:class:`TagWorker` as a ``map_batches`` callable: a batch of rows -> result columns."""
+
+    def __call__(self, batch: Mapping[str, Any]) -> Any:
+        data = batch.get("bytes")
+        items = [(str(p), None if data is None else bytes(data[i])) for i, p in enumerate(batch["path"])]
+        return _columns([r.result for r in self.tag(items)], self.tagger.tag_names)
 
 
 def _schema(tag_names: Sequence[str]) -> Any:
@@ -144,7 +172,7 @@ def _schema(tag_names: Sequence[str]) -> Any:
     ])
 
 
-def _columns(results: Sequence[TagResult | TagFailure], tagger: Tagger) -> Any:
+def _columns(results: Sequence[TagResult | TagFailure], tag_names: Sequence[str]) -> Any:
     """:func:`tag_dataset`'s result columns (one explicit Arrow schema, so every block agrees)."""
     import pyarrow as pa
 
@@ -156,125 +184,7 @@ def _columns(results: Sequence[TagResult | TagFailure], tagger: Tagger) -> Any:
             rows.append({"path": r.file, "duration": r.duration, "model": r.model, "precision": r.precision,
                          "probabilities": r.probabilities,
                          "top": [{"tag": t, "probability": p} for t, p in r.top], "decisions": r.decisions})
-    return pa.Table.from_pylist(rows, schema=_schema(tagger.tag_names))
-
-
-def _pipeline(ds: Any, spec: ReadSettings, pool: PoolPlan, models: Any, tagger_kwargs: dict[str, Any], output: str,
-              writer_kwargs: dict[str, Any] | None = None) -> Any:
-    """``ds`` (rows with ``path``) through the decoding tasks and the model actor pool."""
-    import ray.data
-
-    # Reads are Ray tasks of their own, retried when their node is lost (max_retries, which also keeps Ray Data
-    # from fusing them into the model actors), spread over the nodes.
-    ds = ds.map(_read_row, fn_kwargs={"spec": spec}, num_cpus=pool.decode_cpus, scheduling_strategy="SPREAD",
-                max_retries=3)
-    return ds.map_batches(
-        _TagActor, fn_constructor_kwargs={"models": models, "tagger_kwargs": tagger_kwargs, "threads": pool.threads,
-                                          "device": pool.device, "output": output, "writer_kwargs": writer_kwargs},
-        compute=ray.data.ActorPoolStrategy(size=pool.actors), batch_size=1, batch_format="numpy", num_cpus=pool.actor_cpus,
-        num_gpus=pool.actor_gpus or None, zero_copy_batch=True)
-
-
-def _model_list(models: Any) -> Any:
-    """Paths as strings (they travel to the actors); models given as objects travel as they are."""
-    if isinstance(models, (str, os.PathLike)):
-        return os.fspath(models)
-    if isinstance(models, Sequence):
-        return [os.fspath(m) if isinstance(m, (str, os.PathLike)) else m for m in models]
-    return models
-
-
-class RayTagger:
-    """A tagger whose :meth:`tag_many` runs on a Ray cluster; what :func:`~focaltag.library.runs.tag_library`
-    drives for ``focaltag tag -o TAGS.jsonl --ray``.
-
-    Args:
-        models: what :class:`~focaltag.inference.tagger.Tagger` takes; each actor loads it once.
-        tagger_kwargs: the other Tagger arguments (``n_chunks``, ``precision``, ``thresholds`` ...); the device
-            is the actor's (a GPU when the cluster has them), decoding happens in Ray tasks.
-        tagger: a Tagger built with the same arguments on the driver (its tag names, rate and chunk length plan
-            the reads); loaded on the CPU when not given.
-        actors: size of the model actor pool (default: :func:`~focaltag.ray.plan_pool`'s).
-        write_tags: :class:`~focaltag.outputs.filetags.FileTagWriter` arguments: tags are written by the actor
-            that tagged the file (the path is the same on every node of a shared file system); the outcomes are
-            counted in :attr:`tag_writes`.
-        window: files per Ray Dataset (:data:`WINDOW`).
-    """
-
-    def __init__(self, models: Any, tagger_kwargs: dict[str, Any] | None = None, *, tagger: Tagger | None = None,
-                 actors: int | None = None, write_tags: dict[str, Any] | None = None, window: int = WINDOW) -> None:
-        require_ray()
-        self.models = _model_list(models)
-        self.tagger_kwargs = {k: v for k, v in (tagger_kwargs or {}).items() if k not in ("device", "workers")}
-        self.tagger = tagger if tagger is not None else Tagger(models, workers=0, **self.tagger_kwargs)
-        self.tagger_kwargs["thresholds"] = self.tagger.thresholds  # resolved once, on the driver (or None)
-        plan_pool([{"CPU": 1}], actors)  # validates ``actors`` before anything starts
-        self.actors, self.write_tags, self.window = actors, write_tags, int(window)
-        self.tag_writes: Counter[str] = Counter()
-        self._problems: dict[str, str] = {}
-        self.pool: PoolPlan | None = None
-
-    @property
-    def tag_names(self) -> tuple[str, ...]:
-        return self.tagger.tag_names
-
-    @property
-    def thresholds(self) -> Any:
-        return self.tagger.thresholds
-
-    def write_problem(self, result: TagResult) -> str | None:
-        """``tag_library``'s ``on_result`` with ``write_tags``: why the worker's tag write failed, else None."""
-        return self._problems.pop(result.file, None)
-
-    def tag_many(self, inputs: Iterable[str | os.PathLike[str]]) -> Iterator[TagResult | TagFailure]:
-        """Tag the paths on the cluster, a window at a time; results come back in input order."""
-        import ray.data
-
-        self.pool = plan_pool(cluster_nodes(), self.actors)
-        logger.info("Ray: %d model actor(s) (%s, %s CPU, %d thread(s) each); decoding tasks %s CPU each",
-                    self.pool.actors, self.pool.device, self.pool.actor_cpus, self.pool.threads,
-                    self.pool.decode_cpus)
-        spec = _settings(self.tagger)
-        ctx = ray.data.DataContext.get_current()
-        keep_order = ctx.execution_options.preserve_order
-        ctx.execution_options.preserve_order = True  # results in input order, as tag_library expects
-        try:
-            source, base = iter(inputs), 0
-            while window := [os.fspath(p) for p in islice(source, self.window)]:
-                items = [{"index": base + i, "path": p} for i, p in enumerate(window)]
-                ds = ray.data.from_items(items, override_num_blocks=min(len(items), 1024))
-                ds = _pipeline(ds, spec, self.pool, self.models, self.tagger_kwargs, "record", self.write_tags)
-                yield from self._in_order(ds.iter_rows(), window, base)
-                base += len(window)
-        finally:
-            ctx.execution_options.preserve_order = keep_order
-
-    def _in_order(self, rows: Iterator[dict[str, Any]], window: list[str], base: int
-                  ) -> Iterator[TagResult | TagFailure]:
-        waiting: dict[int, dict[str, Any]] = {}
-        next_index = base
-        for row in rows:
-            waiting[int(row["index"])] = row
-            while next_index in waiting:
-                yield self._record(waiting.pop(next_index))
-                next_index += 1
-        for index in range(next_index, base + len(window)):  # never expected: Ray Data retries lost work
-            left = waiting.pop(index, None)
-            if left is not None:
-                yield self._record(left)
-            else:
-                yield TagFailure(window[index - base], "no result came back from the Ray cluster; a rerun "
-                                 "retries it", model=self.tagger.model_name)
-
-    def _record(self, row: dict[str, Any]) -> TagResult | TagFailure:
-        result = pickle.loads(row["record"])
-        if row["tag_write"]:
-            self.tag_writes[row["tag_write"]] += 1
-        if row["tag_problem"]:
-            self._problems[result.file] = row["tag_problem"]
-        if isinstance(result, TagFailure):
-            logger.warning("failed: %s", result.error)
-        return result
+    return pa.Table.from_pylist(rows, schema=_schema(tag_names))
 
 
 def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int = 16,
@@ -289,20 +199,30 @@ def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int
     ([{tag, probability}], best first), ``decisions`` (tag -> bool, with ``thresholds``) and ``error`` (the
     one-line reason a file failed, else null). Write it with any Ray writer, e.g. ``.write_parquet(...)``.
 
-    The other arguments are :class:`~focaltag.inference.tagger.Tagger`'s; ``actors`` sizes the model pool
-    (default: one per GPU, else one per node; :func:`~focaltag.ray.plan_pool`). Joins ``RAY_ADDRESS`` or starts
-    a local Ray when this process is not connected yet.
+    The other arguments are :class:`~focaltag.inference.Tagger`'s; ``actors`` sizes the model pool (default:
+    as many as the cluster has room for, :func:`~focaltag.ray.plan_pool`). The model is resolved and loaded
+    here, once, and reaches the actors through the object store. Joins ``RAY_ADDRESS`` or starts a local Ray
+    when this process is not connected yet.
     """
     require_ray("focaltag.ray.tag_dataset")
     connect()
+    import ray.data
+
+    import ray
+
     columns = set(ds.columns() or ())
     if "path" not in columns:
         raise ConfigError(f"tag_dataset needs a 'path' column (and optionally 'bytes'); the dataset has "
                           f"{sorted(columns)}; read_binary_files(..., include_paths=True) gives both")
-    kwargs: dict[str, Any] = {"n_chunks": n_chunks, "hop_seconds": hop_seconds, "batch_size": batch_size,
+    options = tagger_options({"n_chunks": n_chunks, "hop_seconds": hop_seconds, "batch_size": batch_size,
                               "runtime": runtime, "optimize": optimize, "precision": precision,
-                              "thresholds": thresholds, "top_k": top_k, "read": read}
-    tagger = Tagger(model, workers=0, **kwargs)  # validates everything here, and plans the reads
-    kwargs["thresholds"] = tagger.thresholds
-    return _pipeline(ds, _settings(tagger), plan_pool(cluster_nodes(), actors), _model_list(model), kwargs,
-                     "columns")
+                              "thresholds": thresholds, "top_k": top_k, "read": read})
+    tagger = new_tagger(model, options)  # validates everything here, once
+    options["thresholds"] = _thresholds(tagger)
+    plan = plan_pool(cluster_nodes(), actors)
+    model_ref = ray.put(_resolved_for_actors(tagger))
+    return ds.map_batches(
+        _DatasetWorker, fn_constructor_kwargs={"model_box": [model_ref], "options": options,
+                                               "cpus": plan.actor_cpus, "device": plan.device},
+        compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=plan.files_per_call, batch_format="numpy",
+        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
