@@ -3,10 +3,12 @@
 The six shared real recordings are tagged with 16 chunks per track on 2 CPU threads. Every figure is a ratio to a
 **plain float32 decode-and-forward loop** measured in the same run (per track: ``load_audio`` the whole file,
 cut the evaluation chunks, one eager float32 forward, mean of sigmoids): on a machine shared with other work the
-absolute times move with the load (``load_avg_1min`` before and after), the ratios much less. Modes are timed
-round-robin, ``--repeats`` times each, best time kept.
+absolute times move with the load, the ratios much less. Every comparison runs interleaved, ``--repeats`` rounds
+(``bench/_protocol.py``: A B C, A B C, ...); each figure is the median [min-max] of the rounds and each ratio is
+taken within a round. Writes ``bench/results/<date>_tag_<cpu kind>.json`` (``tag-emulate-avx2`` with
+``--emulate-avx2``) with the run record (CPU, flags, onnxruntime's int8 kernel level, load before and after).
 
-Sections of the JSON:
+Sections (``--sections``, default all):
 
 * ``modes``: the paper's short-chunk ResNet (width 128, random weights with a spread output bias, see
   ``_paper_resnet``: speed does not depend on the weights) through ``Tagger`` in float32 and in bf16 as ``auto``
@@ -16,12 +18,14 @@ Sections of the JSON:
   case). ``--all-modes`` adds channels_last, ``torch.compile`` and onnxruntime (the modes that did not pay off
   and are no longer defaults). Per mode: seconds per track, x real time (audio seconds / wall seconds),
   chunks/s, ``vs_plain_loop``, the largest probability difference to float32, whether every top-5 equals
-  float32's and how many bf16 close calls were re-checked in float32.
+  float32's and how many bf16 close calls were re-checked in float32. Also the chunk reader alone (seek / stream).
 * ``ceiling``: what the machine allows at most: the network's multiply-accumulates per chunk, the matmul rate of
-  every precision the CPU runs natively (the fastest sets the ceiling, so a share of it is at most 1), decoding's CPU seconds, the bf16 forward alone on decoded chunks, and the x real time of a forward at
-  the matmul peak plus decoding spread over the threads (``bench_ceiling``).
+  every precision the CPU runs natively (the fastest sets the ceiling, so a share of it is at most 1), decoding's
+  CPU seconds, the bf16 forward alone on decoded chunks, and the x real time of a forward at the matmul peak plus
+  decoding spread over the threads (``bench_ceiling``).
 * ``process``: whole-process wall time of ``focaltag tag --format json`` (imports, model load, decoding, writing)
-  per precision against a process running the plain float32 loop; the target is >= 2.5x.
+  per precision against a process running the plain float32 loop; the target is a ratio of at least
+  ``TARGET_VS_PLAIN_PROCESS``.
 * ``architectures``: x real time in float32, bf16 as ``auto`` runs it and bf16 with every layer in bf16 and no
   re-check, for each catalogue architecture (paper ResNet random init; Won et al.'s FCN, CRNN and Musicnn from
   ``../shared/models/won2020`` when present), with the float32 modules, largest probability differences,
@@ -31,24 +35,14 @@ Sections of the JSON:
   offline), against the plain float32 loop of the same models (``bench_precisions``).
 * ``adaptive``: adaptive chunking against the fixed 16 chunks with Won et al.'s trained FCN and CRNN on the shared
   and generated tracks: agreement of top-5 and decisions, mean chunks, speed-up (``bench_adaptive``).
-* ``--emulate-avx2``: oneDNN limited to AVX2 and bf16 treated as not native, in this process and the ``process``
-  children; onnxruntime still picks its kernels by CPUID, so its figures stay this CPU's.
-* ``rss_*``: a generated 60-minute 44.1 kHz stereo MP3 tagged alone in a fresh process, peak RSS (``VmHWM``)
+* ``rss``: a generated 60-minute 44.1 kHz stereo MP3 tagged alone in a fresh process, peak RSS (``VmHWM``)
   next to a process that only loads the model.
 
-Prints one JSON object.
+``--emulate-avx2``: oneDNN limited to AVX2 and bf16 treated as not native, in this process and the ``process``
+children. onnxruntime still picks its kernels by CPUID, so its figures (int8) stay this CPU's: the emulation does
+not cover onnxruntime, and the results file says so (``emulated``, ``emulation_note``).
 
-Last measured (2026-12-02, 2 cores with AVX512-BF16 and no AMX, ``--repeats 2``, load 1.0 -> 2.3; this VM's
-speed moves by up to 25 % between runs, read ratios within a run): plain loop 159x real time; fp32 352x (2.21x the
-loop; batches of 16: 228x); bf16 563x (3.54x; batches of 8 / 16: 567x / 436x; 0 / 1 decoding threads 576x /
-537x); plain-bf16 spectrogram layers 603x; every track re-checked 219x; whole process ``tag`` auto 2.27x the plain
-process (fp32 1.78x; 1.99-2.52x over the day's runs). ``ceiling``: 3.41 GMAC per chunk, bf16 matmul 836 GFLOP/s,
-decoding 1.0 CPU-s, so at most 1,015x; the bf16 forward alone ran 629 GFLOP/s (1,255x without decoding). Targets:
-1,000x not met (the CPU's own ceiling is at the target), 2.5x met in one run of four. Architectures, bf16 vs fp32
-(with re-checks from kept chunks): ResNet 1.83x, FCN 1.28x, CRNN 1.30x, Musicnn 0.74x (so ``auto`` keeps Musicnn
-float32 on CPUs). Peak RSS tagging a 60-minute MP3: 402 MB (model alone 324 MB).
-
-    .venv/bin/python bench/tag.py [--music DIR] [--repeats 2] [--all-modes] [--skip-arch] [--skip-rss]
+    .venv/bin/python bench/tag.py [--music DIR] [--repeats 3] [--sections ...] [--tracks N] [--all-modes] [--quick]
 """
 
 from __future__ import annotations
@@ -57,7 +51,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -69,6 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _protocol import Run, Timing, add_protocol_arguments, interleave, rate_summary, ratio_summary, summary
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared"))
 MUSIC = SHARED / "data" / "music"
@@ -76,16 +71,8 @@ WON2020 = SHARED / "models" / "won2020"
 TARGET_X_REALTIME = 1000.0  # issue 17: per paper-size model on a 2-core machine, bf16
 TARGET_VS_PLAIN_PROCESS = 2.5  # issue 17: whole-process time against the plain float32 loop
 TARGET_RSS_MB = 1024.0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+SECTIONS = ("modes", "ceiling", "precisions", "adaptive", "process", "architectures", "rss")
+ONLY_PRECISIONS = ("precisions", "adaptive", "process")
 
 
 def _maxrss_mb() -> float:
@@ -188,10 +175,31 @@ def _child(*args: str) -> dict:
 
 
 # -- timing ------------------------------------------------------------------------------------------------
-def _timed(fn: Callable[[], dict[str, np.ndarray]]) -> tuple[float, float, dict[str, np.ndarray]]:
-    t0, c0 = time.perf_counter(), time.process_time()
-    probs = fn()
-    return time.perf_counter() - t0, time.process_time() - c0, probs
+def round_robin(runners: dict[str, Callable[[], dict[str, np.ndarray]]], repeats: int) -> dict[str, list[Timing]]:
+    """Every runner once per round, ``repeats`` rounds (``bench/_protocol.py``), so that load changes hit every
+    mode alike; each runner's timings in round order (``.value``: its probabilities)."""
+    return interleave(runners, repeats)
+
+
+def _walls(timings: list[Timing]) -> list[float]:
+    return [t.wall for t in timings]
+
+
+def _max_diff(probs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    return float(f"{max(float(np.abs(probs[f] - reference[f]).max()) for f in reference):.2e}")
+
+
+def _summary(timings: list[Timing], audio_seconds: float, n_chunks_total: int, threads: int,
+             plain_walls: list[float], reference: dict[str, np.ndarray]) -> dict:
+    walls = _walls(timings)
+    probs = timings[-1].value
+    return {"s_per_track": summary([w / len(reference) for w in walls]),
+            "x_realtime": rate_summary(audio_seconds, walls),
+            "chunks_per_s": rate_summary(n_chunks_total, walls),
+            "vs_plain_loop": ratio_summary(plain_walls, walls),
+            "x_realtime_cpu_bound": summary([audio_seconds / (t.cpu / threads) for t in timings]),
+            "max_abs_diff_vs_fp32": _max_diff(probs, reference),
+            "top5_equal_fp32": all(_top5(probs[f]) == _top5(reference[f]) for f in reference)}
 
 
 def _tagger_run(tagger) -> Callable[[], dict[str, np.ndarray]]:
@@ -202,30 +210,6 @@ def _tagger_run(tagger) -> Callable[[], dict[str, np.ndarray]]:
 
 def _top5(p: np.ndarray) -> list[int]:
     return list(np.argsort(-p, kind="stable")[:5])
-
-
-def round_robin(runners: dict[str, Callable[[], dict[str, np.ndarray]]], repeats: int) -> dict[str, dict]:
-    """Best wall / CPU seconds of each runner, interleaved so that load changes hit every mode alike."""
-    best: dict[str, dict] = {}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            wall, cpu, probs = _timed(fn)
-            if name not in best or wall < best[name]["wall"]:
-                best[name] = {"wall": wall, "cpu": min(cpu, best.get(name, {}).get("cpu", cpu)), "probs": probs}
-    return best
-
-
-def _summary(timing: dict, audio_seconds: float, n_chunks_total: int, threads: int, plain_wall: float,
-             reference: dict[str, np.ndarray]) -> dict:
-    probs = timing["probs"]
-    diff = max(float(np.abs(probs[f] - reference[f]).max()) for f in reference)
-    return {"s_per_track": round(timing["wall"] / len(reference), 3),
-            "x_realtime": round(audio_seconds / timing["wall"], 1),
-            "chunks_per_s": round(n_chunks_total / timing["wall"], 1),
-            "vs_plain_loop": round(plain_wall / timing["wall"], 2),
-            "x_realtime_cpu_bound": round(audio_seconds / (timing["cpu"] / threads), 1),
-            "max_abs_diff_vs_fp32": float(f"{diff:.2e}"),
-            "top5_equal_fp32": all(_top5(probs[f]) == _top5(reference[f]) for f in reference)}
 
 
 def _tagger(model, *, fp32_islands: bool = True, **kwargs):
@@ -244,7 +228,7 @@ def _tagger(model, *, fp32_islands: bool = True, **kwargs):
 
 
 def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_seconds: float) -> dict:
-    """The paper ResNet through every mode, against the plain loop, round-robin."""
+    """The paper ResNet through every mode, against the plain loop, interleaved."""
     import torch
 
     modes: dict[str, dict] = {
@@ -279,17 +263,33 @@ def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_second
     runners.update({name: (lambda t=t: _tagger_run(t)(files)) for name, t in taggers.items()})
     torch.manual_seed(0)
     timings = round_robin(runners, args.repeats)
-    plain = timings["plain_fp32_loop"]
-    reference = timings["fp32"]["probs"]
+    plain = _walls(timings["plain_fp32_loop"])
+    reference = timings["fp32"][-1].value
     n_total = len(files) * args.chunks
-    out = {"plain_fp32_loop": {"s_per_track": round(plain["wall"] / len(files), 3),
-                               "x_realtime": round(audio_seconds / plain["wall"], 1),
-                               "chunks_per_s": round(n_total / plain["wall"], 1)}}
+    out = {"plain_fp32_loop": {"s_per_track": summary([w / len(files) for w in plain]),
+                               "x_realtime": rate_summary(audio_seconds, plain),
+                               "chunks_per_s": rate_summary(n_total, plain)}}
     for name, tagger in taggers.items():
-        out[name] = _summary(timings[name], audio_seconds, n_total, args.threads, plain["wall"], reference)
+        out[name] = _summary(timings[name], audio_seconds, n_total, args.threads, plain, reference)
         out[name].update(precision=tagger.precision, workers=tagger.workers, setup_s=setup[name],
                          rechecked_per_run=round(tagger.n_rechecked / args.repeats, 2))
     return out
+
+
+def bench_read(args: argparse.Namespace, model, files: list[Path]) -> dict:
+    """The chunk reader alone: seek (only the chunks) against stream (the whole file), seconds per track."""
+    from focaltag.inference.chunking import iter_chunks
+    from focaltag.inference.tagger import Tagger
+
+    probe = Tagger(model, n_chunks=args.chunks)
+
+    def read(method: str) -> None:
+        for path in files:
+            for _ in iter_chunks(probe.plan(path), method=method):
+                pass
+
+    timings = interleave({m: (lambda m=m: read(m)) for m in ("seek", "stream")}, args.repeats)
+    return {f"{m}_s_per_track": summary([w / len(files) for w in _walls(ts)]) for m, ts in timings.items()}
 
 
 def bench_process(args: argparse.Namespace, ckpt: Path, files: list[Path]) -> dict:
@@ -310,17 +310,15 @@ def bench_process(args: argparse.Namespace, ckpt: Path, files: list[Path]) -> di
         # the defaults: precision auto and adaptive chunking (--chunks auto)
         "focaltag_tag_default": [*focaltag_cmd, "tag", *names, "-m", str(ckpt), "--format", "json"],
     }
-    best: dict[str, float] = {}
-    for _ in range(args.repeats):
-        for name, cmd in commands.items():
-            t0 = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
-    out: dict = {f"{k}_s": round(v, 2) for k, v in best.items()}
+    timings = interleave({name: (lambda cmd=cmd: subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                                                 check=True))
+                          for name, cmd in commands.items()}, args.repeats)
+    walls = {name: _walls(ts) for name, ts in timings.items()}
+    out: dict = {f"{k}_s": summary(v) for k, v in walls.items()}
     for name in ("focaltag_tag_fp32", "focaltag_tag_auto", "focaltag_tag_default"):
-        out[f"{name}_vs_plain"] = round(best["plain_fp32_loop"] / best[name], 2)
+        out[f"{name}_vs_plain"] = ratio_summary(walls["plain_fp32_loop"], walls[name])
     out["target_vs_plain"] = TARGET_VS_PLAIN_PROCESS
-    out["meets_target"] = out["focaltag_tag_default_vs_plain"] >= TARGET_VS_PLAIN_PROCESS
+    out["meets_target"] = out["focaltag_tag_default_vs_plain"]["median"] >= TARGET_VS_PLAIN_PROCESS
     return out
 
 
@@ -367,25 +365,26 @@ def bench_architectures(args: argparse.Namespace, files: list[Path], audio_secon
                       recheck_margin=0.0, fp32_islands=False)
         timings = round_robin({"fp32": lambda t=fp32: _tagger_run(t)(files),
                                "bf16": lambda t=bf16: _tagger_run(t)(files),
-                               "bf16_all_no_recheck": lambda t=raw: _tagger_run(t)(files)}, args.arch_repeats)
-        ref = timings["fp32"]["probs"]
-        low = timings["bf16_all_no_recheck"]["probs"]
-        checked = timings["bf16"]["probs"]
+                               "bf16_all_no_recheck": lambda t=raw: _tagger_run(t)(files)}, args.repeats)
+        ref = timings["fp32"][-1].value
+        low = timings["bf16_all_no_recheck"][-1].value
+        checked = timings["bf16"][-1].value
         cfg = model.pretrained_cfg
-        wall = {k: v["wall"] for k, v in timings.items()}
+        wall = {k: _walls(v) for k, v in timings.items()}
+        n_chunks = len(files) * args.chunks
         out[name] = {"chunk_seconds": round(cfg.chunk_samples / cfg.sample_rate, 2),
                      "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                     "fp32_x_realtime": round(audio_seconds / wall["fp32"], 1),
-                     "bf16_x_realtime": round(audio_seconds / wall["bf16"], 1),
-                     "bf16_all_no_recheck_x_realtime": round(audio_seconds / wall["bf16_all_no_recheck"], 1),
-                     "bf16_vs_fp32": round(wall["fp32"] / wall["bf16"], 2),
-                     "bf16_all_no_recheck_vs_fp32": round(wall["fp32"] / wall["bf16_all_no_recheck"], 2),
-                     "fp32_chunks_per_s": round(len(files) * args.chunks / wall["fp32"], 1),
-                     "bf16_all_no_recheck_chunks_per_s": round(len(files) * args.chunks / wall["bf16_all_no_recheck"], 1),
+                     "fp32_x_realtime": rate_summary(audio_seconds, wall["fp32"]),
+                     "bf16_x_realtime": rate_summary(audio_seconds, wall["bf16"]),
+                     "bf16_all_no_recheck_x_realtime": rate_summary(audio_seconds, wall["bf16_all_no_recheck"]),
+                     "bf16_vs_fp32": ratio_summary(wall["fp32"], wall["bf16"]),
+                     "bf16_all_no_recheck_vs_fp32": ratio_summary(wall["fp32"], wall["bf16_all_no_recheck"]),
+                     "fp32_chunks_per_s": rate_summary(n_chunks, wall["fp32"]),
+                     "bf16_all_no_recheck_chunks_per_s": rate_summary(n_chunks, wall["bf16_all_no_recheck"]),
                      "bf16_fp32_modules": list(getattr(bf16.members[0], "fp32_modules", ())),
-                     "bf16_max_abs_diff": float(f"{max(np.abs(checked[f] - ref[f]).max() for f in ref):.2e}"),
-                     "bf16_rechecked_tracks_per_run": round(bf16.n_rechecked / args.arch_repeats, 2),
-                     "bf16_all_no_recheck_max_abs_diff": float(f"{max(np.abs(low[f] - ref[f]).max() for f in ref):.2e}"),
+                     "bf16_max_abs_diff": _max_diff(checked, ref),
+                     "bf16_rechecked_tracks_per_run": round(bf16.n_rechecked / args.repeats, 2),
+                     "bf16_all_no_recheck_max_abs_diff": _max_diff(low, ref),
                      "bf16_all_no_recheck_top5_equal": all(_top5(low[f]) == _top5(ref[f]) for f in ref),
                      "bf16_top5_equal": all(_top5(checked[f]) == _top5(ref[f]) for f in ref)}
     return out
@@ -401,14 +400,16 @@ def _run_counting(tagger, files: list[Path], used: list[int]) -> dict[str, np.nd
 
 def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds: float) -> dict:
     """fp32, int8, bf16 (only where native) and adaptive chunking for one paper-size model and for the default
-    ensemble's shape: four paper-size ResNets with random weights (the usc-sail-2020 weights cannot be fetched
-    offline; speed does not depend on the weights, the int8 error and re-check rate do). Fixed 16 chunks unless
-    the mode says ``adaptive``; ``auto_adaptive`` is what ``focaltag tag`` runs by default."""
+    ensemble's shape: ``--members`` paper-size ResNets with random weights (the usc-sail-2020 weights cannot be
+    fetched offline; speed does not depend on the weights, the int8 error and re-check rate do). Fixed 16 chunks
+    unless the mode says ``adaptive``; ``auto_adaptive`` is what ``focaltag tag`` runs by default."""
     from focaltag.inference.tagger import Tagger
     from focaltag.precision import cpu_has_fast_bf16
 
     out: dict = {}
-    shapes = {"one_model": [_paper_resnet()], "ensemble_4": [_paper_resnet(seed) for seed in range(4)]}
+    shapes = {"one_model": [_paper_resnet()]}
+    if args.members > 1:
+        shapes[f"ensemble_{args.members}"] = [_paper_resnet(seed) for seed in range(args.members)]
     for label, models in shapes.items():
         modes: dict[str, dict] = {"fp32": dict(precision="fp32"), "int8": dict(precision="int8")}
         if cpu_has_fast_bf16():
@@ -422,15 +423,15 @@ def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds:
         runners = {"plain_fp32_loop": lambda m=models: _plain_mean(m, files)}
         runners.update({name: (lambda t=t, u=used[name]: _run_counting(t, files, u)) for name, t in taggers.items()})
         timings = round_robin(runners, args.repeats)
-        ref, plain = timings["fp32"]["probs"], timings["plain_fp32_loop"]["wall"]
-        section: dict = {"members": len(models),
-                         "plain_fp32_loop_x_realtime": round(audio_seconds / plain, 1)}
+        ref, plain = timings["fp32"][-1].value, _walls(timings["plain_fp32_loop"])
+        fp32_walls = _walls(timings["fp32"])
+        section: dict = {"members": len(models), "plain_fp32_loop_x_realtime": rate_summary(audio_seconds, plain)}
         for name, tagger in taggers.items():
-            probs, wall = timings[name]["probs"], timings[name]["wall"]
+            probs, wall = timings[name][-1].value, _walls(timings[name])
             section[name] = {
-                "precision": tagger.precision, "x_realtime": round(audio_seconds / wall, 1),
-                "vs_fp32_tagger": round(timings["fp32"]["wall"] / wall, 2), "vs_plain_loop": round(plain / wall, 2),
-                "max_abs_diff_vs_fp32": float(f"{max(np.abs(probs[f] - ref[f]).max() for f in ref):.2e}"),
+                "precision": tagger.precision, "x_realtime": rate_summary(audio_seconds, wall),
+                "vs_fp32_tagger": ratio_summary(fp32_walls, wall), "vs_plain_loop": ratio_summary(plain, wall),
+                "max_abs_diff_vs_fp32": _max_diff(probs, ref),
                 "top5_equal_fp32": sum(_top5(probs[f]) == _top5(ref[f]) for f in ref),
                 "tracks": len(ref), "mean_chunks": round(float(np.mean(used[name])), 2),
                 "rechecked_per_run": round(tagger.n_rechecked / args.repeats, 2)}
@@ -446,7 +447,8 @@ def _plain_mean(models: list, files: list[Path]) -> dict[str, np.ndarray]:
 def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> dict:
     """Adaptive chunking against the fixed 16 chunks, with Won et al.'s trained Jamendo FCN and CRNN (onnxruntime
     float32, so only the chunking differs) on the shared recordings plus generated tracks: the share of tracks
-    whose top-5 (and decisions at a 0.1 threshold) equal the 16-chunk result, the mean chunks and the speed-up."""
+    whose top-5 (and decisions at a 0.1 threshold) equal the 16-chunk result, the mean chunks and the speed-up
+    (fixed and adaptive interleaved, the speed-up taken within each round)."""
     import soundfile as sf
 
     from focaltag.data.synth import render_tracks
@@ -473,12 +475,9 @@ def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> di
             thr = 0.1 if rule == "decisions" else None
             fixed = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr)
             adaptive = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr, adaptive=True)
-            t0 = time.perf_counter()
-            ref = list(fixed.tag_many(tracks))
-            t_fixed = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            got = list(adaptive.tag_many(tracks))
-            t_adaptive = time.perf_counter() - t0
+            timings = interleave({"fixed": lambda t=fixed: list(t.tag_many(tracks)),
+                                  "adaptive": lambda t=adaptive: list(t.tag_many(tracks))}, args.repeats)
+            ref, got = timings["fixed"][-1].value, timings["adaptive"][-1].value
             same_top = [[t for t, _ in a.top] == [t for t, _ in b.top] for a, b in zip(got, ref, strict=True)]
             same_dec = [a.decisions == b.decisions for a, b in zip(got, ref, strict=True)]
             out[f"{arch}_{rule}"] = {
@@ -488,7 +487,7 @@ def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> di
                     a.decisions[k] == b.decisions[k] for a, b in zip(got, ref, strict=True) for k in a.decisions
                 ])), 4) if thr is not None else None,
                 "mean_chunks": round(float(np.mean([r.chunks_used for r in got])), 2),
-                "speedup": round(t_fixed / t_adaptive, 2)}
+                "speedup": ratio_summary(_walls(timings["fixed"]), _walls(timings["adaptive"]))}
     return out
 
 
@@ -517,25 +516,27 @@ def _macs_per_chunk(model) -> float:
     return float(total[0])
 
 
-def _gemm_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of GFLOP/s of a square matmul on this process's threads: the machine's practical ceiling."""
+def _gemm_gflops(dtype_name: str, size: int = 2048, matmuls: int = 3) -> Callable[[], float]:
+    """A measurement of GFLOP/s of a square matmul on this process's threads (mean of ``matmuls`` after a
+    warm-up): the machine's practical ceiling. Returns the measuring function, the operands already made."""
     import torch
 
     dtype = getattr(torch, dtype_name)
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
-    best = float("inf")
-    for _ in range(repeats):
+
+    def measure() -> float:
         t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size ** 3 / best / 1e9
+        for _ in range(matmuls):
+            a @ b
+        return 2 * size ** 3 * matmuls / (time.perf_counter() - t0) / 1e9
+
+    return measure
 
 
-def _int8_gops(size: int = 2048, repeats: int = 5) -> float | None:
-    """Best-of GOP/s of a square int8 matmul through onnxruntime (MLAS picks VNNI / AVX2 kernels by CPUID)."""
+def _int8_gops(size: int = 2048, matmuls: int = 3) -> Callable[[], float] | None:
+    """The same for a square int8 matmul through onnxruntime (MLAS picks VNNI / AVX2 kernels by CPUID)."""
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
     except ImportError:
@@ -552,27 +553,28 @@ def _int8_gops(size: int = 2048, repeats: int = 5) -> float | None:
     feed = {"a": rng.integers(0, 255, (size, size), dtype=np.uint8),
             "b": rng.integers(-127, 127, (size, size), dtype=np.int8)}
     session.run(None, feed)
-    best = float("inf")
-    for _ in range(repeats):
+
+    def measure() -> float:
         t0 = time.perf_counter()
-        session.run(None, feed)
-        best = min(best, time.perf_counter() - t0)
-    del onnx
-    return 2 * size ** 3 / best / 1e9
+        for _ in range(matmuls):
+            session.run(None, feed)
+        return 2 * size ** 3 * matmuls / (time.perf_counter() - t0) / 1e9
+
+    return measure
 
 
-def native_peaks() -> dict[str, float]:
-    """Matmul peak (G op/s) of every precision this CPU runs natively: fp32 always, bf16 only with AVX512-BF16 /
-    AMX (elsewhere it is emulated and not a ceiling), int8 where onnxruntime is installed."""
+def native_peak_runners() -> dict[str, Callable[[], float]]:
+    """Matmul peak measurements (G op/s) of every precision this CPU runs natively: fp32 always, bf16 only with
+    AVX512-BF16 / AMX (elsewhere it is emulated and not a ceiling), int8 where onnxruntime is installed."""
     from focaltag.precision import cpu_has_fast_bf16
 
-    peaks = {"fp32": _gemm_gflops("float32")}
+    runners = {"fp32": _gemm_gflops("float32")}
     if cpu_has_fast_bf16():
-        peaks["bf16"] = _gemm_gflops("bfloat16")
+        runners["bf16"] = _gemm_gflops("bfloat16")
     int8 = _int8_gops()
     if int8 is not None:
-        peaks["int8"] = int8
-    return peaks
+        runners["int8"] = int8
+    return runners
 
 
 def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seconds: float,
@@ -580,62 +582,99 @@ def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seco
     """What this machine allows at most: the forward at the fastest native precision's matmul peak plus decoding.
 
     ``wall >= 2 * MACs * chunks / peak + decode_cpu / threads``: every multiply-accumulate of the network at the
-    speed of a large matmul in the fastest precision this CPU runs natively (:func:`native_peaks`; no convolution
-    reaches it), and decoding spread over the threads with perfect overlap. So every mode's share of it is at most
-    1. The measured parts: decoding alone (the tagger's reader, CPU seconds) and the bf16 forward alone on
-    already-decoded chunks.
+    speed of a large matmul in the fastest precision this CPU runs natively (:func:`native_peak_runners`; no
+    convolution reaches it), and decoding spread over the threads with perfect overlap. So every mode's share of
+    it is at most 1. The measured parts, interleaved with the matmul peaks: decoding alone (the tagger's reader,
+    CPU seconds) and the bf16 forward alone on already-decoded chunks; the ceiling is computed within each round.
     """
     from focaltag.inference.chunking import iter_chunks
     from focaltag.inference.tagger import Tagger
 
     tagger = Tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16", recheck_margin=0.0)
-    c0 = time.process_time()
-    chunks = [np.stack([c for _, c in sorted(iter_chunks(tagger.plan(p)), key=lambda pair: pair[0])])
-              for p in files]
-    decode_cpu = time.process_time() - c0
-    every = np.concatenate(chunks)
+
+    def decode() -> list[np.ndarray]:
+        return [np.stack([c for _, c in sorted(iter_chunks(tagger.plan(p)), key=lambda pair: pair[0])])
+                for p in files]
+
+    every = np.concatenate(decode())
     tagger.predict_chunks(every[: tagger.batch_size])
-    forward = float("inf")
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        tagger.predict_chunks(every)
-        forward = min(forward, time.perf_counter() - t0)
+    peaks = native_peak_runners()
+    timings = interleave({"decode": decode, "forward": lambda: tagger.predict_chunks(every),
+                          **{f"peak_{k}": v for k, v in peaks.items()}}, args.repeats)
     macs = _macs_per_chunk(model)
-    peaks = native_peaks()
-    fastest = max(peaks, key=lambda k: peaks[k])
-    peak = peaks[fastest]
-    bound = 2 * macs * len(every) / (peak * 1e9) + decode_cpu / args.threads
-    best = max(v["x_realtime"] for k, v in modes.items() if k != "plain_fp32_loop")
+    peak_values = {k: [t.value for t in timings[f"peak_{k}"]] for k in peaks}
+    fastest = max(peak_values, key=lambda k: float(np.median(peak_values[k])))
+    decode_cpu = [t.cpu for t in timings["decode"]]
+    forward = _walls(timings["forward"])
+    bounds = [2 * macs * len(every) / (peak * 1e9) + cpu / args.threads
+              for peak, cpu in zip(peak_values[fastest], decode_cpu, strict=True)]
+    best = max(v["x_realtime"]["median"] for k, v in modes.items() if k != "plain_fp32_loop") if modes else None
+    ceiling = rate_summary(audio_seconds, bounds)
     return {"gmacs_per_chunk": round(macs / 1e9, 3), "chunks": int(len(every)),
-            "native_matmul_gops": {k: round(v, 1) for k, v in peaks.items()}, "ceiling_precision": fastest,
-            "decode_cpu_s": round(decode_cpu, 3), "forward_bf16_s": round(forward, 3),
-            "forward_bf16_gflops": round(2 * macs * len(every) / forward / 1e9, 1),
-            "forward_only_x_realtime": round(audio_seconds / forward, 1),
-            "ceiling_wall_s": round(bound, 3), "ceiling_x_realtime": round(audio_seconds / bound, 1),
-            "best_mode_share_of_ceiling": round(best / (audio_seconds / bound), 2)}
+            "native_matmul_gops": {k: summary(v) for k, v in peak_values.items()}, "ceiling_precision": fastest,
+            "decode_cpu_s": summary(decode_cpu), "forward_bf16_s": summary(forward),
+            "forward_bf16_gflops": summary([2 * macs * len(every) / f / 1e9 for f in forward]),
+            "forward_only_x_realtime": rate_summary(audio_seconds, forward),
+            "ceiling_wall_s": summary(bounds), "ceiling_x_realtime": ceiling,
+            "best_mode_share_of_ceiling": None if best is None else round(best / ceiling["median"], 2)}
+
+
+def bench_rss(args: argparse.Namespace, ckpt: Path, tmp: Path) -> dict:
+    """Peak RSS of a fresh process tagging a generated 60-minute MP3, next to one that only loads the model."""
+    t0 = time.perf_counter()
+    hour = hour_mp3(tmp / "hour.mp3")
+    made = time.perf_counter() - t0
+    timings = interleave({"model_only": lambda: _child(str(ckpt)), "tagged": lambda: _child(str(ckpt), str(hour))},
+                         args.repeats)
+    tagged = [t.value for t in timings["tagged"]]
+    floor = [t.value for t in timings["model_only"]]
+    return {"hour_mp3_make_s": round(made, 1),
+            "rss_60min_mp3_mb": summary([r["maxrss_mb"] for r in tagged]),
+            "rss_60min_seconds": summary([r["seconds"] for r in tagged]),
+            "rss_60min_duration_s": tagged[-1]["duration_s"],
+            "rss_model_only_mb": summary([r["maxrss_mb"] for r in floor]),
+            "rss_target_mb": TARGET_RSS_MB,
+            "meets_rss_target": max(r["maxrss_mb"] for r in tagged) < TARGET_RSS_MB}
+
+
+def _files(args: argparse.Namespace, tmp: Path) -> tuple[list[Path], str]:
+    """The shared recordings (the ``--tracks`` shortest when given), else generated stand-ins."""
+    import soundfile as sf
+
+    files = sorted(p for p in args.music.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav"))
+    if not files:
+        return synth_tracks(tmp), "synthetic (shared music absent)"
+    if args.tracks:
+        files = sorted(sorted(files, key=lambda p: sf.info(str(p)).duration)[: args.tracks])
+        return files, f"{args.music} (the {len(files)} shortest)"
+    return files, str(args.music)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--music", type=Path, default=MUSIC, help="folder of real tracks")
+    parser.add_argument("--tracks", type=int, default=0, help="only the N shortest tracks (0: all)")
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="chunks per forward pass (default: the Tagger's, 4 on CPU)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="round-robin repeats of the mode comparison")
-    parser.add_argument("--arch-repeats", type=int, default=1, help="repeats per architecture")
+    parser.add_argument("--members", type=int, default=4, help="ensemble size in the precisions section (1: none)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="comma-separated, of " + ", ".join(SECTIONS))
     parser.add_argument("--all-modes", action="store_true",
-                        help="also channels_last, torch.compile (~1 min compilation) and onnxruntime")
-    parser.add_argument("--skip-process", action="store_true", help="skip the whole-process comparison")
-    parser.add_argument("--skip-arch", action="store_true", help="skip the per-architecture section")
-    parser.add_argument("--skip-rss", action="store_true")
+                        help="also channels_last, torch.compile (a compilation first) and onnxruntime")
+    parser.add_argument("--skip-process", action="store_true", help="leave out the process section")
+    parser.add_argument("--skip-arch", action="store_true", help="leave out the architectures section")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the rss section")
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="approximate an AVX2-only CPU: oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA) and bf16 "
                         "treated as not native; onnxruntime still picks its kernels by CPUID (VNNI where present), "
-                        "so its figures are this CPU's, not an AVX2 CPU's")
+                        "so its figures are this CPU's, not an AVX2 CPU's (the emulation does not cover it)")
     parser.add_argument("--only-precisions", action="store_true",
-                        help="only the precision / adaptive-chunking sections (and the ceiling)")
+                        help="the sections " + ", ".join(ONLY_PRECISIONS) + " only")
     parser.add_argument("--generated", type=int, default=12, help="generated tracks in the adaptive section")
+    add_protocol_arguments(parser, quick="the 2 shortest tracks, one model (no ensemble), sections precisions "
+                           "and process")
     parser.add_argument("--rss-child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--plain-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -645,7 +684,19 @@ def main() -> None:
     if args.plain_child:
         plain_child(args.plain_child)
         return
+    sections = [s for s in args.sections.split(",") if s]
+    if args.only_precisions:
+        sections = list(ONLY_PRECISIONS)
+    if args.quick:
+        args.tracks, args.members, sections = args.tracks or 2, 1, ["precisions", "process"]
+    skipped = {"process": args.skip_process, "architectures": args.skip_arch, "rss": args.skip_rss}
+    sections = [s for s in sections if not skipped.get(s)]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
 
+    run = Run("bench/tag.py", args, name="tag-emulate-avx2" if args.emulate_avx2 else "tag",
+              emulates="avx2" if args.emulate_avx2 else None, int8=True)
     if args.emulate_avx2:
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # read when torch loads oneDNN: before the import below
     import soundfile as sf
@@ -656,81 +707,50 @@ def main() -> None:
         from focaltag import precision as _precision
 
         _precision.cpu_has_fast_bf16 = lambda *a: False  # type: ignore[assignment]
-    from focaltag.inference.chunking import iter_chunks
-    from focaltag.inference.tagger import Tagger
     from focaltag.models import save_model
     from focaltag.precision import cpu_has_fast_bf16
 
     tmp = Path(tempfile.mkdtemp(prefix="focaltag-bench-tag-"))
-    files = sorted(p for p in args.music.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav"))
-    source = str(args.music)
-    if not files:
-        files, source = synth_tracks(tmp), "synthetic (shared music absent)"
-    audio_seconds = sum(sf.info(str(p)).duration for p in files)
-
-    model = _paper_resnet()
-    ckpt = save_model(model, tmp / "paper.pt")
-    report: dict = {"bench": "tag", "model": "short_chunk_resnet paper width=128 (random init)",
-                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                    "threads": args.threads, "cpu_count": os.cpu_count(), "cpu_fast_bf16": cpu_has_fast_bf16(),
-                    "emulated_avx2": args.emulate_avx2, "cpu": _cpu_name(),
-                    "load_avg_1min_before": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version(), "torch": torch.__version__, "tracks": len(files),
-                    "source": source, "audio_seconds": round(audio_seconds, 1), "chunks_per_track": args.chunks,
-                    "batch_size": args.batch_size, "repeats": args.repeats}
-
-    if args.only_precisions:
-        if not args.skip_process:
+    try:
+        files, source = _files(args, tmp)
+        audio_seconds = sum(sf.info(str(p)).duration for p in files)
+        model = _paper_resnet()
+        ckpt = save_model(model, tmp / "paper.pt")
+        report: dict = {"bench": "tag", "model": "short_chunk_resnet paper width=128 (random init)",
+                        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                        "sections": sections, "threads": args.threads, "cpu_fast_bf16": cpu_has_fast_bf16(),
+                        "emulated_avx2": args.emulate_avx2, "tracks": len(files), "source": source,
+                        "audio_seconds": round(audio_seconds, 1), "chunks_per_track": args.chunks,
+                        "batch_size": args.batch_size, "ensemble_members": args.members}
+        modes: dict = {}
+        if "modes" in sections:
+            report["read"] = bench_read(args, model, files)
+            modes = bench_modes(args, model, files, audio_seconds)
+            report["modes"] = modes
+            tagger_modes = {k: v for k, v in modes.items() if k != "plain_fp32_loop"}
+            best = max(tagger_modes, key=lambda k: tagger_modes[k]["x_realtime"]["median"])
+            report["best_mode"] = best
+            report["best_x_realtime"] = modes[best]["x_realtime"]
+            report["best_vs_plain_loop"] = modes[best]["vs_plain_loop"]
+            report["bf16_vs_fp32_tagger"] = round(modes["bf16"]["x_realtime"]["median"]
+                                                  / modes["fp32"]["x_realtime"]["median"], 2)
+            report["target_x_realtime"] = TARGET_X_REALTIME
+            report["meets_speed_target"] = modes[best]["x_realtime"]["median"] >= TARGET_X_REALTIME
+        if "ceiling" in sections:
+            report["ceiling"] = bench_ceiling(args, model, files, audio_seconds, modes)
+        if "process" in sections:
             report["process"] = bench_process(args, ckpt, files)
-        report["precisions"] = bench_precisions(args, files, audio_seconds)
-        report["adaptive"] = bench_adaptive(args, files, tmp)
-        report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+        if "precisions" in sections:
+            report["precisions"] = bench_precisions(args, files, audio_seconds)
+        if "adaptive" in sections:
+            report["adaptive"] = bench_adaptive(args, files, tmp)
+        if "architectures" in sections:
+            report["architectures"] = bench_architectures(args, files, audio_seconds)
+        if "rss" in sections:
+            report["rss"] = bench_rss(args, ckpt, tmp)
+        run.finish(report)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        print(json.dumps(report))
-        return
-
-    probe = Tagger(model, n_chunks=args.chunks)  # the chunk reader alone: seek (only the chunks) vs stream (all)
-    for method in ("seek", "stream"):
-        t0 = time.perf_counter()
-        for path in files:
-            for _ in iter_chunks(probe.plan(path), method=method):
-                pass
-        report[f"read_{method}_s_per_track"] = round((time.perf_counter() - t0) / len(files), 3)
-
-    modes = bench_modes(args, model, files, audio_seconds)
-    report["modes"] = modes
-    tagger_modes = {k: v for k, v in modes.items() if k != "plain_fp32_loop"}
-    best = max(tagger_modes, key=lambda k: tagger_modes[k]["x_realtime"])
-    report["best_mode"] = best
-    report["best_x_realtime"] = modes[best]["x_realtime"]
-    report["best_vs_plain_loop"] = modes[best]["vs_plain_loop"]
-    report["bf16_vs_fp32_tagger"] = round(modes["bf16"]["x_realtime"] / modes["fp32"]["x_realtime"], 2)
-    report["target_x_realtime"] = TARGET_X_REALTIME
-    report["meets_speed_target"] = modes[best]["x_realtime"] >= TARGET_X_REALTIME
-    report["best_x_realtime_cpu_bound"] = max(m["x_realtime_cpu_bound"] for m in tagger_modes.values())
-
-    report["ceiling"] = bench_ceiling(args, model, files, audio_seconds, modes)
-    report["precisions"] = bench_precisions(args, files, audio_seconds)
-    report["adaptive"] = bench_adaptive(args, files, tmp)
-    if not args.skip_process:
-        report["process"] = bench_process(args, ckpt, files)
-    if not args.skip_arch:
-        report["architectures"] = bench_architectures(args, files, audio_seconds)
-    if not args.skip_rss:
-        t0 = time.perf_counter()
-        hour = hour_mp3(tmp / "hour.mp3")
-        report["hour_mp3_make_s"] = round(time.perf_counter() - t0, 1)
-        floor = _child(str(ckpt))
-        tagged = _child(str(ckpt), str(hour))
-        report["rss_60min_mp3_mb"] = tagged["maxrss_mb"]
-        report["rss_60min_seconds"] = tagged["seconds"]
-        report["rss_60min_duration_s"] = tagged["duration_s"]
-        report["rss_model_only_mb"] = floor["maxrss_mb"]
-        report["rss_target_mb"] = TARGET_RSS_MB
-        report["meets_rss_target"] = tagged["maxrss_mb"] < TARGET_RSS_MB
-    report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(report))
 
 
 if __name__ == "__main__":
