@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,12 @@ __all__ = ["LibraryIndex", "VectorSearch", "EXACT_MAX", "INDEX_VERSION", "index_
 
 logger = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 EXACT_MAX = 200_000
 """Largest number of vectors searched exactly; above it an HNSW graph is built (see ``bench/similar_index.py``:
 exact search stays in the tens of milliseconds there, while building the graph costs minutes that every stale
 index would pay again)."""
-
-BLOCK_ROWS = 65_536
-"""Rows converted to float32 at a time by exact search, so memory stays flat whatever the library's size."""
 
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
@@ -65,27 +62,29 @@ def _stamp(path: Path) -> list[int]:
 def exact_top(unit: np.ndarray, query: np.ndarray, k: int, *, rows: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``unit`` (float16 or float32 unit vectors) nearest to ``query`` by cosine, best first,
-    searched exactly block by block; ``rows`` restricts the search to those rows."""
+    searched exactly; ``rows`` restricts the search to those rows.
+
+    usearch's brute-force kernels read the float16 vectors as they are stored (converting a whole float16
+    matrix to float32 per query would cost more than the search); the candidates are then re-scored in float32,
+    so scores and ties (by row) do not depend on the kernel."""
+    from usearch.index import search
+
     query = np.asarray(query, dtype=np.float32)
     n = len(unit) if rows is None else len(rows)
     k = min(k, n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    best_rows: list[np.ndarray] = []
-    best_scores: list[np.ndarray] = []
-    for start in range(0, n, BLOCK_ROWS):
-        sel = slice(start, min(start + BLOCK_ROWS, n))
-        ids = np.arange(sel.start, sel.stop) if rows is None else rows[sel]
-        block = np.asarray(unit[ids] if rows is not None else unit[sel], dtype=np.float32)
-        scores = block @ query
-        if len(scores) > k:
-            part = np.argpartition(-scores, k - 1)[:k]
-            ids, scores = ids[part], scores[part]
-        best_rows.append(np.asarray(ids, dtype=np.int64))
-        best_scores.append(scores)
-    all_rows, all_scores = np.concatenate(best_rows), np.concatenate(best_scores)
-    order = np.lexsort((all_rows, -all_scores))[:k]
-    return all_rows[order], all_scores[order]
+    data = np.ascontiguousarray(unit if rows is None else unit[rows])
+    wanted = min(n, 2 * k + 16)  # room for the kernel's rounding to reorder near-ties at the cut
+    if wanted == n:
+        candidates = np.arange(n, dtype=np.int64)
+    else:
+        matches = search(data, query.astype(data.dtype), wanted, metric="cos", exact=True)
+        candidates = np.asarray(matches.keys, dtype=np.int64)
+    scores = np.asarray(data[candidates], dtype=np.float32) @ query
+    order = np.lexsort((candidates, -scores))[:k]
+    found = candidates[order]
+    return (found if rows is None else np.asarray(rows, dtype=np.int64)[found]), scores[order]
 
 
 class VectorSearch:
@@ -127,11 +126,87 @@ class VectorSearch:
         return found[order], scores[order]
 
 
+class FileNames(Sequence[str]):
+    """The library's file names by row: a list when just built, else read on demand from the saved index, so a
+    query on a 100,000-track library reads the names it returns, not all of them.
+
+    Saved as ``files.txt`` (one JSON string per line), ``file_offsets.npy`` (where each line starts) and
+    ``file_keys.npy`` / ``key_order.npy`` (the rows' :func:`~focaltag.library.runs.path_key` and their sorted
+    order, which finds a name's row without reading the names)."""
+
+    def __init__(self, names: list[str] | None = None, *, folder: Path | None = None) -> None:
+        self._names = names
+        self._folder = folder
+        if names is None:
+            assert folder is not None
+            self._offsets = np.load(folder / "file_offsets.npy", mmap_mode="r")
+            self._keys = np.load(folder / "file_keys.npy", mmap_mode="r")
+            self._order = np.load(folder / "key_order.npy", mmap_mode="r")
+            self._text = np.memmap(folder / "files.txt", dtype=np.uint8, mode="r") \
+                if int(self._offsets[-1]) else np.zeros(0, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._names) if self._names is not None else len(self._offsets) - 1
+
+    def _name(self, row: int) -> str:
+        if self._names is not None:
+            return self._names[row]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        raw = bytes(self._text[int(self._offsets[row]):int(self._offsets[row + 1])])
+        return str(json.loads(raw))
+
+    def __getitem__(self, row: Any) -> Any:
+        if isinstance(row, slice):
+            return [self._name(i) for i in range(*row.indices(len(self)))]
+        return self._name(int(row))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._names is not None:
+            return iter(self._names)
+        assert self._folder is not None
+        with open(self._folder / "files.txt", encoding="utf-8") as f:
+            return iter([str(json.loads(line)) for line in f])
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """The row of a file name as the JSONL writes it (ValueError when it is not a library track)."""
+        if self._names is not None:
+            return self._names.index(value, start, len(self) if stop is None else stop)
+        from focaltag.library.runs import path_key
+
+        key = np.uint64(path_key(str(value)))
+        keys = self._keys[self._order]
+        at = int(np.searchsorted(keys, key))
+        while at < len(keys) and keys[at] == key:
+            row = int(self._order[at])
+            if self._name(row) == value:
+                return row
+            at += 1
+        raise ValueError(f"{value!r} is not a track of the library")
+
+    def save(self, folder: Path) -> None:
+        from focaltag.library.runs import path_key
+
+        names = list(self)
+        lines = [json.dumps(n, ensure_ascii=True).encode("ascii") + b"\n" for n in names]
+        offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(line) for line in lines], dtype=np.int64)  # a line: its name + "\n"
+        keys = np.fromiter((path_key(n) for n in names), dtype=np.uint64, count=len(names))
+        with atomic_write(folder / "files.txt", "wb") as f:
+            f.writelines(lines)
+        for name, array in (("file_offsets", offsets), ("file_keys", keys),
+                            ("key_order", np.argsort(keys, kind="stable"))):
+            with atomic_write(folder / f"{name}.npy", "wb") as f:
+                np.save(f, array)
+
+
 @dataclass
 class LibraryIndex:
     """One library run, ready to search (see the module docstring). Rows are tracks in JSONL order."""
 
-    files: list[str]
+    files: FileNames
     durations: np.ndarray  # (n,) float32 seconds
     tag_names: list[str]
     probabilities: np.ndarray  # (n, n_tags) float16
@@ -149,9 +224,6 @@ class LibraryIndex:
 
     def search(self) -> VectorSearch:
         return VectorSearch(self.unit, self.graph)
-
-    def row_of(self) -> dict[str, int]:
-        return {f: i for i, f in enumerate(self.files)}
 
     @classmethod
     def load(cls, output: str | os.PathLike[str], *, save: bool = True) -> LibraryIndex:
@@ -246,7 +318,7 @@ def _build(output: Path, store: VectorStore) -> LibraryIndex:
         unit = np.array(records["unit"][rows[found]], dtype=np.float16).reshape(len(found), header.dim)
         vector_row[found] = np.arange(len(found))
     return LibraryIndex(
-        files=files, durations=np.asarray(durations, dtype=np.float32), tag_names=tag_names or [],
+        files=FileNames(files), durations=np.asarray(durations, dtype=np.float32), tag_names=tag_names or [],
         probabilities=np.asarray(probs, dtype=np.float16).reshape(len(files), n_tags),
         labels=np.asarray(labels, dtype=bool).reshape(len(files), n_tags), has_decisions=has_decisions,
         models=sorted(models, key=lambda m: -models[m]), vector_row=vector_row, unit=unit,
@@ -275,8 +347,7 @@ def _save(index: LibraryIndex, folder: Path, stamp: dict[str, Any]) -> None:
     for name in _ARRAYS:
         with atomic_write(folder / f"{name}.npy", "wb") as f:
             np.save(f, getattr(index, name))
-    with atomic_write(folder / "files.json", "w") as f:
-        json.dump(index.files, f, ensure_ascii=True)
+    index.files.save(folder)
     graph_path = folder / GRAPH_NAME
     if index.graph is not None:
         tmp = folder / f".{GRAPH_NAME}.tmp-{os.getpid()}"
@@ -295,8 +366,7 @@ def _read_saved(folder: Path, stamp: dict[str, Any]) -> LibraryIndex | None:
         if any(meta.get(k) != v for k, v in stamp.items()):
             return None
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
-        with open(folder / "files.json", encoding="utf-8") as f:
-            files = json.load(f)
+        files = FileNames(folder=folder)
         graph = None
         if meta.get("graph"):
             from usearch.index import Index

@@ -70,12 +70,11 @@ class SimilarService:
         if self.library.embedding_model is None:
             raise DataError(f"serve --library {library_path}: the library has no embeddings; rerun 'focaltag tag "
                             f"... -o {library_path} --embeddings'")
-        self.rows = self.library.index.row_of()
         self._lock = threading.Lock()  # one tagger, one forward pass at a time
 
     @property
     def size(self) -> int:
-        return len(self.rows)
+        return len(self.library.index.files)
 
     def warm(self) -> None:
         """Load the library's model now, so the first upload is not the one that pays for it."""
@@ -83,9 +82,11 @@ class SimilarService:
 
     def by_path(self, query: SimilarQuery) -> dict[str, Any]:
         assert query.path is not None
-        if query.path not in self.rows:
+        try:  # only a name the library lists; nothing on the server's disk is looked at
+            self.library.index.files.index(query.path)
+        except ValueError:
             raise LookupError(f"{query.path!r} is not a track of the library; give a path exactly as the library "
-                              "lists it, or upload the file")
+                              "lists it, or upload the file") from None
         return self._answer(query.path, query.path, query)
 
     def by_upload(self, path: Path, name: str, query: SimilarQuery) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 (function () {
   const TOKEN_KEY = "focaltag.serve.token";
   const $ = (sel) => document.querySelector(sel);
-  const state = { token: localStorage.getItem(TOKEN_KEY) || "", models: [], results: [], queue: [], busy: false };
+  const state = { token: localStorage.getItem(TOKEN_KEY) || "", models: [], results: [], queue: [], busy: false,
+                  library: null };
 
   function authHeaders() {
     return state.token ? { Authorization: "Bearer " + state.token } : {};
@@ -58,6 +59,7 @@
     $("#token-box").hidden = true;
     const info = await response.json();
     state.models = info.models;
+    state.library = info.library || null;  // serve --library: similar tracks are shown for each file
     const select = $("#model");
     select.textContent = "";
     for (const model of info.models) {
@@ -139,7 +141,10 @@
         } else if (xhr.status === 200 && Array.isArray(body) && body.length) {
           const result = body[0];
           if (result.error) fail(card, result.error, file);
-          else render(card, result);
+          else {
+            render(card, result);
+            if (state.library) { similar(file, card).finally(resolve); return; }
+          }
         } else {
           fail(card, (body && body.error) || ("the server answered " + xhr.status), file);
         }
@@ -199,6 +204,45 @@
       img.hidden = false;
     }
     card.querySelector(".body").hidden = false;
+  }
+
+  // -- similar tracks (serve --library) ---------------------------------------------------------------------
+  async function similar(file, card) {
+    const box = card.querySelector(".similar");
+    const list = box.querySelector("ol");
+    const form = new FormData();
+    form.append("file", file, file.name);
+    form.append("n", "10");
+    setStatus("finding tracks like " + file.name);
+    let body = null;
+    let status = 0;
+    try {
+      const response = await fetch("/api/v1/similar", { method: "POST", headers: authHeaders(), body: form });
+      status = response.status;
+      body = await response.json();
+    } catch (err) {
+      body = { error: "network error: " + err };
+    }
+    box.hidden = false;
+    if (status !== 200 || !body || !Array.isArray(body.results)) {
+      const item = document.createElement("li");
+      item.className = "error";
+      item.textContent = (body && body.error) || ("the server answered " + status);
+      list.appendChild(item);
+      return;
+    }
+    if (!body.results.length) {
+      const item = document.createElement("li");
+      item.textContent = "no other track of the library has an embedding";
+      list.appendChild(item);
+    }
+    for (const match of body.results) {
+      const item = document.createElement("li");
+      const name = match.file.split(/[\\/]/).pop();
+      item.textContent = name + " · " + match.score.toFixed(3);
+      item.title = match.file;
+      list.appendChild(item);
+    }
   }
 
   // -- drop zone, picker, buttons ------------------------------------------------------------------------
