@@ -156,7 +156,7 @@ def _library(r: Doc) -> list[str]:
 
 
 def _evaluate(r: Doc) -> list[str]:
-    return table(["evaluate, 1 matrix of " + " x ".join(f"{n:,}" for n in r["matrix"]) + f", {r['resamples']:,} "
+    return table(["`evaluate` on a " + " x ".join(f"{n:,}" for n in r["matrix"]) + f" matrix, {r['resamples']:,} "
                   "bootstrap resamples", "focaltag", "sklearn per resample (extrapolated)", "speed-up"],
                  [["wall time", fig(r["focaltag_s"], "s"), fig(r["baseline_s_extrapolated"], "s"),
                    fig(r["speedup"], "x")],
@@ -256,16 +256,17 @@ def _tag_adaptive(r: Doc) -> list[str]:
 
 def _tag_modes(r: Doc) -> list[str]:
     modes = r["modes"]
-    rows = [["plain float32 loop", fig(modes["plain_fp32_loop"]["x_realtime"], "x"), "1", "", "", ""]]
+    rows = [["plain float32 loop", "fp32", "0", fig(modes["plain_fp32_loop"]["x_realtime"], "x"), "1", "", "", ""]]
     for name, m in modes.items():
         if name == "plain_fp32_loop":
             continue
-        rows.append([f"`{name}`", fig(m["x_realtime"], "x"), fig(m["vs_plain_loop"], "x"),
-                     sci(m["max_abs_diff_vs_fp32"]), "yes" if m["top5_equal_fp32"] else "no",
-                     f"{m['rechecked_per_run']}"])
+        rows.append([f"`{name}`", str(m.get("precision", "")), str(m.get("workers", "")), fig(m["x_realtime"], "x"),
+                     fig(m["vs_plain_loop"], "x"), sci(m["max_abs_diff_vs_fp32"]),
+                     "yes" if m["top5_equal_fp32"] else "no", f"{m['rechecked_per_run']}"])
     read = r.get("read") or {}
-    lines = table([f"paper ResNet, {r['tracks']} tracks, {r['chunks_per_track']} chunks", "x real time",
-                   "vs plain loop", "max \\|Δp\\| vs float32", "top-5 = float32", "re-checked per run"], rows)
+    lines = table([f"paper ResNet, {r['tracks']} tracks, {r['chunks_per_track']} chunks", "precision",
+                   "decoding threads", "x real time", "vs plain loop", "max \\|Δp\\| vs float32", "top-5 = float32",
+                   "re-checked per run"], rows)
     if read:
         lines += ["", *table(["chunk reader alone", "seconds per track"],
                              [[m.replace("_s_per_track", ""), fig(v, "s")] for m, v in read.items()])]
