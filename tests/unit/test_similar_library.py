@@ -365,3 +365,28 @@ def test_json_round_trip_of_surrogate_paths_in_the_index(tmp_path: Path) -> None
     with pytest.raises(ValueError):
         saved.index(str(tmp_path / "absent.mp3"))
     assert json.loads((index_dir(output) / "files.txt").read_text().splitlines()[-1]) == odd
+
+
+def test_a_grown_library_adds_to_its_graph_instead_of_rebuilding(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import focaltag.library.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_MAX", 50)  # a graph from 51 tracks on
+    vectors = clustered(300, 16, clusters=10)
+    output = write_library(tmp_path, vectors[:200])
+    first = LibraryIndex.load(output)
+    assert first.graph is not None and len(first.graph) == 200
+    store = VectorStore(output)
+    with store.open_append() as rec, open(output, "a", encoding="utf-8") as out:
+        for i in range(200, 300):  # a continued run appends 100 tracks
+            file = str(tmp_path / f"more{i}.mp3")
+            append_record(rec, path_key(file), vectors[i], 16)
+            out.write(json_line(_line(file, np.full(4, 0.3), 150.0)) + "\n")
+    built: list[int] = []
+    original = index_module._graph
+    monkeypatch.setattr(index_module, "_graph", lambda unit: built.append(len(unit)) or original(unit))
+    grown = LibraryIndex.load(output)
+    assert built == [] and grown.graph is not None and len(grown.graph) == 300
+    query = unit_vector(vectors[250])
+    approx = [hit[0] for hit, _ in zip(grown.search().ranked(query, first=5), range(5), strict=False)]
+    assert approx[0] == 250

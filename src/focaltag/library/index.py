@@ -240,7 +240,7 @@ class LibraryIndex:
             cached = _read_saved(folder, stamp)
             if cached is not None:
                 return cached
-        index = _build(output, store)
+        index = _build(output, store, previous=folder if store.exists() else None)
         if save and store.exists():
             try:
                 _save(index, folder, stamp)
@@ -272,7 +272,7 @@ def _labels_of(obj: dict[str, Any]) -> list[str]:
     return [t["tag"] for t in obj.get("top", []) if isinstance(t, dict) and "tag" in t]
 
 
-def _build(output: Path, store: VectorStore) -> LibraryIndex:
+def _build(output: Path, store: VectorStore, previous: Path | None = None) -> LibraryIndex:
     from focaltag.library.runs import path_key
 
     files: list[str] = []
@@ -322,7 +322,7 @@ def _build(output: Path, store: VectorStore) -> LibraryIndex:
         probabilities=np.asarray(probs, dtype=np.float16).reshape(len(files), n_tags),
         labels=np.asarray(labels, dtype=bool).reshape(len(files), n_tags), has_decisions=has_decisions,
         models=sorted(models, key=lambda m: -models[m]), vector_row=vector_row, unit=unit,
-        embedding_model=embedding_model, graph=_graph(unit) if len(unit) > EXACT_MAX else None)
+        embedding_model=embedding_model, graph=_grown_graph(previous, unit) if len(unit) > EXACT_MAX else None)
 
 
 def _graph(unit: np.ndarray) -> Any:
@@ -333,6 +333,28 @@ def _graph(unit: np.ndarray) -> Any:
                   expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
     logger.info("building the search graph of %d tracks (once; kept beside the store)", len(unit))
     graph.add(np.arange(len(unit), dtype=np.uint64), np.asarray(unit, dtype=np.float16))
+    return graph
+
+
+def _grown_graph(previous: Path | None, unit: np.ndarray) -> Any:
+    """The saved graph with the new tracks added, when the library only grew (a resumed or continued run
+    appends: the saved vectors are the first rows of the new ones); else a graph built anew."""
+    try:
+        if previous is None or not json.loads((previous / "meta.json").read_text(encoding="utf-8")).get("graph"):
+            return _graph(unit)
+        old = np.load(previous / "unit.npy", mmap_mode="r")
+        if not (len(old) <= len(unit) and np.array_equal(old, unit[:len(old)])):
+            return _graph(unit)
+        from usearch.index import Index
+
+        graph = Index.restore(os.fspath(previous / GRAPH_NAME))
+    except (OSError, ValueError, KeyError):
+        return _graph(unit)
+    if graph is None or len(graph) != len(old):
+        return _graph(unit)
+    logger.info("adding %d track(s) to the search graph of %d", len(unit) - len(old), len(old))
+    if len(unit) > len(old):
+        graph.add(np.arange(len(old), len(unit), dtype=np.uint64), np.asarray(unit[len(old):], dtype=np.float16))
     return graph
 
 
