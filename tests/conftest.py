@@ -7,6 +7,7 @@ skipping, so CI cannot pass without the reference data that the proofs rest on.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,27 @@ def shared_required() -> bool:
 def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep exported ONNX files and other caches of the tests out of the user's ~/.cache."""
     os.environ.setdefault("FOCALTAG_CACHE_DIR", str(tmp_path_factory.mktemp("focaltag-cache")))
+
+
+CPU_BF16_BRANCHES = {"cpu-bf16": "1", "cpu-no-bf16": "0"}
+"""The two branches of ``precision="auto"``'s CPU rule, as values of ``FOCALTAG_CPU_BF16``: with native bf16
+(``auto`` runs bf16) and without (``auto`` runs int8 where onnxruntime and a recipe exist, else float32)."""
+
+
+@pytest.fixture(params=list(CPU_BF16_BRANCHES.values()), ids=list(CPU_BF16_BRANCHES))
+def cpu_bf16(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Runs the test once on each branch of the CPU rule, whatever this CPU is (``FOCALTAG_CPU_BF16`` in this
+    process and in the processes it starts); the value is whether the forced CPU runs bf16 natively."""
+    monkeypatch.setenv("FOCALTAG_CPU_BF16", request.param)
+    return bool(request.param == "1")
+
+
+@pytest.fixture(scope="module", params=list(CPU_BF16_BRANCHES.values()), ids=list(CPU_BF16_BRANCHES))
+def cpu_bf16_module(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """:func:`cpu_bf16` for module-scoped fixtures (a server started once per branch)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FOCALTAG_CPU_BF16", request.param)
+        yield bool(request.param == "1")
 
 
 def _need(path: Path) -> Path:

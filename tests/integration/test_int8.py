@@ -19,8 +19,8 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="int8 needs onnxruntime (pip install 'focaltag[onnx]')")
 
-from focaltag.inference.int8 import INT8_AUTO, INT8_RECHECK_MARGIN  # noqa: E402
 from focaltag.inference.tagger import Tagger  # noqa: E402
+from focaltag.models.facts import runtime_facts  # noqa: E402
 
 WON2020 = [("jamendo-fcn.pth", "tags-jamendo-top50.txt"), ("jamendo-crnn.pth", "tags-jamendo-top50.txt"),
            ("mtat-fcn.pth", "tags-mtat.txt"), ("mtat-crnn.pth", "tags-mtat.txt"),
@@ -35,10 +35,11 @@ def _tags(path: Path) -> list[str]:
 
 def _int8_guard(model: object, files: list[Path], n_chunks: int, record: object) -> None:
     arch = str(getattr(model, "model_name", ""))
-    assert arch in INT8_AUTO
+    margin = runtime_facts(model).int8_recheck_margin
+    assert runtime_facts(model).int8_recipe
     fp32 = {r.file: r for r in Tagger(model, n_chunks=n_chunks, precision="fp32", workers=0).tag_many(files)}
     tagger = Tagger(model, n_chunks=n_chunks, precision="int8", workers=0)
-    assert tagger.precision == "int8" and tagger.recheck_margin == INT8_RECHECK_MARGIN[arch]
+    assert tagger.precision == "int8" and tagger.recheck_margin == margin
     int8 = list(tagger.tag_many(files))
     assert all(r.ok for r in int8) and len(int8) == len(files)
     raw = [r for r in int8 if r.precision == "int8"]
@@ -47,7 +48,7 @@ def _int8_guard(model: object, files: list[Path], n_chunks: int, record: object)
     record("int8_rechecked", tagger.n_rechecked)  # type: ignore[operator]
     logging.getLogger(__name__).warning("int8 %s: max |p - p_fp32| = %.2e, %d of %d tracks re-checked in fp32",
                                         arch, diff, tagger.n_rechecked, len(files))
-    assert diff < INT8_RECHECK_MARGIN[arch] / 2 + 1e-9, "int8 error too large for the re-check margin"
+    assert diff < margin / 2 + 1e-9, "int8 error too large for the re-check margin"
     for r in int8:
         assert [t for t, _ in r.top] == [t for t, _ in fp32[r.file].top], r.file
 
@@ -59,7 +60,7 @@ def test_int8_keeps_architectures_without_a_recipe_float32(won2020_models_dir: P
     from focaltag.models import load_model
 
     model = load_model(won2020_models_dir / name, tag_names=_tags(won2020_models_dir / tags))
-    assert str(model.model_name) not in INT8_AUTO
+    assert not runtime_facts(model).int8_recipe
     files = sorted(p for p in music_dir.iterdir() if p.suffix in (".ogg", ".mp3"))[:2]
     tagger = Tagger(model, n_chunks=2, precision="int8", workers=0)
     assert tagger.precision == "fp32"
@@ -89,27 +90,30 @@ def test_int8_top5_equals_fp32_paper_resnet(music_dir: Path, record_property: ob
 
 def test_int8_cache_and_auto_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A small ResNet: int8 is made once (atomically, next to the float ONNX file) and ``auto`` picks it only on
-    CPUs without fast bf16."""
+    CPUs without fast bf16 (both branches forced, whatever this CPU is; a cache of its own, whatever ran before)."""
     import torch
 
-    from focaltag import precision as rule
     from focaltag.inference import precision as prec
     from focaltag.inference.onnx_model import onnx_cache_dir
     from focaltag.models import create_model
 
+    monkeypatch.setenv("FOCALTAG_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     model = create_model("short_chunk_resnet", width=8).eval()
-    monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda *a: True)
+    monkeypatch.setenv("FOCALTAG_CPU_BF16", "1")
     assert prec.resolve_model_precision("auto", "cpu", model) == "bf16"
-    monkeypatch.setattr(rule, "cpu_has_fast_bf16", lambda *a: False)
+    monkeypatch.setenv("FOCALTAG_CPU_BF16", "0")
     assert prec.resolve_model_precision("auto", "cpu", model) == "int8"
     assert prec.resolve_model_precision("fp32", "cpu", model) == "fp32"
+    assert onnx_cache_dir() == tmp_path / "cache" / "onnx"
     before = set(onnx_cache_dir().glob("*.onnx"))
+    assert before == set()
     tagger = Tagger(model, precision="auto", workers=0)
     assert tagger.precision == "int8"
     files = sorted(set(onnx_cache_dir().glob("*.onnx")) - before)  # this model's float32 and int8 graphs
     assert len(files) == 2 and sum(f.name.endswith(".int8.onnx") for f in files) == 1
     assert not list(onnx_cache_dir().glob(".*tmp"))
+    assert not list((tmp_path / "cache").glob(".export-*"))  # the exporter's scratch folder was removed
     stamp = {f: f.stat().st_mtime_ns for f in files}
     wave = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10).astype(np.float32)
     a = tagger.tag(wave, sr=16000)

@@ -2,7 +2,7 @@
 
 With the spectrogram-reading layers computed to float32 grade (``precision.FP32_MODULES``) bf16 moves probabilities
 by up to ~1.9e-3; the tagger re-checks in float32 only the tracks whose top-5 order hangs on a gap under
-``BF16_RECHECK_MARGIN`` (twice the error bound), so the top-5 tags must equal float32's exactly, and the error must
+the architecture's ``bf16_recheck_margin`` (twice the error bound), so the top-5 tags must equal float32's exactly, and the error must
 stay under half the margin for that to hold.
 ``bench/tag.py`` reports the same figures with the speed.
 """
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from focaltag.cli import main
-from focaltag.inference.tagger import BF16_RECHECK_MARGIN, Tagger
+from focaltag.inference.tagger import Tagger
+from focaltag.models.facts import runtime_facts
 
 # (file in ../shared/models/won2020, tag list, chunks per track: FCN's 29 s chunks make 8 cover most tracks)
 WON2020 = [("jamendo-fcn.pth", "tags-jamendo-top50.txt", 8), ("jamendo-crnn.pth", "tags-jamendo-top50.txt", 8),
@@ -40,7 +41,8 @@ def _top5_guard(model: object, files: list[Path], n_chunks: int, record: object)
     record("bf16_rechecked", tagger.n_rechecked)  # type: ignore[operator]
     logging.getLogger(__name__).warning("bf16: max |p - p_fp32| = %.2e, %d of %d tracks re-checked in fp32",
                                         diff, tagger.n_rechecked, len(files))
-    assert diff < BF16_RECHECK_MARGIN / 2, "bf16 error too large for the re-check margin to guarantee top-5"
+    assert diff < runtime_facts(model).bf16_recheck_margin / 2, \
+        "bf16 error too large for the re-check margin to guarantee top-5"
     for r in bf16:
         assert [t for t, _ in r.top] == [t for t, _ in fp32[r.file].top], r.file
 
@@ -69,25 +71,29 @@ def test_bf16_top5_equals_fp32_paper_resnet(music_dir: Path, record_property: ob
     _top5_guard(load_model(catalogue.cached_path(PAPER_RESNET)), files, 16, record_property)
 
 
-def test_cli_precision_in_first_info_line_and_json(music_dir: Path, tmp_path: Path,
+def test_cli_precision_in_first_info_line_and_json(music_dir: Path, tmp_path: Path, cpu_bf16: bool,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """On both branches of the CPU rule: ``auto`` is bf16 with native bf16, else what the rule gives without it
+    (int8 for this ResNet where onnxruntime is installed, or float32); the first info line and the JSON say which."""
     import torch
 
+    from focaltag.inference.precision import resolve_model_precision
     from focaltag.models import create_model, save_model
-    from focaltag.precision import resolve_precision
 
     torch.manual_seed(0)
-    ckpt = save_model(create_model("short_chunk_resnet", width=8), tmp_path / "tiny.pt")
+    model = create_model("short_chunk_resnet", width=8)
+    ckpt = save_model(model, tmp_path / "tiny.pt")
     track = str(music_dir / "battle-epic.ogg")
+    auto = resolve_model_precision("auto", "cpu", model)
+    assert auto in (("bf16",) if cpu_bf16 else ("int8", "fp32"))
     outputs = {}
-    for precision in ("fp32", "auto"):
+    for precision, expected in (("fp32", "fp32"), ("auto", auto)):
         assert main(["tag", track, "-m", str(ckpt), "--format", "json", "--chunks", "2",
                      "--precision", precision]) == 0
         out, err = capsys.readouterr()
         (obj,) = json.loads(out)
-        expected = resolve_precision(precision, "cpu")
         first = next(line for line in err.splitlines() if line.startswith("tagging "))  # after model loading
         assert first == f"tagging 1 file(s) with 1 model(s), 2 chunks per track, precision {expected}"
-        assert obj["precision"] in (expected, "fp32")  # a bf16 close call is re-checked and reported as fp32
+        assert obj["precision"] in (expected, "fp32")  # a close call is re-checked and reported as fp32
         outputs[precision] = obj
     assert outputs["fp32"]["precision"] == "fp32"

@@ -40,16 +40,22 @@ def thresholds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model: Path, thresholds: Path, tmp_path_factory: pytest.TempPathFactory):
-    with running_server([model], tmp_path_factory.mktemp("serve-a"), "--thresholds", str(thresholds)) as srv:
+def server(model: Path, thresholds: Path, cpu_bf16_module: bool, tmp_path_factory: pytest.TempPathFactory):
+    """A server on each branch of the CPU rule (``auto`` in bf16, or int8 through onnxruntime), with a model
+    cache of its own: without bf16 it exports and quantizes the model itself, whatever ran before."""
+    work = tmp_path_factory.mktemp("serve-a")
+    with running_server([model], work, "--thresholds", str(thresholds),
+                        env={"FOCALTAG_CACHE_DIR": str(work / "cache")}) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def guarded(model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A server with a token, a 2 MB upload limit and a queue of one request."""
-    with running_server([model], tmp_path_factory.mktemp("serve-b"), "--max-upload-mb", "2", "--queue", "1",
-                        env={"FOCALTAG_SERVE_TOKEN": "s3cret-token"}) as srv:
+def guarded(model: Path, cpu_bf16_module: bool, tmp_path_factory: pytest.TempPathFactory):
+    """A server with a token, a 2 MB upload limit and a queue of one request (on each branch of the CPU rule)."""
+    work = tmp_path_factory.mktemp("serve-b")
+    with running_server([model], work, "--max-upload-mb", "2", "--queue", "1",
+                        env={"FOCALTAG_SERVE_TOKEN": "s3cret-token", "FOCALTAG_CACHE_DIR": str(work / "cache")}
+                        ) as srv:
         yield srv
 
 

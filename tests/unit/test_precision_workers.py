@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from focaltag.errors import ConfigError
 from focaltag.inference import precision as prec
 from focaltag.inference.members import TorchMember
 from focaltag.inference.tagger import TagFailure, Tagger, TagResult
+from focaltag.models.facts import RuntimeFacts, runtime_facts
 
 SR = 16000
 CHUNK = 1600
@@ -60,11 +62,57 @@ def _files(folder: Path, n: int, seconds: list[float] | None = None) -> list[Pat
     ("fpu sse avx2 avx512f avx512bw", False),  # plain AVX512: bf16 would be emulated
     (None, False),  # no /proc/cpuinfo (macOS, Windows)
 ])
-def test_fast_bf16_is_read_from_cpu_flags(tmp_path: Path, flags: str | None, fast: bool) -> None:
+def test_fast_bf16_is_read_from_cpu_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str | None,
+                                          fast: bool) -> None:
+    monkeypatch.delenv(rule.CPU_BF16_ENV, raising=False)
     path = tmp_path / "cpuinfo"
     if flags is not None:
         path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
     assert rule.cpu_has_fast_bf16(str(path)) is fast
+
+
+@pytest.mark.parametrize("flags", ["fpu sse avx512f avx512_bf16", "fpu sse avx2 fma"])
+def test_cpu_bf16_variable_overrides_the_flags_and_is_read_on_every_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    from_flags = "avx512_bf16" in flags
+    monkeypatch.setenv(rule.CPU_BF16_ENV, "1")
+    assert rule.cpu_has_fast_bf16(str(path)) is True
+    assert rule.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(rule.CPU_BF16_ENV, "0")  # flipped within one process: no stale cached answer
+    assert rule.cpu_has_fast_bf16(str(path)) is False
+    assert rule.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setenv(rule.CPU_BF16_ENV, " ")  # empty: the CPU's own flags again
+    assert rule.cpu_has_fast_bf16(str(path)) is from_flags
+    monkeypatch.delenv(rule.CPU_BF16_ENV)
+    assert rule.cpu_has_fast_bf16(str(path)) is from_flags
+
+
+@pytest.mark.parametrize("bad", ["yes", "2", "true", "-1"])
+def test_cpu_bf16_variable_rejects_other_values(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv(rule.CPU_BF16_ENV, bad)
+    with pytest.raises(ConfigError, match=rf"FOCALTAG_CPU_BF16 must be 1 .* or 0 .*got '{bad}'"):
+        rule.resolve_precision("auto", "cpu")
+    assert rule.resolve_precision("fp32", "cpu") == "fp32"  # not asked about the CPU: not read
+
+
+def test_cpu_bf16_bad_value_is_one_cli_error_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from focaltag.models import create_model, save_model
+
+    ckpt = save_model(create_model("short_chunk_resnet", width=8), tmp_path / "tiny.pt")
+    (song,) = _files(tmp_path, 1, [2.0])
+    env = {**os.environ, rule.CPU_BF16_ENV: "yes", "FOCALTAG_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "focaltag", "tag", str(song), "-m", str(ckpt), "--precision",
+                           "auto"], env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("focaltag: error: ")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(errors) == 1, done.stderr
+    assert errors[0].startswith("focaltag: error: FOCALTAG_CPU_BF16 must be 1") and "'yes'" in errors[0]
+    assert done.stdout == ""
 
 
 def test_auto_follows_the_hardware_and_fp32_opts_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,7 +276,7 @@ def test_abandoned_run_stops_the_workers(tmp_path: Path) -> None:
 
 
 def test_default_batch_size_follows_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import focaltag.inference.tagger as tagger_module
+    import focaltag.inference.predictor as predictor_module
     from focaltag.inference.tagger import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 
     model = Dense()
@@ -242,7 +290,7 @@ def test_default_batch_size_follows_the_device(tmp_path: Path, monkeypatch: pyte
             Tagger(Dense(), batch_size=bad)  # type: ignore[arg-type]
     gpu_member = tagger.members[0]
     gpu_member.device = torch.device("cuda")  # what a member on a GPU reports
-    monkeypatch.setattr(tagger_module, "load_members", lambda *a, **k: [gpu_member])
+    monkeypatch.setattr(predictor_module, "load_members", lambda *a, **k: [gpu_member])
     assert Tagger(Dense()).batch_size == GPU_BATCH_SIZE
 
 
@@ -280,7 +328,7 @@ def test_fp32_modules_follow_the_architecture() -> None:
     for arch in ("fcn", "crnn", "short_chunk_resnet"):
         model = create_model(arch, **({"width": 8} if arch == "short_chunk_resnet" else {}))
         names = prec.fp32_modules(model)
-        assert names == prec.FP32_MODULES[arch]
+        assert names == runtime_facts(model).fp32_modules and names  # declared by the architecture class
         for name in names:
             model.get_submodule(name)  # every listed name exists in the architecture
     assert prec.fp32_modules(create_model("musicnn")) == ()  # its error is small without any
@@ -290,14 +338,13 @@ def test_fp32_modules_follow_the_architecture() -> None:
 def test_bf16_member_computes_its_architectures_fp32_modules_to_float32_grade(
         monkeypatch: pytest.MonkeyPatch) -> None:
     model = Dense()
-    model.model_name = "dense-test"
     batch = np.random.default_rng(0).standard_normal((64, CHUNK)).astype(np.float32)
     with torch.no_grad():
         exact = torch.sigmoid(model(torch.from_numpy(batch))).numpy()
     plain = np.abs(TorchMember(model, precision="bf16")(batch) - exact).max()
-    monkeypatch.setitem(prec.FP32_MODULES, "dense-test", ("proj",))
+    monkeypatch.setattr(Dense, "runtime_facts", RuntimeFacts(fp32_modules=("proj",)), raising=False)
     member = TorchMember(model, precision="bf16")
-    assert member.fp32_modules == ("proj",)
+    assert member.plan.fp32_modules == ("proj",) and member.plan.precision == "bf16"
     precise = np.abs(member(batch) - exact).max()
     # its only matmul to float32 grade: what is left is the bf16 rounding of the logits (< 2^-9 relative)
     assert precise < plain / 4, (precise, plain)
@@ -305,13 +352,17 @@ def test_bf16_member_computes_its_architectures_fp32_modules_to_float32_grade(
 
 
 # -- the bf16 inference copy ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer", [nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.Conv1d(3, 8, 5, padding=2),
-                                   nn.Linear(100, 6)], ids=["conv2d", "conv1d", "linear"])
-def test_compensated_bf16_has_float32_grade_products(layer: nn.Module) -> None:
+@pytest.mark.parametrize("make_layer", [lambda: nn.Conv2d(1, 16, 3, stride=2, padding=1),
+                                        lambda: nn.Conv1d(3, 8, 5, padding=2), lambda: nn.Linear(100, 6)],
+                         ids=["conv2d", "conv1d", "linear"])
+def test_compensated_bf16_has_float32_grade_products(make_layer: Callable[[], nn.Module]) -> None:
     from focaltag.inference.compensated import CompensatedBf16
 
+    torch.manual_seed(0)  # the weights do not depend on which tests ran before
+    layer = make_layer()
     gen = torch.Generator().manual_seed(0)
-    shape = {nn.Conv2d: (4, 1, 32, 40), nn.Conv1d: (4, 3, 50), nn.Linear: (4, 100)}[type(layer)]
+    # enough outputs (>= 384) that the share of correctly rounded ones is a rate, not a few coin flips
+    shape = {nn.Conv2d: (4, 1, 32, 40), nn.Conv1d: (4, 3, 50), nn.Linear: (64, 100)}[type(layer)]
     x = torch.randn(shape, generator=gen) * 30 + 5  # a dB-like input: large values, small differences
     with torch.no_grad():
         ref = layer.double()(x.double())  # an independent float64 evaluation
@@ -341,7 +392,7 @@ def test_bf16_inference_copy_leaves_the_model_and_keeps_its_outputs() -> None:
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    for name in prec.FP32_MODULES["short_chunk_resnet"]:
+    for name in runtime_facts(model).fp32_modules:
         assert isinstance(fast.get_submodule(name), CompensatedBf16)
     conv = fast.blocks[1].conv1
     assert conv.weight.dtype == torch.bfloat16 and conv.weight.is_contiguous(memory_format=torch.channels_last)
