@@ -13,7 +13,7 @@ Sections (``--sections``, default all):
 * ``modes``: the paper's short-chunk ResNet (width 128, random weights with a spread output bias, see
   ``_paper_resnet``: speed does not depend on the weights) through ``Tagger`` in float32 and in bf16 as ``auto``
   runs it on AMX / AVX512-BF16 CPUs (spectrogram-reading layers in float32, close calls under
-  ``BF16_RECHECK_MARGIN`` re-checked in float32), with 0, 1 (default) or 2 decoding threads; bf16 with every layer
+  the architecture's bf16 re-check margin re-checked in float32), with 0, 1 (default) or 2 decoding threads; bf16 with every layer
   in bf16 and no re-check (the precision's raw speed); bf16 with every track re-checked (the re-check's worst
   case). ``--all-modes`` adds channels_last, ``torch.compile`` and onnxruntime (the modes that did not pay off
   and are no longer defaults). Per mode: seconds per track, x real time (audio seconds / wall seconds),
@@ -213,18 +213,26 @@ def _top5(p: np.ndarray) -> list[int]:
 
 
 def _tagger(model, *, fp32_islands: bool = True, **kwargs):
-    """A ``Tagger``; ``fp32_islands=False`` runs every layer in bf16 (no per-architecture float32 modules)."""
-    from focaltag.inference import precision
-    from focaltag.inference.tagger import Tagger
+    """A ``Tagger`` with these options; ``fp32_islands=False`` runs every layer in bf16 (the architecture's
+    ``RuntimeFacts.fp32_modules`` emptied while it loads)."""
+    import dataclasses
 
-    if fp32_islands:
-        return Tagger(model, **kwargs)
-    saved = dict(precision.FP32_MODULES)
-    precision.FP32_MODULES.clear()
+    from focaltag.inference import InferenceOptions
+    from focaltag.inference.tagger import Tagger
+    from focaltag.models.facts import runtime_facts
+
+    if fp32_islands or not hasattr(model, "state_dict"):
+        return Tagger(model, InferenceOptions(**kwargs))
+    cls = type(model)
+    saved = cls.__dict__.get("runtime_facts")
+    cls.runtime_facts = dataclasses.replace(runtime_facts(model), fp32_modules=())
     try:
-        return Tagger(model, **kwargs)
+        return Tagger(model, InferenceOptions(**kwargs))
     finally:
-        precision.FP32_MODULES.update(saved)
+        if saved is None:
+            del cls.runtime_facts
+        else:
+            cls.runtime_facts = saved
 
 
 def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_seconds: float) -> dict:
@@ -279,9 +287,8 @@ def bench_modes(args: argparse.Namespace, model, files: list[Path], audio_second
 def bench_read(args: argparse.Namespace, model, files: list[Path]) -> dict:
     """The chunk reader alone: seek (only the chunks) against stream (the whole file), seconds per track."""
     from focaltag.inference.chunking import iter_chunks
-    from focaltag.inference.tagger import Tagger
 
-    probe = Tagger(model, n_chunks=args.chunks)
+    probe = _tagger(model, n_chunks=args.chunks)
 
     def read(method: str) -> None:
         for path in files:
@@ -354,13 +361,12 @@ def _architectures() -> dict[str, Callable[[], object]]:
 
 
 def bench_architectures(args: argparse.Namespace, files: list[Path], audio_seconds: float) -> dict:
-    from focaltag.inference.tagger import Tagger
 
     out = {}
     for name, build in _architectures().items():
         model = build()
-        fp32 = Tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="fp32")
-        bf16 = Tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16")
+        fp32 = _tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="fp32")
+        bf16 = _tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16")
         raw = _tagger(copy.deepcopy(model), n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16",
                       recheck_margin=0.0, fp32_islands=False)
         timings = round_robin({"fp32": lambda t=fp32: _tagger_run(t)(files),
@@ -403,7 +409,6 @@ def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds:
     ensemble's shape: ``--members`` paper-size ResNets with random weights (the usc-sail-2020 weights cannot be
     fetched offline; speed does not depend on the weights, the int8 error and re-check rate do). Fixed 16 chunks
     unless the mode says ``adaptive``; ``auto_adaptive`` is what ``focaltag tag`` runs by default."""
-    from focaltag.inference.tagger import Tagger
     from focaltag.precision import cpu_has_fast_bf16
 
     out: dict = {}
@@ -417,7 +422,7 @@ def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds:
         modes["auto"] = dict(precision="auto")
         modes["auto_adaptive"] = dict(precision="auto", adaptive=True)
         modes["fp32_adaptive"] = dict(precision="fp32", adaptive=True)
-        taggers = {name: Tagger(models if len(models) > 1 else models[0], n_chunks=16, batch_size=args.batch_size,
+        taggers = {name: _tagger(models if len(models) > 1 else models[0], n_chunks=16, batch_size=args.batch_size,
                                 **kw) for name, kw in modes.items()}
         used: dict[str, list[int]] = {name: [] for name in taggers}
         runners = {"plain_fp32_loop": lambda m=models: _plain_mean(m, files)}
@@ -453,7 +458,6 @@ def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> di
 
     from focaltag.data.synth import render_tracks
     from focaltag.inference.onnx_model import write_onnx
-    from focaltag.inference.tagger import Tagger
     from focaltag.models import load_model
     from focaltag.models.meta import model_meta
 
@@ -473,8 +477,8 @@ def bench_adaptive(args: argparse.Namespace, files: list[Path], tmp: Path) -> di
         write_onnx([model], [1.0], model_meta(model), onnx_file)
         for rule in ("top5", "decisions"):
             thr = 0.1 if rule == "decisions" else None
-            fixed = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr)
-            adaptive = Tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr, adaptive=True)
+            fixed = _tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr)
+            adaptive = _tagger(onnx_file, runtime="onnx", precision="fp32", thresholds=thr, adaptive=True)
             timings = interleave({"fixed": lambda t=fixed: list(t.tag_many(tracks)),
                                   "adaptive": lambda t=adaptive: list(t.tag_many(tracks))}, args.repeats)
             ref, got = timings["fixed"][-1].value, timings["adaptive"][-1].value
@@ -588,9 +592,8 @@ def bench_ceiling(args: argparse.Namespace, model, files: list[Path], audio_seco
     CPU seconds) and the bf16 forward alone on already-decoded chunks; the ceiling is computed within each round.
     """
     from focaltag.inference.chunking import iter_chunks
-    from focaltag.inference.tagger import Tagger
 
-    tagger = Tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16", recheck_margin=0.0)
+    tagger = _tagger(model, n_chunks=args.chunks, batch_size=args.batch_size, precision="bf16", recheck_margin=0.0)
 
     def decode() -> list[np.ndarray]:
         return [np.stack([c for _, c in sorted(iter_chunks(tagger.plan(p)), key=lambda pair: pair[0])])

@@ -34,11 +34,10 @@ Step = Callable[[], None]
 
 
 def cpu_bf16_supported() -> bool:
-    """Whether oneDNN has fast bf16 kernels here (AMX / AVX512-BF16)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether this CPU runs bf16 natively (AMX / AVX512-BF16): the library's one rule, as training uses it."""
+    from focaltag.precision import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
 
 
 def make_model(args: argparse.Namespace, device: torch.device) -> nn.Module:

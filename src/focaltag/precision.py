@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from focaltag.errors import ConfigError
 
-__all__ = ["Precision", "RunPrecision", "PRECISIONS", "CPU_BF16_ENV", "cpu_has_fast_bf16", "cuda_has_bf16",
+__all__ = ["Precision", "RunPrecision", "PRECISIONS", "CPU_BF16_ENV", "CPU_VNNI_ENV", "cpu_has_fast_bf16",
+           "cpu_has_int8_dot", "cuda_has_bf16",
            "runs_bf16_fast", "device_kind", "resolve_precision", "autocast"]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,35 @@ def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     if override is not None:
         return override
     return _cpuinfo_has_fast_bf16(cpuinfo_path)
+
+
+CPU_VNNI_ENV = "FOCALTAG_CPU_VNNI"
+"""Environment variable that overrides the CPU flags for int8 dot products: ``1`` treats the CPU as having them
+(AVX512-VNNI, AVX-VNNI or AMX-INT8), ``0`` as not. For tests, which run every branch of ``auto`` on any machine."""
+
+_INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.lru_cache(maxsize=4)
+def _cpuinfo_has_int8_dot(cpuinfo_path: str) -> bool:
+    try:
+        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(_cpu_flags(text) & set(_INT8_DOT_FLAGS))
+
+
+def cpu_has_int8_dot(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has int8 dot-product instructions (VNNI or AMX-INT8), where onnxruntime's int8 kernels
+    are fast. Without them (AVX2-only CPUs) int8 measured no faster than float32 as a whole process
+    (``../shared/notes/cpu-without-bf16.md``). :data:`CPU_VNNI_ENV`, when set, is the answer instead."""
+    value = os.environ.get(CPU_VNNI_ENV, "").strip()
+    if value:
+        if value not in ("0", "1"):
+            raise ConfigError(f"{CPU_VNNI_ENV} must be 1 (the CPU has VNNI int8 dot products) or 0 (it does not), "
+                              f"got {value!r}; unset it to read the CPU's own flags")
+        return value == "1"
+    return _cpuinfo_has_int8_dot(cpuinfo_path)
 
 
 def cuda_has_bf16() -> bool:

@@ -20,9 +20,10 @@ def register(subparsers: Any) -> None:
                     description="Every catalogue model with its data, licence and published metrics; a name "
                     "works wherever a model is accepted (tag, predict, export, --init-from, load_model).")
     p.add_argument("--json", action="store_true", help="print a JSON array")
-    p = add_command(sub, "info", func=run_info, help="the model card of one catalogue model",
+    p = add_command(sub, "info", func=run_info, help="the model card of one catalogue model (or of a head)",
                     description="Source (repository, commit, path, git blob id), licence, citation, training "
-                    "data, front end, input length, tags, published metrics, decision thresholds, cache state.")
+                    "data, front end, input length, tags, published metrics, decision thresholds, cache state. "
+                    "For a head folder of 'focaltag head train' (or a name it was imported under): its card.")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print one JSON object (with \"thresholds\")")
     p = add_command(sub, "pull", func=run_pull, help="download, verify, convert and cache catalogue models",
@@ -45,7 +46,8 @@ def register(subparsers: Any) -> None:
     p = add_command(sub, "import", func=run_import,
                     help="cache catalogue model files obtained elsewhere (checked against the pins)",
                     description="Check each FILE against the catalogue's git blob SHA-1 (one file per member, in "
-                    "member order, for an ensemble), then convert and cache it exactly as 'pull' does.")
+                    "member order, for an ensemble), then convert and cache it exactly as 'pull' does. Given a "
+                    "head folder of 'focaltag head train' instead, cache it as NAME, usable as --model NAME.")
     p.add_argument("name", metavar="NAME")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
@@ -92,6 +94,14 @@ def run_info(args: argparse.Namespace) -> int:
     from focaltag.models.catalogue import get_entry
     from focaltag.models.hub import is_pulled, model_dir
 
+    head = _head_folder(args.name)
+    if head is not None:  # a head of 'focaltag head train' (a folder, or a name it was imported under)
+        from focaltag.cli.head import card_text
+        from focaltag.models.head import read_card
+
+        card = read_card(head)
+        print(json.dumps(card, indent=2, ensure_ascii=False) if args.json else card_text(card))
+        return 0
     entry = get_entry(args.name)
     card = entry.to_dict()
     card["cache"] = {"path": str(model_dir(entry.name)), "pulled": is_pulled(entry.name)}
@@ -155,8 +165,19 @@ def run_pull(args: argparse.Namespace) -> int:
         pull(entry.name, mirror=args.mirror, retries=args.retries, timeout=timeout, deadline=deadline)
         folder = model_dir(entry.name)
         logger.info("%s: %s %s", entry.name, "already cached in" if had else "verified and cached in", folder)
+        _prepare_runtime(entry.name)
         print(folder)
     return 0
+
+
+def _prepare_runtime(name: str) -> None:
+    """Load the model once as ``tag`` would on this CPU, so what its default runtime needs (an ONNX graph, an int8
+    model) is exported and cached now, ahead of the first ``focaltag tag``, not during it."""
+    from focaltag.inference import InferenceOptions, Predictor
+    from focaltag.models.resolve import resolve_model
+
+    predictor = Predictor.load(resolve_model(name), InferenceOptions())
+    logger.info("%s: runs in %s through %s on this CPU", name, predictor.precision, predictor.engine)
 
 
 def run_path(args: argparse.Namespace) -> int:
@@ -170,11 +191,23 @@ def run_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _head_folder(name: str) -> Path | None:
+    from focaltag.models.head import head_folder_of, imported_head
+
+    return head_folder_of(name) if Path(name).exists() else imported_head(name)
+
+
 def run_import(args: argparse.Namespace) -> int:
     from focaltag.models.hub import import_files, model_dir
 
+    if len(args.files) == 1 and _head_folder(str(args.files[0])) is not None:  # a head: usable as --model NAME
+        from focaltag.models.head import import_head
+
+        print(import_head(args.name, args.files[0]))
+        return 0
     import_files(args.name, [Path(f) for f in args.files])
     folder = model_dir(args.name)
     logger.info("%s: verified and cached in %s", args.name, folder)
+    _prepare_runtime(args.name)
     print(folder)
     return 0

@@ -26,7 +26,6 @@ architecture (:class:`focaltag.models.facts.RuntimeFacts`: ``int8_recipe``, ``in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -35,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from focaltag.errors import ConfigError, ModelError, first_line
-from focaltag.inference.onnx_model import GRAPH_FORMAT
 from focaltag.models.facts import runtime_facts
 from focaltag.models.meta import ModelMeta, model_meta
 
@@ -49,24 +47,6 @@ _QUANT_VERSION = "qdq-minmax-perchannel-u8s8-convgemm-v2"  # part of the cache k
 def supports_int8(model: Any) -> bool:
     """Whether ``model``'s architecture has a measured int8 recipe (``RuntimeFacts.int8_recipe``)."""
     return runtime_facts(model).int8_recipe
-
-
-def _model_key(model: Any) -> str:
-    """A hash of the weights, the architecture config and the library versions: the cache key of its ONNX files."""
-    import onnxruntime
-    import torch
-
-    from focaltag._version import __version__
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    cfg = getattr(model, "pretrained_cfg", None)
-    digest.update(repr(cfg).encode())
-    digest.update(f"torch={torch.__version__};ort={onnxruntime.__version__};focaltag={__version__};"
-                  f"{GRAPH_FORMAT}".encode())
-    return digest.hexdigest()[:32]
 
 
 def quantize_onnx(float_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
@@ -105,22 +85,13 @@ def quantize_onnx(float_path: Path, out_path: Path, calibration: np.ndarray) -> 
 def _onnx_files(model: Any, meta: ModelMeta) -> tuple[Path, Path]:
     """The cached float32 and int8 ONNX files of ``model``, made on first use."""
     from focaltag.inference.calibration import calibration_chunks
-    from focaltag.inference.onnx_model import onnx_cache_dir, write_onnx
+    from focaltag.inference.onnx_model import model_onnx
 
-    key = _model_key(model)
-    folder = onnx_cache_dir()
-    float_path = folder / f"{key}.onnx"
-    int8_path = folder / f"{key}.{_QUANT_VERSION}.int8.onnx"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ModelError(f"int8 needs a writable model cache ({folder}: {err.strerror or err}); set "
-                         "FOCALTAG_CACHE_DIR to a writable folder or use --precision fp32") from None
-    if not float_path.is_file():
-        logger.info("exporting the model to ONNX once (cached in %s)", folder)
-        write_onnx([model], [1.0], meta, float_path)
+    float_path = model_onnx(model, purpose="int8")
+    int8_path = float_path.with_name(f"{float_path.stem}.{_QUANT_VERSION}.int8.onnx")
     if not int8_path.is_file():
-        logger.info("quantizing the model to int8 once, calibrated on generated audio (cached in %s)", folder)
+        logger.info("quantizing the model to int8 once, calibrated on generated audio (cached in %s)",
+                    int8_path.parent)
         quantize_onnx(float_path, int8_path, calibration_chunks(meta))
     return float_path, int8_path
 

@@ -24,6 +24,7 @@ from focaltag.inference.precision import (
     autocast,
     bf16_inference_model,
     fp32_modules,
+    resolve_engine,
     resolve_model_precision,
 )
 from focaltag.models.facts import embedding_size, logits_and_embedding, runtime_facts
@@ -160,10 +161,15 @@ def _load(source: MemberSource, *, runtime: Runtime, device: str, optimize: Opti
         member: Member = source.model  # already a member (an OnnxMember, say)
         return member
     model = source.load()
-    if resolve_model_precision(precision, device, model) == "int8":
+    resolved = resolve_model_precision(precision, device, model)
+    if resolved == "int8":
         from focaltag.inference.int8 import Int8Member
 
         return Int8Member(model, name=source.name)
+    if resolve_engine(precision, resolved, device, model) == "onnxruntime":
+        from focaltag.inference.onnx_model import OnnxMember
+
+        return OnnxMember.from_model(model, name=source.name)
     return TorchMember(model, name=source.name, device=device, optimize=optimize, precision=precision)
 
 

@@ -159,6 +159,7 @@ class OnnxMember:
         self.tag_names, self.sample_rate, self.chunk_samples = meta.tag_names, meta.sample_rate, meta.chunk_samples
         self.plan = PrecisionPlan("fp32", "onnxruntime")
         self.embedding_size = graph_embedding_size(session)
+        self.device = "cpu"
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> OnnxMember:
@@ -187,6 +188,11 @@ class OnnxMember:
         meta = model_meta(model)
         proto = _to_proto([model.eval().cpu()], [1.0], meta)
         return cls(open_session(proto.SerializeToString()), meta, name=name)
+
+    @classmethod
+    def from_model(cls, model: Any, *, name: str = "model", threads: int | None = None) -> OnnxMember:
+        """A loaded torch model run by onnxruntime in float32, exported once into the ONNX cache."""
+        return cls(open_session(str(model_onnx(model)), threads), model_meta(model), name=name)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> OnnxMember:
@@ -236,6 +242,43 @@ def onnx_cache_dir() -> Path:
     from focaltag._cache import cache_root
 
     return cache_root() / "onnx"
+
+
+def _model_key(model: Any) -> str:
+    """A hash of the weights, the architecture config and the library versions: the cache key of its ONNX files."""
+    import hashlib
+
+    import onnxruntime
+    import torch
+
+    from focaltag._version import __version__
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(getattr(model, "pretrained_cfg", None)).encode())
+    digest.update(f"torch={torch.__version__};ort={onnxruntime.__version__};focaltag={__version__};"
+                  f"{GRAPH_FORMAT}".encode())
+    return digest.hexdigest()[:32]
+
+
+def model_onnx(model: Any, *, purpose: str = "onnxruntime float32") -> Path:
+    """The float32 ONNX graph of a loaded torch model, exported once and cached by a hash of its weights."""
+    require_onnx(export=True)
+    folder = onnx_cache_dir()
+    path = folder / f"{_model_key(model)}.onnx"
+    if path.is_file():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelError(f"{purpose} needs a writable model cache ({folder}: {err.strerror or err}); set "
+                         "FOCALTAG_CACHE_DIR to a writable folder or use --precision fp32") from None
+    logger.info("exporting the model to ONNX once for %s (cached in %s)", purpose, folder)
+    model = model.cpu().eval()
+    write_onnx([model], [1.0], model_meta(model), path)
+    return path
 
 
 def cached_onnx(path: str | os.PathLike[str]) -> Path | None:

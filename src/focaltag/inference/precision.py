@@ -20,10 +20,18 @@ from typing import Any, Literal
 
 from focaltag.errors import ConfigError
 from focaltag.models.facts import runtime_facts
-from focaltag.precision import PRECISIONS, Precision, autocast, device_kind, resolve_precision
+from focaltag.precision import (
+    PRECISIONS,
+    Precision,
+    autocast,
+    cpu_has_int8_dot,
+    device_kind,
+    resolve_precision,
+    runs_bf16_fast,
+)
 
 __all__ = ["Precision", "PrecisionPlan", "TagPrecision", "TAG_PRECISIONS", "REDUCED_PRECISIONS", "is_reduced", "resolve_model_precision",
-           "autocast", "fp32_modules", "keep_fp32", "bf16_inference_model"]
+           "resolve_engine", "autocast", "fp32_modules", "keep_fp32", "bf16_inference_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +97,30 @@ def resolve_model_precision(precision: str, device: Any, model: Any) -> str:
         return "int8"
     resolved: str = resolve_precision(precision, device)
     if precision == "auto" and kind == "cpu":
-        if resolved == "fp32" and facts.int8_auto and _onnxruntime_available():
+        if resolved == "fp32" and facts.int8_auto and cpu_has_int8_dot() and _onnxruntime_available():
             return "int8"
         if resolved == "bf16" and not facts.bf16_on_cpu:
             return "fp32"
     return resolved
+
+
+def resolve_engine(precision: str, resolved: str, device: Any, model: Any) -> str:
+    """What runs a member that resolved to ``resolved``: ``"onnxruntime"`` for float32 under ``auto`` on a CPU
+    without native bf16 where the architecture's facts say onnxruntime beats eager torch there
+    (``onnx_fp32_without_bf16``) and the ONNX export is installed; else ``"torch"`` (int8 members are always
+    onnxruntime's)."""
+    if resolved == "int8":
+        return "onnxruntime"
+    if (precision == "auto" and resolved == "fp32" and device_kind(device) == "cpu" and not runs_bf16_fast(device)
+            and runtime_facts(model).onnx_fp32_without_bf16 and _onnx_export_available()):
+        return "onnxruntime"
+    return "torch"
+
+
+def _onnx_export_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(n) is not None for n in ("onnxruntime", "onnx", "onnxscript"))
 
 
 def fp32_modules(model: Any) -> tuple[str, ...]:

@@ -88,6 +88,11 @@ class Predictor:
         return "+".join(sorted(set(self.member_precisions)))
 
     @property
+    def engine(self) -> str:
+        """What runs the members as one label (``"torch"``, ``"onnxruntime"``, ``"onnxruntime+torch"``)."""
+        return "+".join(sorted({m.plan.engine for m in self.members}))
+
+    @property
     def reduced(self) -> bool:
         """Whether any member approximates float32 (bf16, int8), so close calls are re-checked in float32."""
         return any(is_reduced(p) for p in self.member_precisions)

@@ -68,6 +68,7 @@ class TagResult:
     chunk_seconds: float = 0.0
     decisions: dict[str, bool] | None = None
     precision: str = "fp32"  # the network's precision: "bf16" (autocast), "int8" or "fp32"
+    runtime: str = "torch"  # what ran it: "torch", "onnxruntime" (int8, or float32 where it is faster) or both
     model: str = ""  # the catalogue name or the checkpoint's file name ("+"-joined for several)
     chunks_used: int = 0  # chunks averaged (adaptive chunking may stop before the plan's count)
     chunks_planned: int = 0  # chunks of the fixed protocol for this track (the adaptive maximum)
@@ -504,7 +505,8 @@ class Tagger:
             file=plan.source, duration=plan.duration, tag_names=tags, probabilities=probabilities,
             top=[(tags[j], float(track[j])) for j in order], chunk_probabilities=item.probs[rows].astype(np.float32),
             chunk_times=plan.times[rows], chunk_seconds=self.chunk_samples / self.sample_rate, decisions=decisions,
-            precision="fp32" if item.rechecked else self.precision, model=self.model_name,
+            precision="fp32" if item.rechecked else self.precision, runtime=self.predictor.engine,
+            model=self.model_name,
             chunks_used=len(rows), chunks_planned=plan.n_chunks,
             embedding=None if item.embeddings is None else item.embeddings[rows].mean(axis=0, dtype=np.float64)
             .astype(np.float32),

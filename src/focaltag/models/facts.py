@@ -39,6 +39,8 @@ class RuntimeFacts:
             inside the re-check margin or gained nothing (a full-resolution first convolution is most of FCN's
             and CRNN's compute).
         int8_recheck_margin: as ``bf16_recheck_margin``, for int8.
+        onnx_fp32_without_bf16: whether float32 runs through onnxruntime rather than eager torch on a CPU without
+            native bf16 (where int8 is not picked): its kernels and its arena allocator beat eager torch there.
     """
 
     fp32_modules: tuple[str, ...] = ()
@@ -47,6 +49,7 @@ class RuntimeFacts:
     int8_recipe: bool = False
     int8_auto: bool = False
     int8_recheck_margin: float = 0.0
+    onnx_fp32_without_bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("bf16_recheck_margin", "int8_recheck_margin"):

@@ -166,8 +166,9 @@ class FCN(Won2020Tagger):
         drop_rate (float, optional): Dropout before the output layer. (Default: ``0.5``)
     """
 
-    runtime_facts = RuntimeFacts(fp32_modules=("layer1",))
-    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows)."""
+    runtime_facts = RuntimeFacts(fp32_modules=("layer1",), onnx_fp32_without_bf16=True)
+    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows); onnxruntime
+    float32 on CPUs without native bf16, where it ran FCN's network 6.4x eager torch (shared CPU note)."""
 
     model_name = "fcn"
 
@@ -208,8 +209,9 @@ class CRNN(Won2020Tagger):
         drop_rate (float, optional): Dropout before the output layer. (Default: ``0.5``)
     """
 
-    runtime_facts = RuntimeFacts(fp32_modules=("layer1",))
-    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows)."""
+    runtime_facts = RuntimeFacts(fp32_modules=("layer1",), onnx_fp32_without_bf16=True)
+    """bf16 with the full-resolution first block to float32 grade; no int8 (README, int8 rows); onnxruntime
+    float32 on CPUs without native bf16, where it ran FCN's network 6.4x eager torch (shared CPU note)."""
 
     model_name = "crnn"
 
