@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DEFAULT_CACHE = Path(os.environ.get("FOCALTAG_BENCH_MUSIC", Path.home() / ".cache" / "focaltag-bench" / "music"))
 EXCERPT_RATE = 22050
 EXCERPT_SECONDS = 29.0  # MagnaTagATune's clip length: exactly one chunk of the 29 s models (FCN, CRNN)
@@ -380,13 +382,35 @@ class MusicSet:
         return len(self.paths)
 
 
-def load_set(cache: Path = DEFAULT_CACHE) -> MusicSet:
-    """Read ``manifest.json``; a missing one says how to build it."""
+def spread_subset(albums: list[str], max_per_album: int | None) -> list[int]:
+    """Indices (in manifest order) of at most ``max_per_album`` tracks of each album, evenly spaced over the
+    album's tracks in manifest order (so a smaller set still spans each album); None keeps every track."""
+    if max_per_album is None:
+        return list(range(len(albums)))
+    if max_per_album < 1:
+        raise ValueError(f"max_per_album must be >= 1, got {max_per_album}")
+    members: dict[str, list[int]] = {}
+    for i, album in enumerate(albums):
+        members.setdefault(album, []).append(i)
+    keep: list[int] = []
+    for rows in members.values():
+        if len(rows) <= max_per_album:
+            keep.extend(rows)
+        else:
+            picks = np.linspace(0, len(rows) - 1, max_per_album).round().astype(int)
+            keep.extend(rows[j] for j in picks)
+    return sorted(keep)
+
+
+def load_set(cache: Path = DEFAULT_CACHE, *, max_per_album: int | None = None) -> MusicSet:
+    """Read ``manifest.json`` (the tracks of :func:`spread_subset`); a missing one says how to build it."""
     manifest_path = Path(cache) / "manifest.json"
     if not manifest_path.is_file():
         raise SystemExit(f"{manifest_path} is missing: build the set first with "
                          f"'python bench/music_data.py --cache-dir {cache}'")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    keep = spread_subset([t["album"] for t in manifest["tracks"]], max_per_album)
+    manifest = {**manifest, "tracks": [manifest["tracks"][i] for i in keep], "max_per_album": max_per_album}
     tracks = manifest["tracks"]
     missing = [t["path"] for t in tracks if not (Path(cache) / t["path"]).is_file()]
     if missing:

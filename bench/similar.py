@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -42,15 +43,30 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 if sys.path and Path(sys.path[0] or ".").resolve() == BENCH:
-    # run as a script, bench/ comes first on the path and its coverage.py would hide the "coverage" package
-    # that numba (under librosa) looks for: bench/ goes last, so installed packages win and _protocol still loads
-    sys.path.append(sys.path.pop(0))
+    # bench/ holds a coverage.py that would stand in for the "coverage" package numba (under librosa) tries to
+    # import: run as a script, bench/ leaves the import path and the sibling modules are loaded by file
+    sys.path.pop(0)
+
+
+def sibling(name: str) -> ModuleType:
+    """``bench/NAME.py`` as module ``NAME`` (once), without putting bench/ on the import path."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 DEFAULT_WORK = Path.home() / ".cache" / "focaltag-bench" / "similar"
 DEFAULT_MUSICNN_VENV = Path.home() / ".cache" / "focaltag-bench" / "musicnn-venv"
 WON2020_MODELS = ("won2020-mtat-fcn", "won2020-mtat-crnn", "won2020-mtat-musicnn", "won2020-jamendo-top50-fcn",
@@ -199,6 +215,11 @@ def _cached(folder: Path, keys: Sequence[str], compute: Callable[[int], np.ndarr
     return out, spent
 
 
+def cached_count(folder: Path, keys: Sequence[str]) -> int:
+    """How many of ``keys`` have their array in ``folder`` already."""
+    return sum((folder / f"{k}.npy").is_file() for k in keys)
+
+
 def mfcc_vectors(paths: Sequence[Path], keys: Sequence[str], work: Path) -> tuple[np.ndarray, float]:
     """20 MFCCs' mean and standard deviation over time (librosa defaults at 22,050 Hz)."""
     import librosa
@@ -344,11 +365,9 @@ def choose_default(figures: Mapping[str, dict[str, Any]], runs: Mapping[str, Ret
 
 
 def quality(args: argparse.Namespace) -> None:
-    from _protocol import Run
-    from music_data import describe, load_set
-
-    run = Run("bench/similar.py", args, name="similar-quality")
-    music = load_set(args.music)
+    music_data = sibling("music_data")
+    run = sibling("_protocol").Run("bench/similar.py", args, name="similar-quality")
+    music = music_data.load_set(args.music, max_per_album=args.max_per_album)
     keys = track_keys(music.manifest)
     labels = list(music.albums)
     work: Path = args.work
@@ -361,6 +380,9 @@ def quality(args: argparse.Namespace) -> None:
 
     if args.skip_musicnn:
         notes["musicnn-msd"] = "skipped (--skip-musicnn)"
+    elif args.cached_only and cached_count(work / "musicnn-msd", keys) < len(keys):
+        notes["musicnn-msd"] = (f"not measured: {cached_count(work / 'musicnn-msd', keys)} of {len(keys)} "
+                                "embeddings computed (--cached-only)")
     else:
         try:
             vectors["musicnn-msd"], seconds["musicnn-msd"] = musicnn_vectors(music.paths, keys, work,
@@ -375,6 +397,10 @@ def quality(args: argparse.Namespace) -> None:
     check = min(args.tagger_check, len(keys)) if tagger_available() else 0
     singles: list[str] = []
     for name in args.models:
+        done = cached_count(work / "direct" / name, keys)
+        if args.cached_only and done < len(keys):
+            notes[name] = f"not measured: {done} of {len(keys)} embeddings computed (--cached-only)"
+            continue
         try:
             chunks, seconds[name] = direct_chunk_embeddings(name, music.paths, keys, work, args.threads)
         except Exception as err:  # a model that cannot load is reported, not fatal to the other contenders
@@ -426,7 +452,8 @@ def quality(args: argparse.Namespace) -> None:
                                                              runs[best].average_precision,
                                                              n_resamples=args.resamples, seed=args.seed)
     results = {
-        "data": {**describe(music.manifest), "excerpt_s": music.manifest["excerpt_s"],
+        "data": {**music_data.describe(music.manifest), "excerpt_s": music.manifest["excerpt_s"],
+                 "max_per_album": args.max_per_album,
                  "labels": "album (see bench/music_data.py)"},
         "protocol": {"queries": "leave-one-out, every track", "similarity": "cosine", "k": K,
                      "chunks": N_CHUNKS, "bootstrap": {"resamples": args.resamples, "seed": args.seed,
@@ -442,22 +469,24 @@ def quality(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if str(BENCH) not in sys.path:
-        sys.path.append(str(BENCH))
-    from _protocol import add_protocol_arguments
-    from music_data import DEFAULT_CACHE
+    add_protocol_arguments = sibling("_protocol").add_protocol_arguments
+    DEFAULT_CACHE = sibling("music_data").DEFAULT_CACHE  # noqa: N806
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
     q = sub.add_parser("quality", help="same-album retrieval: mAP and P@5 of every embedding")
     q.add_argument("--music", type=Path, default=DEFAULT_CACHE, help="the set built by bench/music_data.py")
     q.add_argument("--work", type=Path, default=DEFAULT_WORK, help="embedding cache (reruns only score)")
+    q.add_argument("--max-per-album", type=int, default=None,
+                   help="at most this many tracks per album, evenly spread over each album (default: all)")
     q.add_argument("--models", nargs="+", default=list(WON2020_MODELS))
     q.add_argument("--embedding-path", choices=("direct", "tagger"), default="direct",
                    help="tagger: every embedding through the inference API (the product path); direct: the "
                    "model's layers on the chunks the tagger plans, checked against the Tagger on the first "
                    "--tagger-check tracks where the API has embeddings")
-    q.add_argument("--tagger-check", type=int, default=8)
+    q.add_argument("--tagger-check", type=int, default=3)
+    q.add_argument("--cached-only", action="store_true",
+                   help="score only the embeddings whose cache is complete; name the others as not measured")
     q.add_argument("--musicnn-venv", type=Path, default=DEFAULT_MUSICNN_VENV)
     q.add_argument("--setup-musicnn", action="store_true", help="build the musicnn environment first")
     q.add_argument("--skip-musicnn", action="store_true")
