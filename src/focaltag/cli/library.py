@@ -82,6 +82,9 @@ def check_library_args(args: argparse.Namespace) -> None:
 
         if VectorStore(output).exists():  # a library with embeddings keeps them complete
             args.embeddings = True
+    if getattr(args, "embeddings", False) and output is not None and getattr(args, "ray", None) is not None:
+        raise ConfigError(f"--ray does not carry embeddings back yet, and {output} keeps them (--embeddings or its "
+                          "vector store): run it without --ray, or shard it with --shard I/N and merge-tags")
     if output is None:
         for flag in ("refresh", "shard"):
             if getattr(args, flag, None):
