@@ -28,25 +28,34 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("FOCALTAG_CACHE_DIR", str(tmp_path_factory.mktemp("focaltag-cache")))
 
 
-CPU_BF16_BRANCHES = {"cpu-bf16": "1", "cpu-no-bf16": "0"}
-"""The two branches of ``precision="auto"``'s CPU rule, as values of ``FOCALTAG_CPU_BF16``: with native bf16
-(``auto`` runs bf16) and without (``auto`` runs int8 where onnxruntime and a recipe exist, else float32)."""
+CPU_KINDS: dict[str, tuple[str, str]] = {"cpu-bf16": ("1", "1"), "cpu-vnni": ("0", "1"), "cpu-avx2": ("0", "0")}
+"""The branches of ``precision="auto"``'s CPU rule, as values of ``(FOCALTAG_CPU_BF16, FOCALTAG_CPU_VNNI)``:
+native bf16 (``auto`` runs bf16), VNNI without bf16 (int8 through onnxruntime where the architecture has a
+recipe) and AVX2 only (onnxruntime float32 where the architecture's facts say so, else torch float32)."""
+
+SERVER_CPU_KINDS = ("cpu-bf16", "cpu-avx2")
+"""The branches a module-scoped server runs on (each one costs a server start)."""
 
 
-@pytest.fixture(params=list(CPU_BF16_BRANCHES.values()), ids=list(CPU_BF16_BRANCHES))
+def _force_cpu(patch: pytest.MonkeyPatch, kind: str) -> bool:
+    bf16, vnni = CPU_KINDS[kind]
+    patch.setenv("FOCALTAG_CPU_BF16", bf16)
+    patch.setenv("FOCALTAG_CPU_VNNI", vnni)
+    return bf16 == "1"
+
+
+@pytest.fixture(params=list(CPU_KINDS))
 def cpu_bf16(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Runs the test once on each branch of the CPU rule, whatever this CPU is (``FOCALTAG_CPU_BF16`` in this
+    """Runs the test once on each branch of the CPU rule, whatever this CPU is (the variables hold in this
     process and in the processes it starts); the value is whether the forced CPU runs bf16 natively."""
-    monkeypatch.setenv("FOCALTAG_CPU_BF16", request.param)
-    return bool(request.param == "1")
+    return _force_cpu(monkeypatch, request.param)
 
 
-@pytest.fixture(scope="module", params=list(CPU_BF16_BRANCHES.values()), ids=list(CPU_BF16_BRANCHES))
+@pytest.fixture(scope="module", params=list(SERVER_CPU_KINDS))
 def cpu_bf16_module(request: pytest.FixtureRequest) -> Iterator[bool]:
     """:func:`cpu_bf16` for module-scoped fixtures (a server started once per branch)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FOCALTAG_CPU_BF16", request.param)
-        yield bool(request.param == "1")
+        yield _force_cpu(patch, request.param)
 
 
 def _need(path: Path) -> Path:

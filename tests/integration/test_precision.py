@@ -95,5 +95,7 @@ def test_cli_precision_in_first_info_line_and_json(music_dir: Path, tmp_path: Pa
         first = next(line for line in err.splitlines() if line.startswith("tagging "))  # after model loading
         assert first == f"tagging 1 file(s) with 1 model(s), 2 chunks per track, precision {expected}"
         assert obj["precision"] in (expected, "fp32")  # a close call is re-checked and reported as fp32
+        # without native bf16 the paper ResNet runs through onnxruntime (int8 with VNNI, else float32)
+        assert obj["runtime"] == ("onnxruntime" if precision == "auto" and not cpu_bf16 else "torch")
         outputs[precision] = obj
     assert outputs["fp32"]["precision"] == "fp32"
