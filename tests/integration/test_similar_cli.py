@@ -161,6 +161,15 @@ def test_playlists_read_back_with_a_real_parser(musicnn: str, library_dir: Path,
     mood = lists / "mood.m3u8"
     assert main(["playlist", "--library", str(out), "-o", str(mood), "--tag", top]) == 0
     assert m3u8.loads(mood.read_text(encoding="utf-8")).segments
+    code, text = _run("similar", str(library_dir / "nebula.ogg"), "--library", str(out), "--format", "m3u",
+                      "--absolute", "-n", "2")
+    segments = m3u8.loads(text).segments
+    assert code == 0 and len(segments) == 2 and all(Path(s.uri).is_absolute() and Path(s.uri).is_file()
+                                                     for s in segments)
+    code, text = _run("similar", str(library_dir / "nebula.ogg"), "--library", str(out), "-n", "2")
+    rows = [line.split("  ", 1) for line in text.splitlines()]
+    assert code == 0 and [r[1] for r in rows] == [s.uri for s in segments]
+    assert float(rows[0][0]) >= float(rows[1][0])
     capsys.readouterr()
     assert main(["playlist", "--library", str(out), "-o", str(out / "x.m3u8"), "--tag", top]) == 2
     err = capsys.readouterr().err.strip().splitlines()
