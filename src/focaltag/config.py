@@ -9,17 +9,20 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from focaltag.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # typeshed's "any dataclass" protocol; no runtime module
+
 __all__ = ["from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override", "set_dotted", "resolve_config",
            "shipped_configs", "shipped_config_path", "is_config_file_argument", "check_seed", "CONFIG_KINDS",
            "SEED_LIMIT"]
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most RNGs take a 32-bit unsigned seed
 
@@ -135,7 +138,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "con
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:

@@ -107,7 +107,7 @@ def undefined_tags(y_true: np.ndarray, *, tag_names: Sequence[str] | None = None
     mask = (pos == 0) | (pos == y_true.shape[0])
     if warn:
         names = tag_names if tag_names is not None else [f"column {j}" for j in range(y_true.shape[1])]
-        for j in np.flatnonzero(mask):
+        for j in np.flatnonzero(mask).tolist():
             what = "no positive" if pos[j] == 0 else "no negative"
             logger.warning("tag %r has %s track in the evaluated split; its PR-AUC/ROC-AUC are undefined, "
                            "so it is excluded from the macro averages", names[j], what)

@@ -283,7 +283,7 @@ class TagVocabulary:
     def encode(self, tracks: Sequence[TrackRecord], *, unknown: Literal["error", "ignore"] = "error",
                source: str | None = None, dtype: type = np.int64) -> np.ndarray:
         """Multi-hot matrix (n_tracks, n_tags) in vocabulary order."""
-        out = np.zeros((len(tracks), len(self)), dtype=dtype)
+        out: np.ndarray = np.zeros((len(tracks), len(self)), dtype=dtype)
         for i, rec in enumerate(tracks):
             for tag in rec.tags:
                 j = self._index.get(tag)

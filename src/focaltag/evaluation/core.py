@@ -193,7 +193,7 @@ def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: i
         for metric, per_tag in decision_tag_scores(y, decisions, weights).items():
             name = f"{metric}-macro"
             intervals[name] = normal_interval(result[name], _macro_rows(per_tag, keep), level)
-    group_ci = {}
+    group_ci: dict[str, dict[str, Sequence[float | None]]] = {}
     for gname, cols in group_cols.items():
         if cols.size == 0:
             group_ci[gname] = {"PR-AUC": [None, None], "ROC-AUC": [None, None]}
@@ -205,7 +205,8 @@ def _bootstrap_ci(y: np.ndarray, s: np.ndarray, keep: np.ndarray, n_resamples: i
             m: normal_interval(_point(entry[m]), _macro_rows(reps[f"_per_tag_{m}"], mask), level)
             for m in ("PR-AUC", "ROC-AUC")
         }
-    intervals = {m: [_nan_to_none(v) for v in iv] for m, iv in intervals.items()}
-    group_ci = {g: {m: [_nan_to_none(v) for v in iv] for m, iv in gci.items()} for g, gci in group_ci.items()}
-    ci = {"level": level, "resamples": n_resamples, "seed": seed, "method": INTERVAL_METHOD, "intervals": intervals}
-    return ci, group_ci
+    json_intervals = {m: [_nan_to_none(v) for v in iv] for m, iv in intervals.items()}
+    json_group_ci = {g: {m: [_nan_to_none(v) for v in iv] for m, iv in gci.items()} for g, gci in group_ci.items()}
+    ci = {"level": level, "resamples": n_resamples, "seed": seed, "method": INTERVAL_METHOD,
+          "intervals": json_intervals}
+    return ci, json_group_ci

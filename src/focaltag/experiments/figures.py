@@ -116,7 +116,7 @@ def plot_per_tag_pr_auc(per_tag: Mapping[str, np.ndarray], tag_names: Sequence[s
 
 def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
     """Epoch records of a training run's metrics.jsonl (unparseable lines are skipped with a debug log)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
     for line in path.read_text(encoding="utf-8").splitlines():

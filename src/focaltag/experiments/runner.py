@@ -46,7 +46,7 @@ _SUFFIXES = {"_class_aware": "class-aware", "_ca": "class-aware", "_mixup": "mix
 def default_label(name: str) -> str:
     """Table label of a system name: ``focal`` -> ``Focal Loss``, ``bce_class_aware`` -> ``BCE Loss
     (class-aware)``; unknown names are kept."""
-    extras = []
+    extras: list[str] = []
     base = name
     changed = True
     while changed:

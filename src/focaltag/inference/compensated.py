@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeGuard
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["CompensatedBf16", "split_bf16"]
+
+# the functional form of each layer kind CompensatedBf16 takes
+_FUNCTIONAL: dict[str, Callable[..., torch.Tensor]] = {"Linear": F.linear, "Conv1d": F.conv1d, "Conv2d": F.conv2d}
 
 
 def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +37,7 @@ class CompensatedBf16(nn.Module):
     bias: torch.Tensor | None
 
     @staticmethod
-    def supports(layer: nn.Module) -> bool:
+    def supports(layer: nn.Module) -> TypeGuard[nn.Linear | nn.Conv1d | nn.Conv2d]:
         """Whether ``layer`` can be split: Linear, or Conv1d / Conv2d with groups 1 and numeric zero padding."""
         if isinstance(layer, nn.Linear):
             return True
@@ -48,8 +54,8 @@ class CompensatedBf16(nn.Module):
         self.register_buffer("weight", torch.cat([hi, hi, lo], dim=self.dim))
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().to(torch.bfloat16))
         self.kind = type(layer).__name__
-        self.op = {"Linear": F.linear, "Conv1d": F.conv1d, "Conv2d": F.conv2d}[self.kind]
-        self.conv_args = {} if isinstance(layer, nn.Linear) else dict(
+        self.op = _FUNCTIONAL[self.kind]
+        self.conv_args: dict[str, Any] = {} if isinstance(layer, nn.Linear) else dict(
             stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

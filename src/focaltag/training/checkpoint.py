@@ -70,7 +70,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and every CUDA device) generator states, as weights-only-safe values."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):  # the global legacy generator is always MT19937, whose state is a tuple
+        raise TypeError(f"NumPy's global generator state is not MT19937's tuple: {type(np_state).__name__}")
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)), int(np_state[2]),

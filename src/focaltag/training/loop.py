@@ -14,9 +14,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,6 +50,13 @@ __all__ = ["train", "TrainingDivergedError", "compute_loss", "macro_scores", "ph
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, float], None]
+
+
+@runtime_checkable
+class _SetsOutputBias(Protocol):
+    """A model whose output layer's bias ``loss.bias_init`` can set (every built-in architecture)."""
+
+    def set_output_bias(self, value: float | Sequence[float] | torch.Tensor) -> None: ...
 
 
 def compute_loss(model: nn.Module, loss_fn: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -230,13 +237,16 @@ class _Trainer:
             # after init_from, as the reference: a pretrained head must not overwrite the loss's prior bias
             bias = self._output_bias(output_bias_init)
             if bias is not None:
+                if not isinstance(model, _SetsOutputBias):
+                    raise ConfigError(f"model {cfg.model.name!r} has no set_output_bias, so loss.bias_init "
+                                      f"{cfg.loss.bias_init!r} cannot be applied; set loss.bias_init: none")
                 model.set_output_bias(bias)
         if self.info.enabled:
             _seed_everything(cfg.seed + 1_000_003 * self.info.rank)  # own dropout / mixup streams per rank
         model.to(self.device)
         self.loss_fn.to(self.device)
         if cfg.runtime.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks this documented form
         self.model = model
         self.best_state: dict[str, torch.Tensor] | None = None
         if self.saved is not None:
