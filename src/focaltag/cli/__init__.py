@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from focaltag._version import __version__
 from focaltag.errors import FocaltagError, first_line
@@ -40,7 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 class OneLineErrorParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line on stderr (exit 2), not a usage dump."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 

@@ -84,12 +84,13 @@ def _train(config: Any, run_dir: Path, *, resume: bool) -> None:
 
 def _predict(run_dir: Path, tsv: Path, config: Any, *, n_chunks: int, batch_size: int) -> tuple[np.ndarray, list[str]]:
     """Score every track of ``tsv`` with the run's best checkpoint: (n_tracks, n_tags) matrix, tag names."""
+    from focaltag.inference import InferenceOptions, Tagger
     from focaltag.inference.predict import predict_split
-    from focaltag.inference.tagger import Tagger
 
     _prepare_tracks(config, tsv)
     device = _device(config.runtime.device)
-    tagger = Tagger(run_dir / "best.pt", n_chunks=n_chunks, batch_size=batch_size, device=device)
+    tagger = Tagger(run_dir / "best.pt", InferenceOptions(n_chunks=n_chunks, batch_size=batch_size, device=device,
+                                                          thresholds=None))
     matrix, _ids = predict_split(None, tsv, _cache_dir(config), n_chunks, batch_size=batch_size,
                                  device=device, tagger=tagger)
     return np.asarray(matrix, dtype=np.float32), sorted(tagger.tag_names)

@@ -8,11 +8,12 @@ imports ``onnx``, so a missing extra is one line naming ``pip install 'focaltag[
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from focaltag.inference.onnx_model import (
     INSTALL_HINT,
     ONNX_OPSET,
+    ExportInfo,
     OnnxMember,
     cached_onnx,
     onnx_cache_dir,
@@ -28,7 +29,7 @@ __all__ = ["export_onnx", "OnnxMember", "require_onnx", "cached_onnx", "onnx_cac
 
 
 def export_onnx(model_or_models: ModelSpecs, path: str | os.PathLike[str], *, check: bool = True,
-                atol: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+                atol: float = 1e-4, seed: int = 0) -> ExportInfo:
     """Export a model, checkpoint path or ensemble to ``path``; returns ``{"path", "n_tags", "max_abs_diff"}``.
 
     With ``check`` the ONNX output on a random batch of 3 chunks is compared to torch and a difference above

@@ -55,7 +55,7 @@ def quantize_onnx(float_path: Path, out_path: Path, calibration: np.ndarray) -> 
 
     from focaltag.inference.onnx_model import INPUT_NAME
 
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter([{INPUT_NAME: calibration[i:i + 2]} for i in range(0, len(calibration), 2)])
 

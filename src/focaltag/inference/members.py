@@ -113,12 +113,12 @@ class TorchMember:
             warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             x = torch.from_numpy(batch).to(self.device)
             run = precision or self.plan.precision
-            bf16 = run == "bf16" and self._bf16_model is not None
+            bf16 = self._bf16_model if run == "bf16" else None
             with autocast(self.device, run):
                 if embeddings:  # the same operations split at the classifier (not through torch.compile)
-                    logits, embedding = logits_and_embedding(self._bf16_model if bf16 else self.model, x)
+                    logits, embedding = logits_and_embedding(bf16 if bf16 is not None else self.model, x)
                 else:
-                    logits, embedding = (self._bf16_model if bf16 else self._fn)(x), None
+                    logits, embedding = (bf16 if bf16 is not None else self._fn)(x), None
             probabilities = torch.sigmoid(logits.float()).cpu().numpy()[:n]
             return probabilities, None if embedding is None else embedding.float().cpu().numpy()[:n]
 

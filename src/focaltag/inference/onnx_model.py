@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -314,8 +314,18 @@ def cached_onnx(path: str | os.PathLike[str]) -> Path | None:
     return target
 
 
+class ExportInfo(TypedDict):
+    """What an export wrote: the file, its tags, members, opset and the largest difference from torch."""
+
+    path: str
+    n_tags: int
+    members: int
+    opset: int
+    max_abs_diff: float | None
+
+
 def write_onnx(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta, path: str | os.PathLike[str], *,
-               check: bool = True, atol: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+               check: bool = True, atol: float = 1e-4, seed: int = 0) -> ExportInfo:
     """Export loaded torch ``models`` (weighted mean of their probabilities) to ``path``.
 
     With ``check`` the ONNX output on a random batch of 3 chunks is compared to torch and a difference above
@@ -331,8 +341,8 @@ def write_onnx(models: Sequence[Any], weights: Sequence[float], meta: ModelMeta,
     models = [m.cpu().eval() for m in models]
     proto = _to_proto(models, [float(w) for w in weights], meta)
     data = proto.SerializeToString()
-    result: dict[str, Any] = {"path": str(path), "n_tags": len(meta.tag_names), "members": len(models),
-                              "opset": ONNX_OPSET, "max_abs_diff": None}
+    result: ExportInfo = {"path": str(path), "n_tags": len(meta.tag_names), "members": len(models),
+                          "opset": ONNX_OPSET, "max_abs_diff": None}
     if check:
         rng = np.random.default_rng(seed)
         batch = (0.1 * rng.standard_normal((3, meta.chunk_samples))).astype(np.float32)

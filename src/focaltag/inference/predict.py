@@ -6,13 +6,18 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from focaltag.errors import DataError
 from focaltag.inference.members import Runtime
 from focaltag.inference.precision import TagPrecision
+
+if TYPE_CHECKING:
+    from focaltag.audio.cache import WaveformCache
+    from focaltag.inference.tagger import Tagger
+    from focaltag.models.resolve import ModelSpecs, ResolvedModel
 
 __all__ = ["predict_split", "save_predictions", "tracks_path"]
 
@@ -27,10 +32,11 @@ def _open_cache(cache: Any) -> Any:
     return WaveformCache(cache)
 
 
-def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks: int = 32, *,
+def predict_split(models: ModelSpecs | ResolvedModel | None, tsv: str | os.PathLike[str],
+                  cache: WaveformCache | str | os.PathLike[str], n_chunks: int = 32, *,
                   batch_size: int = 32, runtime: Runtime = "torch", device: str = "cpu",
                   precision: TagPrecision = "auto",
-                  tagger: Any = None) -> tuple[np.ndarray, list[str]]:
+                  tagger: Tagger | None = None) -> tuple[np.ndarray, list[str]]:
     """Score every track of a split TSV: ``(matrix float32 (n_tracks, n_tags), track_ids)``.
 
     Rows follow the TSV's row order, columns the canonical tag order (sorted full names); each entry is the
@@ -47,13 +53,16 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
     tracks = read_tracks(tsv, allow_untagged=True)
     if not tracks:
         raise DataError(f"{tsv}: no tracks to predict")
-    cache = _open_cache(cache)
-    missing = [t.track_id for t in tracks if t.track_id not in cache]
+    store = _open_cache(cache)
+    missing = [t.track_id for t in tracks if t.track_id not in store]
     if missing:
         raise DataError(f"{len(missing)} of {len(tracks)} tracks of {tsv} are not in the cache (e.g. {missing[0]}); "
                         "run 'focaltag data prepare' for this split first")
-    tagger = tagger or Tagger(models, InferenceOptions(n_chunks=n_chunks, batch_size=batch_size, runtime=runtime,
-                                                       device=device, precision=precision, thresholds=None))
+    if tagger is None:
+        if models is None:
+            raise DataError("predict_split needs a model or a tagger")
+        tagger = Tagger(models, InferenceOptions(n_chunks=n_chunks, batch_size=batch_size, runtime=runtime,
+                                                 device=device, precision=precision, thresholds=None))
     logger.info("predicting %d tracks with %d model(s), %d chunks per track, precision %s", len(tracks),
                 len(tagger.members), n_chunks, tagger.precision)
     canonical = sorted(tagger.tag_names)
@@ -67,7 +76,7 @@ def predict_split(models: Any, tsv: str | os.PathLike[str], cache: Any, n_chunks
         parts: list[np.ndarray] = []
         size = 0
         for row, rec in enumerate(tracks):
-            chunks = eval_chunks(cache, rec.track_id, chunk, n_chunks)
+            chunks = eval_chunks(store, rec.track_id, chunk, n_chunks)
             owners.append((row, len(chunks)))
             parts.append(chunks)
             size += len(chunks)

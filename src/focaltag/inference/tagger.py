@@ -19,9 +19,9 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from focaltag.audio.chunks import cut_chunks
 from focaltag.errors import AudioDecodeError, ConfigError, DataError, FocaltagError
 from focaltag.inference.adaptive import AdaptiveRule, ld_order
 from focaltag.inference.chunking import ChunkPlan, ReadMethod, iter_chunks
+from focaltag.inference.members import Member
 from focaltag.inference.options import LEGACY_KEYWORDS, InferenceOptions, Thresholds, resolve_thresholds
 from focaltag.inference.predictor import Predictor, close_call
 from focaltag.inference.reading import (
@@ -42,7 +43,10 @@ from focaltag.inference.reading import (
 )
 from focaltag.models.resolve import ModelSpecs, ResolvedModel, resolve_model
 
-__all__ = ["Tagger", "TagResult", "TagFailure", "Thresholds"]
+__all__ = ["Tagger", "TagResult", "TagFailure", "Thresholds", "AudioInput"]
+
+AudioInput: TypeAlias = "str | os.PathLike[str] | np.ndarray"
+"""What a tagger reads: a file path, or a waveform (1-D, or (channels, samples)) given with its sample rate."""
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ second decode, when they take at most this many bytes (16 chunks of any shipped 
 (a sliding window over a long file) are read again instead."""
 
 
-def _options_from(options: InferenceOptions | None, legacy: Mapping[str, Any]) -> InferenceOptions:
+def _options_from(options: InferenceOptions | None, legacy: Mapping[str, object]) -> InferenceOptions:
     """``options``, or the options the deprecated keyword arguments describe (with a DeprecationWarning)."""
     if not legacy:
         return options or InferenceOptions()
@@ -116,10 +120,10 @@ def _options_from(options: InferenceOptions | None, legacy: Mapping[str, Any]) -
         raise TypeError("Tagger(): pass either an InferenceOptions or keyword arguments, not both")
     warnings.warn("Tagger(model, n_chunks=..., ...) keyword arguments are deprecated and will be removed in "
                   "focaltag 0.4; pass Tagger(model, InferenceOptions(...))", DeprecationWarning, stacklevel=3)
-    kwargs = dict(legacy)
+    kwargs: dict[str, Any] = dict(legacy)  # user values, checked by InferenceOptions
     if kwargs.pop("prefetch", True) is False:
         kwargs["workers"] = 0
-    return InferenceOptions(**kwargs)
+    return InferenceOptions(**kwargs)  # validated as any options
 
 
 class _Pending:
@@ -161,7 +165,7 @@ class Tagger:
     """
 
     def __init__(self, model: ModelSpecs | ResolvedModel | Predictor, options: InferenceOptions | None = None,
-                 **legacy: Any) -> None:
+                 **legacy: object) -> None:
         options = _options_from(options, legacy)
         if isinstance(model, Predictor):
             if model.load_key != options.load_key:
@@ -188,7 +192,7 @@ class Tagger:
         return self.predictor.resolved
 
     @property
-    def members(self) -> tuple[Any, ...]:
+    def members(self) -> tuple[Member, ...]:
         return self.predictor.members
 
     @property
@@ -275,7 +279,7 @@ class Tagger:
         margin = self.options.recheck_margin
         return self.predictor.recheck_margin if margin is None else float(margin)
 
-    def with_options(self, **changes: Any) -> Tagger:
+    def with_options(self, **changes: object) -> Tagger:
         """A tagger on the same loaded networks with some options changed (``dataclasses.replace``)."""
         return Tagger(self.predictor, self.options.replace(**changes))
 
@@ -358,7 +362,7 @@ class Tagger:
         return self._settings().plan(path)
 
     # -- public API ----------------------------------------------------------------------------------------
-    def tag(self, path_or_waveform: Any, sr: int | None = None) -> TagResult:
+    def tag(self, path_or_waveform: AudioInput, sr: int | None = None) -> TagResult:
         """Tag one file (path) or waveform (1-D or (channels, samples) with its ``sr``); errors raise."""
         with contextlib.closing(self.tag_many([path_or_waveform], sr=sr)) as results:
             result = next(results)
@@ -366,7 +370,8 @@ class Tagger:
             raise result.exception or AudioDecodeError(result.error)
         return result
 
-    def tag_many(self, inputs: Iterable[Any], *, sr: int | None = None) -> Iterator[TagResult | TagFailure]:
+    def tag_many(self, inputs: Iterable[AudioInput], *, sr: int | None = None
+                 ) -> Generator[TagResult | TagFailure, None, None]:
         """Tag many files in input order; a file that fails becomes a ``TagFailure`` and the rest go on.
 
         ``workers`` threads decode the next files while the network runs; chunks of whichever files are ready

@@ -32,8 +32,9 @@ from focaltag.inference.tagger import TagFailure, TagResult
 
 __all__ = ["ResultWriter", "TableWriter", "JsonWriter", "CsvWriter", "WRITERS", "get_writer", "result_to_dict"]
 
-JSON_KEYS = ("file", "model", "duration", "precision", "chunks", "tags", "top", "decisions")
-"""Keys of a JSON result object (``decisions`` only when thresholds were given)."""
+JSON_KEYS = ("file", "model", "duration", "precision", "runtime", "chunks", "tags", "top", "decisions")
+"""Keys of a JSON result object (``decisions`` only when thresholds were given; ``embedding`` and
+``embedding_model`` only with embeddings)."""
 
 
 def result_to_dict(result: TagResult | TagFailure, *, top_k: int | None = None,

@@ -92,5 +92,5 @@ def ray_batch_runner() -> Any:
         finally:
             stats[:] = pool.close()
 
-    run.actor_stats = stats  # type: ignore[attr-defined]
+    run.actor_stats = stats  # type: ignore[attr-defined]  # a function attribute: the stats bench/ray.py reads after the run
     return run
