@@ -15,21 +15,24 @@ replicates is reported as the baseline this replaced. Target: coverage >= 0.90 a
 PR-AUC and ROC-AUC. All draws of one size share the work: the reference draws are 0/1 weight rows over the full
 matrix, and each draw's resamples are scored for all eight models in one vectorised call.
 
-Prints one JSON object.
+The whole experiment runs ``--repeats`` times with different seeds (round after round over the sizes,
+``bench/_protocol.py``), so each coverage and width is a median [min-max] over independent draws. Writes
+``bench/results/<date>_coverage_<cpu kind>.json`` and prints it.
 
-    .venv/bin/python bench/coverage.py [--draws 200] [--reference-draws 2000] [--resamples 200] [--quick]
+    .venv/bin/python bench/coverage.py [--draws 200] [--reference-draws 2000] [--resamples 200] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _protocol import Run, add_protocol_arguments, interleave, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared"))
@@ -173,6 +176,17 @@ def run_size(y: np.ndarray, models: dict[str, np.ndarray], size: int, args: argp
     return out
 
 
+def _summarise_rounds(rounds: list[dict]) -> dict:
+    """One size's figures over the rounds: every number of ``run_size``'s result as median [min-max]."""
+    out: dict = {"all_intervals_contain_point": all(r["all_intervals_contain_point"] for r in rounds),
+                 "seconds": summary([r["seconds"] for r in rounds])}
+    for key, first in rounds[0].items():
+        if isinstance(first, dict):
+            out[key] = {k: summary([r[key][k] for r in rounds]) if k != "intervals" else v
+                        for k, v in first.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="250,500,1000", help="subset sizes, comma-separated")
@@ -180,34 +194,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-draws", type=int, default=2000, help="subsets per size behind the reference")
     p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per interval")
     p.add_argument("--level", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="40 draws, 400 reference draws, 100 resamples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first round; round r uses seed + r")
+    add_protocol_arguments(p, quick="40 draws, 400 reference draws, 100 resamples")
     args = p.parse_args(argv)
     if args.quick:
         args.draws, args.reference_draws, args.resamples = 40, 400, 100
     sizes = [int(x) for x in args.sizes.split(",")]
+    run = Run("bench/coverage.py", args, argv=sys.argv[1:] if argv is None else argv)
     from focaltag.evaluation.bootstrap import INTERVAL_METHOD
 
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     y, models = load_models(SHARED)
+    for size in sizes:
+        if not 2 <= size < len(y):
+            sys.exit(f"coverage: size {size} must be between 2 and {len(y) - 1}")
     result: dict = {
         "bench": "coverage", "method": INTERVAL_METHOD, "baseline_method": "percentile bootstrap (replaced)",
         "level": args.level, "target_coverage": TARGET, "tracks": int(len(y)), "models": list(models),
         "paired": [f"{a} - {b}" for a, b in paired_names(list(models))], "draws": args.draws,
-        "reference_draws": args.reference_draws, "resamples": args.resamples, "sizes": {},
+        "reference_draws": args.reference_draws, "resamples": args.resamples,
+        "seeds": [args.seed + r for r in range(args.repeats)], "sizes": {},
     }
+    round_of = {size: 0 for size in sizes}
+
+    def one(size: int) -> dict:
+        seeded = argparse.Namespace(**{**vars(args), "seed": args.seed + round_of[size]})
+        round_of[size] += 1
+        out = run_size(y, models, size, seeded)
+        print(f"size {size}, seed {seeded.seed}: {out['seconds']} s", file=sys.stderr, flush=True)
+        return out
+
+    timings = interleave({str(size): (lambda size=size: one(size)) for size in sizes}, args.repeats)
     for size in sizes:
-        if not 2 <= size < len(y):
-            sys.exit(f"coverage: size {size} must be between 2 and {len(y) - 1}")
-        result["sizes"][str(size)] = run_size(y, models, size, args)
-        print(f"size {size}: {result['sizes'][str(size)]['seconds']} s", file=sys.stderr, flush=True)
-    worst = {m: min(r[m]["coverage"] for r in result["sizes"].values()) for m in METRICS}
+        result["sizes"][str(size)] = _summarise_rounds([t.value for t in timings[str(size)]])
+    # the coverage estimate of a size is the median over the rounds; its worst round is kept beside it
+    worst = {m: min(r[m]["coverage"]["median"] for r in result["sizes"].values()) for m in METRICS}
     result["min_coverage"] = worst
+    result["min_coverage_worst_round"] = {m: min(r[m]["coverage"]["min"] for r in result["sizes"].values())
+                                          for m in METRICS}
     result["meets_target"] = bool(all(v >= TARGET for v in worst.values()))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["cpu_seconds"] = round(time.process_time() - cpu0, 1)
-    print(json.dumps(result, indent=2))
+    run.finish(result)
     return 0 if result["meets_target"] else 1
 
 
