@@ -36,7 +36,7 @@ from focaltag.models.resnet import _check_tag_names
 
 __all__ = ["TagHead", "EmbeddingHead", "tag_head", "base_spec", "embedding_size", "member_embedding",
            "HEAD_FORMAT", "CARD_FILE", "CHECKPOINT_FILE", "THRESHOLDS_FILE", "WORK_DIR", "is_head_folder",
-           "head_folder_of", "read_card", "head_thresholds", "heads_dir", "imported_head", "import_head"]
+           "head_folder_of", "read_card", "head_thresholds", "save_head", "is_head_source", "heads_dir", "imported_head", "import_head"]
 
 HEAD_FORMAT = "focaltag-head"
 CARD_FILE = "card.json"
@@ -290,6 +290,33 @@ def head_thresholds(path: str | os.PathLike[str]) -> dict[str, float] | None:
         return {str(t): float(v) for t, v in thresholds.items()}
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: the card's thresholds are not numbers") from None
+
+
+def save_head(folder: str | os.PathLike[str], model: TagHead, card: Mapping[str, Any]) -> Path:
+    """Write a head folder: ``best.pt`` (atomic, the project's checkpoint format), ``thresholds.tsv`` and
+    ``card.json``. The card is removed first and written last, so a folder with a card is always complete."""
+    from focaltag._io import write_json, write_text
+    from focaltag.models._checkpoint import save_model
+
+    if card.get("format") != HEAD_FORMAT:
+        raise ModelError(f"a head card needs \"format\": \"{HEAD_FORMAT}\"")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CARD_FILE).unlink(missing_ok=True)
+    save_model(model, folder / CHECKPOINT_FILE)
+    thresholds = card.get("thresholds") or {}
+    write_text(folder / THRESHOLDS_FILE, "".join(f"{t}\t{float(v)!r}\n" for t, v in thresholds.items()))
+    write_json(folder / CARD_FILE, dict(card))
+    return folder
+
+
+def is_head_source(source: Any) -> bool:
+    """Whether a resolved member (:class:`~focaltag.models.resolve.MemberSource`: a path or a loaded model) is a
+    head of ``focaltag head train``."""
+    path = getattr(source, "path", None)
+    if path is not None:
+        return head_folder_of(path) is not None
+    return getattr(getattr(source, "model", None), "model_name", None) == "tag_head"
 
 
 def heads_dir() -> Path:
