@@ -89,6 +89,20 @@ def test_members_with_other_input_lengths_are_refused():
         base_spec(head_on(resnet))
 
 
+def test_a_head_runs_in_reduced_precision_as_its_base_does():
+    from focaltag.models.facts import runtime_facts
+
+    resnet, musicnn = tiny_resnet(0), create_model("musicnn", n_tags=4)
+    facts = head_on(resnet, tiny_resnet(1)).runtime_facts
+    base = runtime_facts(resnet)
+    assert facts.fp32_modules == tuple(f"members.{i}.{n}" for i in (0, 1) for n in base.fp32_modules)
+    assert facts.bf16_on_cpu and facts.onnx_fp32_without_bf16 and not facts.int8_recipe
+    model = TagHead(tag_names=TAGS, base=[base_spec(musicnn)])
+    assert not model.runtime_facts.bf16_on_cpu  # Musicnn stays float32 under auto on a CPU, so does its head
+    for name in facts.fp32_modules:
+        head_on(resnet, tiny_resnet(1)).get_submodule(name)  # the names point into the head's base members
+
+
 def test_training_mode_leaves_the_base_in_eval_mode():
     model = head_on(tiny_resnet(0), hidden_dim=4).train()
     assert model.head.training and all(not m.training for m in model.members.modules())

@@ -31,12 +31,14 @@ from torch import nn
 from focaltag.errors import CheckpointError, ModelError
 from focaltag.models._factory import create_model
 from focaltag.models._registry import register_model
+from focaltag.models.facts import RuntimeFacts, runtime_facts
 from focaltag.models.meta import cfg_of
 from focaltag.models.resnet import _check_tag_names
 
 __all__ = ["TagHead", "EmbeddingHead", "tag_head", "base_spec", "embedding_size", "member_embedding",
            "HEAD_FORMAT", "CARD_FILE", "CHECKPOINT_FILE", "THRESHOLDS_FILE", "WORK_DIR", "is_head_folder",
-           "head_folder_of", "read_card", "head_thresholds", "save_head", "is_head_source", "heads_dir", "imported_head", "import_head"]
+           "head_folder_of", "read_card", "head_thresholds", "save_head", "is_head_source", "heads_dir",
+           "imported_head", "import_head"]
 
 HEAD_FORMAT = "focaltag-head"
 CARD_FILE = "card.json"
@@ -186,6 +188,7 @@ class TagHead(nn.Module):
                                            "hidden_dim": int(hidden_dim), "drop_rate": float(drop_rate)}
         self.base_labels = [str(s.get("label", s["model_name"])) for s in base]
         self.pretrained_cfg = dataclasses.replace(first, tag_names=names, n_tags=n_tags)
+        self.runtime_facts = _head_facts(members)
 
     @staticmethod
     def _build_member(index: int, spec: Mapping[str, Any]) -> nn.Module:
@@ -233,6 +236,19 @@ class TagHead(nn.Module):
 
     def set_output_bias(self, value: float | Sequence[float] | torch.Tensor) -> None:
         self.head.set_output_bias(value)
+
+
+def _head_facts(members: Sequence[nn.Module]) -> RuntimeFacts:
+    """How a head runs in reduced precision: as its base does (the base members' float32-grade layers under bf16,
+    bf16 under ``auto`` only where every member's is, the largest re-check margin, onnxruntime float32 where every
+    member's is). No int8 recipe: int8 was measured on the base networks alone, not with a head after them; the
+    margins are the base's, the head's own bf16 error has not been measured."""
+    facts = [runtime_facts(m) for m in members]
+    return RuntimeFacts(
+        fp32_modules=tuple(f"members.{i}.{name}" for i, f in enumerate(facts) for name in f.fp32_modules),
+        bf16_on_cpu=all(f.bf16_on_cpu for f in facts),
+        bf16_recheck_margin=max(f.bf16_recheck_margin for f in facts),
+        onnx_fp32_without_bf16=all(f.onnx_fp32_without_bf16 for f in facts))
 
 
 @register_model
