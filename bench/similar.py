@@ -16,7 +16,7 @@ one run:
 - every catalogue model whose weights are available offline (Won et al.'s 8: import them into
   ``FOCALTAG_CACHE_DIR`` with ``focaltag models import``), the layer before the classifier averaged over 16
   evenly spaced chunks, as the tagger computes it: with ``forward_features`` and ``forward_head(pre_logits=True)``
-  on the chunks the tagger plans and reads (``--embedding-path direct``, checked against
+  on the chunks the tagger plans and reads (``--embedding-path direct``; the chosen default is checked against
   ``Tagger(name, InferenceOptions(embeddings=True))`` on a few tracks where the inference API has embeddings),
   or all through the Tagger (``--embedding-path tagger``); chunk vectors are also L2-normalised before
   averaging (``l2mean``), to measure whether that is better;
@@ -94,6 +94,7 @@ class RetrievalScores:
     average_precision: np.ndarray
     precision_at_k: np.ndarray
     k: int
+    queries: np.ndarray  # the index of each scored query (queries whose label no other item shares are left out)
 
     @property
     def map(self) -> float:
@@ -127,6 +128,7 @@ def leave_one_out_retrieval(vectors: np.ndarray, labels: Sequence[str], k: int =
     sim = cosine_matrix(vectors)
     aps: list[float] = []
     pks: list[float] = []
+    scored: list[int] = []
     for q in range(len(labels_arr)):
         others = np.delete(np.arange(len(labels_arr)), q)
         order = others[np.argsort(-sim[q, others], kind="stable")]
@@ -137,7 +139,8 @@ def leave_one_out_retrieval(vectors: np.ndarray, labels: Sequence[str], k: int =
         ranks = np.flatnonzero(hits) + 1
         aps.append(float(np.mean(np.arange(1, n_rel + 1) / ranks)))
         pks.append(float(hits[:k].sum()) / k)
-    return RetrievalScores(np.asarray(aps), np.asarray(pks), k)
+        scored.append(q)
+    return RetrievalScores(np.asarray(aps), np.asarray(pks), k, np.asarray(scored, dtype=np.int64))
 
 
 def bootstrap_interval(values: np.ndarray, *, n_resamples: int = 2000, seed: int = 0,
@@ -339,8 +342,8 @@ def score(vectors: np.ndarray, labels: Sequence[str], *, n_resamples: int, seed:
 
 
 def per_album_map(r: RetrievalScores, labels: Sequence[str]) -> dict[str, float]:
-    labels_arr = np.asarray(labels)
-    return {str(a): float(r.average_precision[labels_arr == a].mean()) for a in dict.fromkeys(labels_arr)}
+    query_labels = np.asarray(labels)[r.queries]
+    return {str(a): float(r.average_precision[query_labels == a].mean()) for a in dict.fromkeys(query_labels)}
 
 
 def choose_default(figures: Mapping[str, dict[str, Any]], runs: Mapping[str, RetrievalScores],
@@ -394,7 +397,6 @@ def quality(args: argparse.Namespace) -> None:
     use_tagger = args.embedding_path == "tagger"
     notes["embedding_path"] = "Tagger(name, InferenceOptions(embeddings=True, precision='fp32'))" if use_tagger \
         else "forward_features + forward_head(pre_logits=True) on the chunks the tagger plans (float32)"
-    check = min(args.tagger_check, len(keys)) if tagger_available() else 0
     singles: list[str] = []
     for name in args.models:
         done = cached_count(work / "direct" / name, keys)
@@ -410,18 +412,13 @@ def quality(args: argparse.Namespace) -> None:
         vectors[name] = direct_mean
         vectors[f"{name}/l2mean"] = np.stack([pool(c, "l2mean") for c in chunks])
         singles.append(name)
-        n_tagged = len(keys) if use_tagger else check
-        if n_tagged:
+        if use_tagger:
             try:
-                product, _ = tagger_embeddings(name, music.paths[:n_tagged], keys[:n_tagged], work, args.threads)
+                product, _ = tagger_embeddings(name, music.paths, keys, work, args.threads)
             except Exception as err:
-                notes[f"{name} (Tagger)"] = f"failed: {type(err).__name__}: {err}"
+                notes[f"{name} (Tagger)"] = f"failed, the direct path is used: {type(err).__name__}: {err}"
             else:
-                notes.setdefault("tagger_vs_direct", {})[name] = {
-                    "tracks": n_tagged, "max_abs_diff": float(np.abs(product - direct_mean[:n_tagged]).max()),
-                    "max_abs_value": float(np.abs(direct_mean[:n_tagged]).max())}
-                if use_tagger:
-                    vectors[name] = product
+                vectors[name] = product
 
     figures: dict[str, dict[str, Any]] = {}
     runs: dict[str, RetrievalScores] = {}
@@ -442,9 +439,24 @@ def quality(args: argparse.Namespace) -> None:
 
     mfcc_ref = max(("mfcc", "mfcc-z"), key=lambda n: figures[n]["mAP"])
     musicnn_ref = "musicnn-msd" if "musicnn-msd" in runs else None
+    if not singles:
+        raise SystemExit("no catalogue model was measured: import them (focaltag models import NAME FILE) or "
+                         "compute their embeddings before --cached-only")
     decision = choose_default(figures, runs, singles, mfcc_ref, musicnn_ref, n_resamples=args.resamples,
                               seed=args.seed)
     best = decision["default"]
+    check = min(args.tagger_check, len(keys)) if tagger_available() and not use_tagger else 0
+    if check:  # the default's vectors through the product path, on the first tracks
+        try:
+            product, _ = tagger_embeddings(best, music.paths[:check], keys[:check], work, args.threads)
+        except Exception as err:
+            notes["tagger_check"] = f"failed: {type(err).__name__}: {err}"
+        else:
+            direct = vectors[best][:check]
+            notes["tagger_check"] = {"model": best, "tracks": check,
+                                     "max_abs_diff": float(np.abs(product - direct).max()),
+                                     "max_abs_value": float(np.abs(direct).max()),
+                                     "min_cosine": float(np.min(np.sum(unit_rows(product) * unit_rows(direct), axis=1)))}
     for other in ("l2mean", "centred"):
         key = f"{best}/{other}"
         if key in runs:
@@ -482,8 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--models", nargs="+", default=list(WON2020_MODELS))
     q.add_argument("--embedding-path", choices=("direct", "tagger"), default="direct",
                    help="tagger: every embedding through the inference API (the product path); direct: the "
-                   "model's layers on the chunks the tagger plans, checked against the Tagger on the first "
-                   "--tagger-check tracks where the API has embeddings")
+                   "model's layers on the chunks the tagger plans; the chosen default is checked against the "
+                   "Tagger on the first --tagger-check tracks where the API has embeddings")
     q.add_argument("--tagger-check", type=int, default=3)
     q.add_argument("--cached-only", action="store_true",
                    help="score only the embeddings whose cache is complete; name the others as not measured")

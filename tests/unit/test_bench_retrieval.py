@@ -82,6 +82,8 @@ def test_a_query_without_another_item_of_its_album_is_left_out() -> None:
     x, labels = _clustered((4, 1, 3), seed=5)
     got = similar.leave_one_out_retrieval(x, labels)
     assert len(got.average_precision) == 7
+    np.testing.assert_array_equal(got.queries, [0, 1, 2, 3, 5, 6, 7])
+    assert set(similar.per_album_map(got, labels)) == {"album0", "album2"}
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_queries() -> None:
