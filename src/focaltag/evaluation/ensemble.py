@@ -35,17 +35,20 @@ def _stack(predictions: Sequence[object], names: Sequence[str] | None = None) ->
 
 
 def mean_ensemble(predictions: Sequence[object], *, names: Sequence[str] | None = None) -> np.ndarray:
-    """Arithmetic mean of member matrices (the paper's ensemble); ``np.mean`` over a stacked axis."""
+    """Arithmetic mean of member prediction matrices, the paper's ensemble exactly as its code computes it
+    (``np.mean`` over a stacked axis); weighted means go through the tagger's rule (:func:`weighted_ensemble`)."""
     return np.mean(np.stack(_stack(predictions, names)), axis=0)
 
 
 def weighted_ensemble(predictions: Sequence[object], weights: Sequence[float], *,
                       names: Sequence[str] | None = None) -> np.ndarray:
     """Weighted mean of member matrices (weights are normalised to sum 1)."""
+    from focaltag.models.ensemble import mean_probabilities  # the one combination rule, as in tagging
+
     mats = _stack(predictions, names)
-    w = np.asarray(check_weights(weights, len(mats), "weights"), dtype=np.float64)
-    out = np.tensordot(w, np.stack(mats).astype(np.float64), axes=1)
-    return out.astype(np.result_type(*mats), copy=False)
+    w = check_weights(weights, len(mats), "weights")
+    out = mean_probabilities((m.astype(np.float64) for m in mats), w)
+    return np.asarray(out).astype(np.result_type(*mats), copy=False)
 
 
 def _macro_ap_fast(y: np.ndarray, s: np.ndarray, cols: np.ndarray) -> float:
