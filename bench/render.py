@@ -303,6 +303,13 @@ def _tag_rss(r: Doc) -> list[str]:
         ["loading the model only", fig(s["rss_model_only_mb"], "mb")]])
 
 
+def _head_train(r: Doc) -> list[str]:
+    rows = [[f"{name.rsplit('-', 1)[0]}: {int(name.rsplit('-', 1)[1]):,}-value embeddings", fig(x["wall_s"], "s"),
+             fig(x["cpu_s"], "s")] for name, x in r.items() if isinstance(x, dict) and "wall_s" in x]
+    return table([f"`head train` on {r['tracks']:,} stored embeddings, {r['tags']} tags", "wall time",
+                  "process CPU time"], rows)
+
+
 @dataclass(frozen=True)
 class Block:
     """A README block: which results names feed it, which result keys it needs, how its table is made."""
@@ -330,6 +337,7 @@ BLOCKS: dict[str, Block] = {
                                "bench/tag.py"),
     "tag-ceiling": Block(("tag", "tag-emulate-avx2"), ("ceiling",), _tag_ceiling, "bench/tag.py"),
     "tag-rss": Block(("tag", "tag-emulate-avx2"), ("rss",), _tag_rss, "bench/tag.py"),
+    "head-train": Block(("head-train",), ("tracks",), _head_train, "bench/head_train.py"),
 }
 
 
