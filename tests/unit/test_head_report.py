@@ -105,3 +105,25 @@ def test_labels_that_cannot_be_cross_validated_are_refused():
         cross_validate_head(x, y, TAGS, OPTIONS)
     with pytest.raises(DataError, match="3 tag names"):
         cross_validate_head(x, y[:, :2], TAGS, OPTIONS)
+
+
+def test_the_embedding_cache_resumes_and_drops_changed_files(tmp_path):
+    import os
+
+    from focaltag.library.heads import _EmbeddingCache
+
+    audio = tmp_path / "caf\udce9.flac"  # a name that is not UTF-8 survives the cache
+    other = tmp_path / "b.flac"
+    for f in (audio, other):
+        f.write_bytes(b"x")
+    cache = _EmbeddingCache(tmp_path / "work", "base-a", 3)
+    cache.put(os.fspath(audio), np.array([1, 2, 3]))
+    cache.put(os.fspath(other), np.array([4, 5, 6]))
+    cache.save()
+    again = _EmbeddingCache(tmp_path / "work", "base-a", 3)
+    np.testing.assert_array_equal(again.get(os.fspath(audio)), [1, 2, 3])
+    other.write_bytes(b"changed")  # another size: extracted again
+    assert again.get(os.fspath(other)) is None
+    assert _EmbeddingCache(tmp_path / "work", "base-b", 3).get(os.fspath(audio)) is None  # another base
+    (again.path).write_bytes(b"not an npz")
+    assert _EmbeddingCache(tmp_path / "work", "base-a", 3).get(os.fspath(audio)) is None  # damaged: start again
