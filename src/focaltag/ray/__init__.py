@@ -15,15 +15,28 @@
   :func:`plan_pool` and :func:`plan_decoders` size the actor pools from the cluster's resources.
 
 Nothing here imports Ray at module level: without the extra, every entry point fails with the one-line
-``pip install 'focaltag[ray]'`` error. This package sits above ``library/`` in the layer order (it runs the
-tagger and the cache writer, and nothing below imports it); ``cli/`` calls it.
+``pip install 'focaltag[ray]'`` error. Names are re-exported lazily, so a ``data prepare`` actor, which imports
+this package to reach its own module, does not import torch. This package sits above ``library/`` in the layer
+order (it runs the tagger and the cache writer, and nothing below imports it); ``cli/`` calls it.
 """
 
 from __future__ import annotations
 
-from focaltag.ray._cluster import PoolPlan, connect, plan_decoders, plan_pool, require_ray
-from focaltag.ray._prepare import ray_batch_runner
-from focaltag.ray._tag import RayTagger, tag_dataset
+from focaltag._lazy import lazy_exports
 
-__all__ = ["PoolPlan", "RayTagger", "connect", "plan_decoders", "plan_pool", "ray_batch_runner", "require_ray",
-           "tag_dataset"]
+# public name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    "PoolPlan": "focaltag.ray._cluster",
+    "connect": "focaltag.ray._cluster",
+    "plan_decoders": "focaltag.ray._cluster",
+    "plan_pool": "focaltag.ray._cluster",
+    "require_ray": "focaltag.ray._cluster",
+    "ray_batch_runner": "focaltag.ray._prepare",
+    "RayTagger": "focaltag.ray._tag",
+    "tag_dataset": "focaltag.ray._tag",
+}
+
+__all__ = list(_LAZY)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
