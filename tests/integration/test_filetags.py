@@ -177,10 +177,16 @@ def test_other_vocabularies_use_focaltag_tags_and_topk_without_thresholds(tmp_pa
     assert writer.key == OTHER_KEY
     assert FileTagWriter(MOODTHEME_TAGS, top_k=2).key == MOOD_KEY
     flac = _generated(tmp_path, "flac")
-    result = SimpleNamespace(file=str(flac), probabilities=dict(zip(names, (0.2, 0.9, 0.6, 0.1), strict=True)))
+    result = SimpleNamespace(file=str(flac), tag_names=names, decisions=None,
+                             probabilities=dict(zip(names, (0.2, 0.9, 0.6, 0.1), strict=True)))
     assert writer(result).status == "written"
     assert read_file_tags(flac, OTHER_KEY) == ["rock", "piano"]
     assert read_file_tags(flac, MOOD_KEY) == []
+    # a result with decisions: the tagger's decisions are written as they are, never computed again
+    decided = SimpleNamespace(**{**vars(result), "decisions": dict(zip(names, (True, False, False, True),
+                                                                       strict=True))})
+    assert FileTagWriter(names, top_k=2, replace=True)(decided).status == "written"
+    assert read_file_tags(flac, OTHER_KEY) == ["guitar", "female vocal"]
 
 
 def test_chosen_tags_use_the_strict_rule() -> None:

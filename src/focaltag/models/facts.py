@@ -76,8 +76,9 @@ no int8 recipe."""
 
 
 def runtime_facts(model: Any) -> RuntimeFacts:
-    """The :class:`RuntimeFacts` of ``model``'s architecture (:data:`DEFAULT_FACTS` when it declares none)."""
-    facts = getattr(type(model), "runtime_facts", None)
+    """The :class:`RuntimeFacts` of ``model``'s architecture (:data:`DEFAULT_FACTS` when it declares none); a model
+    whose facts depend on what it wraps (a head on a base model) carries them on the instance."""
+    facts = getattr(model, "runtime_facts", None)
     return facts if isinstance(facts, RuntimeFacts) else DEFAULT_FACTS
 
 

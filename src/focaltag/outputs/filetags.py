@@ -42,7 +42,6 @@ import shutil
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -592,9 +591,12 @@ class FileTagWriter:
         self.recorded_failures: list[tuple[str, str]] = []  # (file, reason) of failed writes in recorded()
 
     def __call__(self, result: Any) -> WriteOutcome:
-        values = result_tags(result, self.top_k)
-        outcome = write_file_tags(result.file, values, key=self.key,
-                                  probabilities=result.probabilities if self.probabilities else None,
+        """Write the tags of a tagging result: its decisions as the tagger made them, else its top-k."""
+        return self._write(result.file, result_tags(result, self.top_k), result.probabilities)
+
+    def _write(self, file: str, values: list[str], probabilities: Mapping[str, float]) -> WriteOutcome:
+        outcome = write_file_tags(file, values, key=self.key,
+                                  probabilities=probabilities if self.probabilities else None,
                                   replace=self.replace, keep_mtime=self.keep_mtime, dry_run=self.dry_run)
         self.counts[outcome.status] += 1
         if outcome.status in ("skipped", "failed"):
@@ -622,7 +624,8 @@ class FileTagWriter:
             logger.warning("not writing tags to %s: its recorded probabilities are of another tag set; tag with "
                            "this model into a new -o file", line.get("file"))
             return False
-        outcome = self(SimpleNamespace(file=line["file"], probabilities=probabilities))
+        values = chosen_tags(probabilities, self.tag_names, thresholds=self.thresholds, top_k=self.top_k)
+        outcome = self._write(line["file"], values, probabilities)
         if outcome.status == "failed":
             self.recorded_failures.append((outcome.file, outcome.reason))
         return outcome.status == "written"
