@@ -20,11 +20,12 @@ one run:
   ``Tagger(name, InferenceOptions(embeddings=True))`` on a few tracks where the inference API has embeddings),
   or all through the Tagger (``--embedding-path tagger``); chunk vectors are also L2-normalised before
   averaging (``l2mean``), to measure whether that is better;
-- concatenations of models (each part L2-normalised, so every part weighs the same).
+- concatenations of models: each part L2-normalised, so every part weighs the same (``concat:``), and as the
+  Tagger gives them for an ensemble of those members, the vectors side by side as they are (``ensemble:``).
 
-The default is picked among single catalogue models (what ``--embeddings`` can store) by mAP with the pooling
-the product uses (plain mean); it must beat the better MFCC variant clearly (the paired interval of the mAP
-difference above 0) and at least match musicnn (its paired interval reaching 0 or above). Embeddings are
+The default is picked among single catalogue models by mAP with the pooling the product uses (plain mean),
+and again with the ensembles included (``decision.with_ensembles``); it must beat the better MFCC variant
+clearly (the paired interval of the mAP difference above 0) and at least match musicnn (its paired interval reaching 0 or above). Embeddings are
 cached under ``--work`` so reruns only score. Writes ``bench/results/<date>_similar-quality_<cpu kind>.json``.
 
     .venv/bin/python bench/similar.py quality [--music DIR] [--work DIR] [--models NAME ...] [--threads 2]
@@ -367,25 +368,20 @@ def choose_default(figures: Mapping[str, dict[str, Any]], runs: Mapping[str, Ret
     return decision
 
 
-def quality(args: argparse.Namespace) -> None:
-    music_data = sibling("music_data")
-    run = sibling("_protocol").Run("bench/similar.py", args, name="similar-quality")
-    music = music_data.load_set(args.music, max_per_album=args.max_per_album)
-    keys = track_keys(music.manifest)
-    labels = list(music.albums)
+def collect(args: argparse.Namespace, music: Any, keys: Sequence[str], notes: dict[str, Any],
+            seconds: dict[str, float]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every contender's track vectors (MFCC, musicnn, each model with mean and l2mean pooling) and the names
+    of the models measured."""
     work: Path = args.work
     vectors: dict[str, np.ndarray] = {}
-    notes: dict[str, Any] = {"unavailable": dict(UNAVAILABLE_OFFLINE)}
-    seconds: dict[str, float] = {}
-
     mf, seconds["mfcc"] = mfcc_vectors(music.paths, keys, work)
     vectors["mfcc"], vectors["mfcc-z"] = mf, zscore(mf)
 
+    done = cached_count(work / "musicnn-msd", keys)
     if args.skip_musicnn:
         notes["musicnn-msd"] = "skipped (--skip-musicnn)"
-    elif args.cached_only and cached_count(work / "musicnn-msd", keys) < len(keys):
-        notes["musicnn-msd"] = (f"not measured: {cached_count(work / 'musicnn-msd', keys)} of {len(keys)} "
-                                "embeddings computed (--cached-only)")
+    elif args.cached_only and done < len(keys):
+        notes["musicnn-msd"] = f"not measured: {done} of {len(keys)} embeddings computed (--cached-only)"
     else:
         try:
             vectors["musicnn-msd"], seconds["musicnn-msd"] = musicnn_vectors(music.paths, keys, work,
@@ -408,55 +404,80 @@ def quality(args: argparse.Namespace) -> None:
         except Exception as err:  # a model that cannot load is reported, not fatal to the other contenders
             notes[name] = f"not measured: {type(err).__name__}: {err}"
             continue
-        direct_mean = np.stack([pool(c, "mean") for c in chunks])
-        vectors[name] = direct_mean
+        vectors[name] = np.stack([pool(c, "mean") for c in chunks])
         vectors[f"{name}/l2mean"] = np.stack([pool(c, "l2mean") for c in chunks])
         singles.append(name)
         if use_tagger:
             try:
-                product, _ = tagger_embeddings(name, music.paths, keys, work, args.threads)
+                vectors[name], _ = tagger_embeddings(name, music.paths, keys, work, args.threads)
             except Exception as err:
                 notes[f"{name} (Tagger)"] = f"failed, the direct path is used: {type(err).__name__}: {err}"
-            else:
-                vectors[name] = product
+    return vectors, singles
 
+
+def score_all(vectors: Mapping[str, np.ndarray], singles: Sequence[str], labels: Sequence[str], *,
+              n_resamples: int, seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, RetrievalScores]]:
+    """Figures of every contender, of each one centred on the collection's mean, and of concatenations of the
+    best 2 and 3 models and of all of them (``concat:`` unit parts, ``ensemble:`` the parts as they are)."""
     figures: dict[str, dict[str, Any]] = {}
     runs: dict[str, RetrievalScores] = {}
     for name, vecs in vectors.items():
-        figures[name], runs[name] = score(vecs, labels, n_resamples=args.resamples, seed=args.seed)
+        figures[name], runs[name] = score(vecs, labels, n_resamples=n_resamples, seed=seed)
         if "/" not in name and not name.startswith("mfcc-"):
             figures[f"{name}/centred"], runs[f"{name}/centred"] = score(
-                vecs - vecs.mean(axis=0), labels, n_resamples=args.resamples, seed=args.seed)
-
-    # concatenations: the best 2 and 3 single models, and all of them (each part unit length)
+                vecs - vecs.mean(axis=0), labels, n_resamples=n_resamples, seed=seed)
     ranked = sorted(singles, key=lambda n: -figures[n]["mAP"])
-    combos = {f"concat:{'+'.join(ranked[:n])}": ranked[:n] for n in (2, 3) if len(ranked) >= n}
+    combos = {"+".join(ranked[:n]): ranked[:n] for n in (2, 3) if len(ranked) >= n}
     if len(ranked) > 3:
-        combos[f"concat:all-{len(ranked)}"] = ranked
+        combos[f"all-{len(ranked)}"] = ranked
     for label, parts in combos.items():
         cat = np.concatenate([unit_rows(vectors[p]) for p in parts], axis=1)
-        figures[label], runs[label] = score(cat, labels, n_resamples=args.resamples, seed=args.seed)
+        figures[f"concat:{label}"], runs[f"concat:{label}"] = score(cat, labels, n_resamples=n_resamples, seed=seed)
+        # what the Tagger gives for an ensemble of these members: their vectors side by side as they are
+        raw = np.concatenate([vectors[p] for p in parts], axis=1)
+        figures[f"ensemble:{label}"], runs[f"ensemble:{label}"] = score(raw, labels, n_resamples=n_resamples,
+                                                                       seed=seed)
+    return figures, runs
 
-    mfcc_ref = max(("mfcc", "mfcc-z"), key=lambda n: figures[n]["mAP"])
-    musicnn_ref = "musicnn-msd" if "musicnn-msd" in runs else None
+
+def tagger_check(args: argparse.Namespace, model: str, music: Any, keys: Sequence[str],
+                 direct: np.ndarray) -> dict[str, Any] | str:
+    """The default's vectors through the product path on the first ``--tagger-check`` tracks, against ours."""
+    n = min(args.tagger_check, len(keys))
+    try:
+        product, _ = tagger_embeddings(model, music.paths[:n], keys[:n], args.work, args.threads)
+    except Exception as err:
+        return f"failed: {type(err).__name__}: {err}"
+    return {"model": model, "tracks": n, "max_abs_diff": float(np.abs(product - direct[:n]).max()),
+            "max_abs_value": float(np.abs(direct[:n]).max()),
+            "min_cosine": float(np.min(np.sum(unit_rows(product) * unit_rows(direct[:n]), axis=1)))}
+
+
+def quality(args: argparse.Namespace) -> None:
+    music_data = sibling("music_data")
+    run = sibling("_protocol").Run("bench/similar.py", args, name="similar-quality")
+    music = music_data.load_set(args.music, max_per_album=args.max_per_album)
+    keys = track_keys(music.manifest)
+    labels = list(music.albums)
+    notes: dict[str, Any] = {"unavailable": dict(UNAVAILABLE_OFFLINE)}
+    seconds: dict[str, float] = {}
+    vectors, singles = collect(args, music, keys, notes, seconds)
     if not singles:
         raise SystemExit("no catalogue model was measured: import them (focaltag models import NAME FILE) or "
                          "compute their embeddings before --cached-only")
+    figures, runs = score_all(vectors, singles, labels, n_resamples=args.resamples, seed=args.seed)
+
+    mfcc_ref = max(("mfcc", "mfcc-z"), key=lambda n: figures[n]["mAP"])
+    musicnn_ref = "musicnn-msd" if "musicnn-msd" in runs else None
     decision = choose_default(figures, runs, singles, mfcc_ref, musicnn_ref, n_resamples=args.resamples,
                               seed=args.seed)
+    ensembles = [n for n in figures if n.startswith("ensemble:")]
+    if ensembles:  # an ensemble is a model the product accepts too (its embedding: the members' concatenated)
+        decision["with_ensembles"] = choose_default(figures, runs, [*singles, *ensembles], mfcc_ref, musicnn_ref,
+                                                    n_resamples=args.resamples, seed=args.seed)
     best = decision["default"]
-    check = min(args.tagger_check, len(keys)) if tagger_available() and not use_tagger else 0
-    if check:  # the default's vectors through the product path, on the first tracks
-        try:
-            product, _ = tagger_embeddings(best, music.paths[:check], keys[:check], work, args.threads)
-        except Exception as err:
-            notes["tagger_check"] = f"failed: {type(err).__name__}: {err}"
-        else:
-            direct = vectors[best][:check]
-            notes["tagger_check"] = {"model": best, "tracks": check,
-                                     "max_abs_diff": float(np.abs(product - direct).max()),
-                                     "max_abs_value": float(np.abs(direct).max()),
-                                     "min_cosine": float(np.min(np.sum(unit_rows(product) * unit_rows(direct), axis=1)))}
+    if args.tagger_check and tagger_available() and args.embedding_path != "tagger":
+        notes["tagger_check"] = tagger_check(args, best, music, keys, vectors[best])
     for other in ("l2mean", "centred"):
         key = f"{best}/{other}"
         if key in runs:
@@ -465,8 +486,7 @@ def quality(args: argparse.Namespace) -> None:
                                                              n_resamples=args.resamples, seed=args.seed)
     results = {
         "data": {**music_data.describe(music.manifest), "excerpt_s": music.manifest["excerpt_s"],
-                 "max_per_album": args.max_per_album,
-                 "labels": "album (see bench/music_data.py)"},
+                 "max_per_album": args.max_per_album, "labels": "album (see bench/music_data.py)"},
         "protocol": {"queries": "leave-one-out, every track", "similarity": "cosine", "k": K,
                      "chunks": N_CHUNKS, "bootstrap": {"resamples": args.resamples, "seed": args.seed,
                                                        "interval": "95 % percentile, over queries"}},
