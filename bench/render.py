@@ -310,6 +310,66 @@ def _head_train(r: Doc) -> list[str]:
                   "process CPU time"], rows)
 
 
+def _ms(summary: dict[str, Any] | None) -> str:
+    """Milliseconds as ``median ms [min–max]`` (query latencies, kept in ms by ``bench/similar_index.py``)."""
+    if summary is None:
+        return "—"
+    med, lo, hi = (summary[k] for k in ("median", "min", "max"))
+    digits = 2 if med < 10 else 1 if med < 100 else 0
+    return f"{med:.{digits}f} ms [{lo:.{digits}f}–{hi:.{digits}f}]"
+
+
+def _similar_scale(r: Doc) -> list[str]:
+    rows = []
+    for x in r["scale"]:
+        b = x["bytes_per_vector"]
+        build = x.get("graph_build_s")
+        built = "—" if build is None else (fig(build, "s") if isinstance(build, dict) else
+                                          f"{_number(build, 's')} s (1 build)")
+        rows.append([f"{x['n']:,}", _ms(x["exact_query_ms_p50"]), _ms(x["exact_query_ms_p99"]),
+                     _ms(x.get("graph_query_ms_p50")), _ms(x.get("graph_query_ms_p99")),
+                     "—" if "graph_recall_at_10" not in x else f"{x['graph_recall_at_10']:.3f}", built,
+                     "—" if "graph_disk" not in b else f"{b['graph_disk']:,.0f} / {b['graph_ram']:,.0f}"])
+    p = r.get("precision")
+    head = [f"vectors of {r['scale'][0]['dim']} values", "exact p50", "exact p99", "HNSW p50", "HNSW p99",
+            "HNSW recall@10", "HNSW build", "HNSW bytes/vector, disk / RAM"]
+    out = table(head, rows)
+    if p:
+        rec = p["recall_at_10_vs_float32"]
+        out += ["", f"Store precision on {p['n']:,} vectors: recall@10 against float32 of float16 "
+                f"{rec['float16']:.4f}, of int8 (one scale per vector, no re-rank) {rec['int8']:.4f}; bytes per "
+                f"vector: " + ", ".join(f"{k} {v}" for k, v in p["bytes_per_vector"].items()) + "."]
+    return out
+
+
+def _similar_process(r: Doc) -> list[str]:
+    x = r["process"]
+    return table([f"a {x['n']:,}-track library, seed in the library", "wall time", "process CPU time"], [
+        ["first `focaltag similar` (builds the index, once)", f"{_number(x['first_cli_call_s (builds the index)'], 's')} s",
+         "—"],
+        ["`Library(...).similar(...)` in a fresh Python process", fig(x["api_fresh_interpreter_s"], "s"),
+         fig(x.get("api_process_cpu_s"), "s")],
+        ["of which: `python -c 'import numpy, usearch.index'`", fig(x.get("python_importing_numpy_and_usearch_s"), "s"),
+         "—"],
+        ["`focaltag similar` (the command)", fig(x["cli_warm_s"], "s"), fig(x.get("cli_process_cpu_s"), "s")]])
+
+
+def _similar_embeddings(r: Doc) -> list[str]:
+    x = r["embeddings"]
+    return table([f"`focaltag tag` of {x['files']} recordings, {x['model']}", "wall time", "process CPU time"], [
+        ["without --embeddings", fig(x["plain_s"], "s"), fig(x.get("plain_cpu_s"), "s")],
+        ["with --embeddings", fig(x["embeddings_s"], "s"), fig(x.get("embeddings_cpu_s"), "s")],
+        ["ratio (per round)", fig(x["embeddings_vs_plain"], "x"), fig(x.get("embeddings_vs_plain_cpu"), "x")]])
+
+
+def _similar_libraries(r: Doc) -> list[str]:
+    x = r["libraries"]
+    rows = [[name, f"{_number(v['build_s'], 's')} s", f"{v['query_ms_p50']:.2f} ms", f"{v['recall_at_10']:.4f}"]
+            for name, v in x.items() if isinstance(v, dict)]
+    return table([f"HNSW on {x['n']:,} vectors of {x['dim']} values (one build each)", "build", "query p50",
+                  "recall@10"], rows)
+
+
 @dataclass(frozen=True)
 class Block:
     """A README block: which results names feed it, which result keys it needs, how its table is made."""
@@ -338,6 +398,12 @@ BLOCKS: dict[str, Block] = {
     "tag-ceiling": Block(("tag", "tag-emulate-avx2"), ("ceiling",), _tag_ceiling, "bench/tag.py"),
     "tag-rss": Block(("tag", "tag-emulate-avx2"), ("rss",), _tag_rss, "bench/tag.py"),
     "head-train": Block(("head-train",), ("tracks",), _head_train, "bench/head_train.py"),
+    "similar-index-scale": Block(("similar-index",), ("scale",), _similar_scale, "bench/similar_index.py"),
+    "similar-index-process": Block(("similar-index",), ("process",), _similar_process, "bench/similar_index.py"),
+    "similar-index-embeddings": Block(("similar-index",), ("embeddings",), _similar_embeddings,
+                                      "bench/similar_index.py"),
+    "similar-index-libraries": Block(("similar-index",), ("libraries",), _similar_libraries,
+                                     "bench/similar_index.py"),
 }
 
 

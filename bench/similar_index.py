@@ -14,6 +14,8 @@ Parts (``--parts``, all by default):
   wall time of ``focaltag similar SEED --library ... --format json`` as a whole process (a library seed: no model
   is loaded), the first call (which builds the index) and warm ones, and the same query through the Python API
   in a fresh interpreter;
+* ``libraries`` (not in the default run): usearch against hnswlib and faiss-cpu HNSW on 20,000 vectors, the same
+  graph settings, when those are installed (they are not focaltag dependencies);
 * ``embeddings``: ``focaltag tag DIR -o tags.jsonl`` with and without ``--embeddings`` on the shared recordings
   (Won et al.'s MTAT Musicnn, imported from ``../shared``), interleaved; the ratio is the cost of embeddings.
 
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _protocol import REPO, Run, add_protocol_arguments, interleave, ratio_summary, summary, walls
+from _protocol import REPO, Run, add_protocol_arguments, cpus, interleave, ratio_summary, summary, walls
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -101,18 +103,20 @@ def part_precision(args: argparse.Namespace) -> dict:
 def part_scale(args: argparse.Namespace, size: int) -> dict:
     x = unit_rows(clustered(size, args.dim, args.clusters, size)).astype(np.float16)
     qs = queries_near(x, args.queries, 7)
+    with_graph = args.graph_max is None or size <= args.graph_max
     builds: list[float] = []
     graph = None
-    for _ in range(args.repeats if size <= 20_000 else 1):  # the 100k / 1M builds take minutes: built once
+    for _ in range(args.repeats if size <= 20_000 else 1 if with_graph else 0):  # 100k+: minutes, built once
         graph = None
         t0 = time.perf_counter()
         graph = _graph(x)
         builds.append(time.perf_counter() - t0)
-    assert graph is not None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "g.usearch"
-        graph.save(str(path))
-        disk = path.stat().st_size
+    disk = 0
+    if graph is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "g.usearch"
+            graph.save(str(path))
+            disk = path.stat().st_size
 
     exact_lat: list[list[float]] = []
     graph_lat: list[list[float]] = []
@@ -140,21 +144,77 @@ def part_scale(args: argparse.Namespace, size: int) -> dict:
         graph_lat.append(times)
         found.append(hits)
 
-    interleave({"exact": run_exact, "graph": run_graph}, args.repeats)
-    recall = float(np.mean([len(t & f) / 10 for t, f in zip(truth, found[-1], strict=True)]))
-    return {
+    interleave({"exact": run_exact, "graph": run_graph} if graph is not None else {"exact": run_exact},
+               args.repeats)
+    out = {
         "n": size, "dim": args.dim, "queries_per_repeat": len(qs), "build_runs": len(builds),
-        "graph_build_s": summary(builds), "graph_build_vectors_per_s": summary([size / b for b in builds]),
         "exact_query_ms_p50": summary([percentile_ms(t, 50) for t in exact_lat]),
         "exact_query_ms_p99": summary([percentile_ms(t, 99) for t in exact_lat]),
-        "graph_query_ms_p50": summary([percentile_ms(t, 50) for t in graph_lat]),
-        "graph_query_ms_p99": summary([percentile_ms(t, 99) for t in graph_lat]),
-        "graph_recall_at_10": recall,
         "bytes_per_vector": {"store_disk": record_dtype(args.dim).itemsize,
-                             "exact_ram (float16 unit vectors)": 2 * args.dim,
-                             "graph_disk": disk / size, "graph_ram": graph.memory_usage / size},
+                             "exact_ram (float16 unit vectors)": 2 * args.dim},
         "searched_exactly_by_the_index": size <= EXACT_MAX,
     }
+    if graph is None:
+        return out
+    # a build that ran once is one value, not a median of repeats
+    out["graph_build_s"] = summary(builds) if len(builds) >= 3 else builds[0]
+    out["graph_build_vectors_per_s"] = summary([size / b for b in builds]) if len(builds) >= 3 else size / builds[0]
+    out["graph_query_ms_p50"] = summary([percentile_ms(t, 50) for t in graph_lat])
+    out["graph_query_ms_p99"] = summary([percentile_ms(t, 99) for t in graph_lat])
+    out["graph_recall_at_10"] = float(np.mean([len(t & f) / 10 for t, f in zip(truth, found[-1], strict=True)]))
+    out["bytes_per_vector"].update({"graph_disk": disk / size, "graph_ram": graph.memory_usage / size})
+    return out
+
+
+# -- the ANN libraries on PyPI, side by side -----------------------------------------------------------------
+def part_libraries(args: argparse.Namespace) -> dict:
+    """usearch (what the index uses), hnswlib and faiss-cpu HNSW with the same graph settings (M=16,
+    efConstruction=128, ef=128) on the same vectors: build time, query p50, recall@10 against exact search.
+    hnswlib and faiss-cpu are not focaltag dependencies: a library that is not installed is reported as such."""
+    n = 20_000
+    x32 = unit_rows(clustered(n, args.dim, args.clusters, 5))
+    qs = queries_near(x32, args.queries, 6)
+    truth = [set(exact_top(x32, q, 10)[0].tolist()) for q in qs]
+    out: dict = {"n": n, "dim": args.dim}
+
+    def measure(build, query) -> dict:
+        t0 = time.perf_counter()
+        index = build()
+        built = time.perf_counter() - t0
+        lat, hits = [], 0
+        for q, t in zip(qs, truth, strict=True):
+            t1 = time.perf_counter()
+            keys = query(index, q)
+            lat.append(time.perf_counter() - t1)
+            hits += len(t & {int(k) for k in keys})
+        return {"build_s": built, "query_ms_p50": percentile_ms(lat, 50), "recall_at_10": hits / (10 * len(qs))}
+
+    out["usearch f16"] = measure(lambda: _graph(x32.astype(np.float16)), lambda g, q: g.search(q, 10).keys)
+    try:
+        import hnswlib
+
+        def build_hnswlib():
+            g = hnswlib.Index(space="cosine", dim=args.dim)
+            g.init_index(max_elements=n, M=16, ef_construction=128)
+            g.add_items(x32, np.arange(n))
+            g.set_ef(128)
+            return g
+        out["hnswlib f32"] = measure(build_hnswlib, lambda g, q: g.knn_query(q, k=10)[0][0])
+    except ImportError:
+        out["hnswlib f32"] = "not installed"
+    try:
+        import faiss
+
+        def build_faiss():
+            g = faiss.IndexHNSWFlat(args.dim, 16, faiss.METRIC_INNER_PRODUCT)
+            g.hnsw.efConstruction = 128
+            g.add(x32)
+            g.hnsw.efSearch = 128
+            return g
+        out["faiss-cpu f32"] = measure(build_faiss, lambda g, q: g.search(q[None, :], 10)[1][0])
+    except ImportError:
+        out["faiss-cpu f32"] = "not installed"
+    return out
 
 
 # -- a whole process on a large library ---------------------------------------------------------------------
@@ -240,20 +300,28 @@ def part_embeddings(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"tag {' '.join(extra)} failed with {code}")
 
         tag()  # warm-up: the model file, the decoders, the page cache
+        # CPU seconds of this process (all its threads) beside the wall time: on a shared machine the wall time
+        # swings by more than the few per cent asked about, the CPU time much less
         times = interleave({"plain": tag, "embeddings": lambda: tag("--embeddings")}, args.repeats, alternate=True)
         return {"files": len(files), "model": "won2020-mtat-musicnn",
                 "plain_s": summary(walls(times["plain"])), "embeddings_s": summary(walls(times["embeddings"])),
-                "embeddings_vs_plain": ratio_summary(walls(times["embeddings"]), walls(times["plain"]))}
+                "embeddings_vs_plain": ratio_summary(walls(times["embeddings"]), walls(times["plain"])),
+                "plain_cpu_s": summary(cpus(times["plain"])), "embeddings_cpu_s": summary(cpus(times["embeddings"])),
+                "embeddings_vs_plain_cpu": ratio_summary(cpus(times["embeddings"]), cpus(times["plain"]))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_protocol_arguments(parser, quick="sizes 10k and 100k, a 20k-vector precision check, a 20k-track library")
     parser.add_argument("--parts", default="precision,scale,process,embeddings",
-                        help="comma-separated: precision, scale, process, embeddings")
+                        help="comma-separated: precision, scale, process, embeddings, libraries (usearch against "
+                        "hnswlib and faiss-cpu, when they are installed)")
     parser.add_argument("--dim", type=int, default=200, help="vector width (Won et al.'s Musicnn: 200)")
     parser.add_argument("--sizes", default=None, help="comma-separated vector counts (default 10000,100000,1000000)")
     parser.add_argument("--queries", type=int, default=200, help="queries per repeat at each size")
+    parser.add_argument("--graph-max", type=int, default=None, metavar="N",
+                        help="above N vectors measure exact search only (the graph's build takes long on a busy "
+                        "machine)")
     parser.add_argument("--clusters", type=int, default=64, help="clusters of the synthetic vectors")
     parser.add_argument("--library-size", type=int, default=None, help="tracks of the 'process' library "
                         "(default 100000; 20000 with --quick)")
@@ -271,6 +339,8 @@ def main() -> None:
             results["scale"] = [part_scale(args, size) for size in sizes]
         elif part == "process":
             results["process"] = part_process(args)
+        elif part == "libraries":
+            results["libraries"] = part_libraries(args)
         elif part == "embeddings":
             results["embeddings"] = part_embeddings(args)
         else:
