@@ -173,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
-NETWORK_COMMANDS = frozenset({"tag", "predict", "train", "serve", "demo", "experiment", "export", "head", "similar",
-                              "playlist"})
+NETWORK_COMMANDS = frozenset({"tag", "predict", "train", "serve", "demo", "experiment", "export", "head"})
 """Commands that run a network: the console script starts them with glibc's malloc tunables
 (:func:`focaltag._resources.tunables_environment`)."""
 

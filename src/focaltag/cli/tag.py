@@ -120,6 +120,7 @@ def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
     from focaltag.inference import Tagger, configure_runtime
     from focaltag.inference.adaptive import parse_chunks
+    from focaltag.inference.members import check_runtime
     from focaltag.inference.tagger import TagResult
     from focaltag.library.files import collect_audio
     from focaltag.models.resolve import resolve_model
@@ -141,6 +142,7 @@ def run_tag(args: argparse.Namespace) -> int:
     if not args.models:
         logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
     options = _tag_options(args, chunks, hop)
+    check_runtime(options.runtime, options.device, options.precision)  # a bad --device before any model is read
     resolved = resolve_model(args.models or DEFAULT_MODEL)
     configure_runtime(decode_threads=options.workers)
     tagger = Tagger(resolved, options)

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from focaltag.errors import EvaluationError
-from focaltag.models.ensemble import check_weights  # the one weights rule (ConfigError), as model ensembles
 
-__all__ = ["mean_ensemble", "weighted_ensemble", "optimize_weights", "check_weights"]
+__all__ = ["mean_ensemble", "weighted_ensemble", "optimize_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,9 @@ def mean_ensemble(predictions: Sequence[object], *, names: Sequence[str] | None 
 def weighted_ensemble(predictions: Sequence[object], weights: Sequence[float], *,
                       names: Sequence[str] | None = None) -> np.ndarray:
     """Weighted mean of member matrices (weights are normalised to sum 1)."""
-    from focaltag.models.ensemble import mean_probabilities  # the one combination rule, as in tagging
+    # the one weights rule (ConfigError) and the one combination rule, as in tagging; imported here, so that
+    # importing focaltag.evaluation (the CLI builds its parser with it) does not import torch
+    from focaltag.models.ensemble import check_weights, mean_probabilities
 
     mats = _stack(predictions, names)
     w = check_weights(weights, len(mats), "weights")

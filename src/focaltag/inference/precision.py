@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from focaltag.errors import ConfigError
-from focaltag.models.facts import runtime_facts
 from focaltag.precision import (
     PRECISIONS,
     Precision,
@@ -85,6 +84,8 @@ def resolve_model_precision(precision: str, device: Any, model: Any) -> str:
     ``int8`` asked for explicitly runs the architectures with an int8 recipe and keeps the others float32 (a
     warning names them); it needs a CPU device and onnxruntime (``pip install 'focaltag[onnx]'``).
     """
+    from focaltag.models.facts import runtime_facts  # imports focaltag.models (torch): not at CLI start
+
     facts = runtime_facts(model)
     kind = device_kind(device)
     if precision == "int8":
@@ -111,6 +112,8 @@ def resolve_engine(precision: str, resolved: str, device: Any, model: Any) -> st
     onnxruntime's)."""
     if resolved == "int8":
         return "onnxruntime"
+    from focaltag.models.facts import runtime_facts
+
     if (precision == "auto" and resolved == "fp32" and device_kind(device) == "cpu" and not runs_bf16_fast(device)
             and runtime_facts(model).onnx_fp32_without_bf16 and _onnx_export_available()):
         return "onnxruntime"
@@ -125,6 +128,8 @@ def _onnx_export_available() -> bool:
 
 def fp32_modules(model: Any) -> tuple[str, ...]:
     """The architecture's ``RuntimeFacts.fp32_modules`` present in ``model`` (``()`` for architectures without)."""
+    from focaltag.models.facts import runtime_facts
+
     if not hasattr(model, "get_submodule"):
         return ()
     present = []
