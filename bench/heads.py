@@ -15,7 +15,8 @@ Speed. The time ``head train`` spends once the embeddings are stored: cross-vali
 default options (focal loss, linear and one-hidden-layer heads, 5 folds, plus the BCE comparison) and the final
 fit on all tracks, on ``--speed-tracks`` tracks (default 1,000). There are not 1,000 labelled real tracks here, so
 the rows are synthetic: the real label rows drawn with replacement, each with its real embedding plus Gaussian
-noise of 10 % of each dimension's spread. Interleaved repeats (``bench/_protocol.py``), median [min-max].
+noise of 10 % of each dimension's spread (or, with ``--speed-dim D``, a Gaussian D-d vector plus one direction
+per positive tag, so that no base model has to run). Interleaved repeats (``bench/_protocol.py``), median [min-max].
 Writes ``bench/results/<date>_heads_<cpu kind>.json``.
 
     .venv/bin/python bench/heads.py [--music DIR] [--work DIR] [--base NAME] [--repeats 3] [--quick]
@@ -104,22 +105,30 @@ def scored(y: np.ndarray, scores: np.ndarray, names: Sequence[str], *, resamples
 
 
 def base_vectors(base: str, music: Any, work: Path, threads: int) -> np.ndarray:
-    """The base model's chunk-mean embeddings from ``bench/similar.py``'s cache (computed there if missing), on
-    the path that benchmark used (``forward_head(pre_logits=True)`` on the tagger's chunks)."""
+    """The base's chunk-mean embeddings from ``bench/similar.py``'s cache (computed there if missing), on the
+    path that benchmark used (``forward_head(pre_logits=True)`` on the tagger's chunks). ``a+b+c`` (or
+    ``ensemble:a+b+c``) is an ensemble: its members' vectors side by side, as the Tagger gives them."""
     similar = _similar()
     keys = similar.track_keys(music.manifest)
-    chunks, _ = similar.direct_chunk_embeddings(base, music.paths, keys, work, threads)
-    return np.stack([similar.pool(c, "mean") for c in chunks])
+    parts = []
+    for member in base.removeprefix("ensemble:").split("+"):
+        chunks, _ = similar.direct_chunk_embeddings(member, music.paths, keys, work, threads)
+        parts.append(np.stack([similar.pool(c, "mean") for c in chunks]))
+    return np.concatenate(parts, axis=1)
 
 
 def default_base(results_dir: Path) -> str:
-    """The default chosen by the newest ``similar-quality`` results file, else :data:`FALLBACK_BASE`."""
+    """The default chosen by the newest ``similar-quality`` results file (the ensemble choice where only an
+    ensemble met the bar), else :data:`FALLBACK_BASE`."""
     files = sorted(results_dir.glob("*_similar-quality_*.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(files):
         try:
-            return str(json.loads(path.read_text(encoding="utf-8"))["results"]["decision"]["default"])
+            decision = json.loads(path.read_text(encoding="utf-8"))["results"]["decision"]
         except (KeyError, ValueError, OSError):
             continue
+        single_ok = decision.get("beats_mfcc_clearly") and decision.get("matches_musicnn") is not False
+        return str(decision["default"] if single_ok or "with_ensembles" not in decision
+                   else decision["with_ensembles"]["default"])
     return FALLBACK_BASE
 
 
@@ -157,13 +166,28 @@ def synthetic_rows(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.
     return (x[idx] + noise).astype(np.float32), y[idx]
 
 
-def speed(x: np.ndarray, y: np.ndarray, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def gaussian_rows(y: np.ndarray, n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows without stored embeddings: real label rows drawn with replacement, each embedding a Gaussian
+    vector plus one random direction per positive tag (so that the head has something to learn)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=n)
+    directions = rng.normal(size=(y.shape[1], dim))
+    return (rng.normal(size=(n, dim)) + y[idx] @ directions).astype(np.float32), y[idx]
+
+
+def speed(x: np.ndarray | None, y: np.ndarray, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from focaltag.library.heads import cross_validate_head
     from focaltag.training.head import HeadOptions, fit_head
 
     protocol = _similar().sibling("_protocol")
 
-    xs, ys = synthetic_rows(x, y, args.speed_tracks, args.seed)
+    if x is None:
+        xs, ys = gaussian_rows(y, args.speed_tracks, args.speed_dim, args.seed)
+        rows = (f"synthetic: real label rows resampled with replacement, Gaussian {args.speed_dim}-d embeddings "
+                "with one direction per tag")
+    else:
+        xs, ys = synthetic_rows(x, y, args.speed_tracks, args.seed)
+        rows = "synthetic: real label rows resampled with replacement, real embeddings plus 10 % noise"
     opts = HeadOptions(folds=args.folds, seed=args.seed)
 
     def train() -> int:
@@ -175,7 +199,7 @@ def speed(x: np.ndarray, y: np.ndarray, names: list[str], args: argparse.Namespa
     return {"tracks": args.speed_tracks, "dim": int(xs.shape[1]), "tags": len(names),
             "what": "cross-validation (focal, standard sampling, linear vs hidden 256, 5 folds, plus the BCE "
                     f"comparison, {args.resamples} bootstrap resamples) and the final fit on all rows",
-            "rows": "synthetic: real label rows resampled with replacement, real embeddings plus 10 % noise",
+            "rows": rows,
             "options": {"steps": opts.steps, "batch_size": opts.batch_size, "hidden_sizes": list(opts.hidden_sizes)},
             "wall_s": protocol.summary(protocol.walls(times)), "cpu_s": protocol.summary([t.cpu for t in times]),
             "chosen_head": times[0].value}
@@ -200,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed-tracks", type=int, default=1000)
+    parser.add_argument("--speed-dim", type=int, default=None,
+                        help="time on Gaussian embeddings of this size instead of the base's (no base needed)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     add_protocol_arguments(parser, quick="standard sampling only (no class-aware rows); speed on 500 tracks")
@@ -207,21 +233,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.speed_tracks = min(args.speed_tracks, 500)
     args.base = args.base or default_base(args.results_dir or RESULTS_DIR)
-    run = Run("bench/heads.py", args)
+    name = "heads" if not (args.skip_quality or args.skip_speed) else "heads-speed" if args.skip_quality \
+        else "heads-quality"
+    run = Run("bench/heads.py", args, name=name)
 
     music = load_set(args.music, max_per_album=args.max_per_album)
     y, names, dropped = tag_matrix(music.tags, args.min_positives)
-    x = base_vectors(args.base, music, args.work, args.threads)
-    mfcc, _ = mfcc_vectors(music.paths, track_keys(music.manifest), args.work)
+    need_base = not args.skip_quality or (not args.skip_speed and args.speed_dim is None)
+    x = base_vectors(args.base, music, args.work, args.threads) if need_base else None
     results: dict[str, Any] = {
         "data": {**describe(music.manifest), "tags_used": {n: int(c) for n, c in zip(names, y.sum(axis=0),
                                                                                      strict=True)},
                  "tags_dropped_below_min_positives": dropped, "min_positives": args.min_positives,
                  "max_per_album": args.max_per_album,
                  "positives_per_track": float(y.sum(axis=1).mean())},
-        "base": args.base, "embedding_dim": int(x.shape[1]), "folds": args.folds, "seed": args.seed,
+        "base": args.base if x is not None else None, "embedding_dim": int(x.shape[1]) if x is not None else None,
+        "folds": args.folds, "seed": args.seed,
     }
     if not args.skip_quality:
+        assert x is not None
+        mfcc, _ = mfcc_vectors(music.paths, track_keys(music.manifest), args.work)
         results["quality"] = quality(x, mfcc, y, names, args)
     if not args.skip_speed:
         results["speed"] = speed(x, y, names, args)
