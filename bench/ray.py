@@ -1,61 +1,117 @@
-"""Benchmark: `focaltag tag -o --ray` against the single-process library run, on 1 and 2 Ray nodes.
+"""Benchmark: `focaltag tag -o --ray` and `focaltag data prepare --ray` on 1 and 2 Ray nodes against a local run
+pinned to one CPU.
 
-The same 60 files for every run: the six shared real recordings (../shared/data/music, 0.5-5 minutes, OGG /
-MP3) plus generated 30 s stereo WAVs (tones and noise, 44.1 kHz), tagged with a paper-size model (the paper's
-short-chunk ResNet, 56 tags, random weights: speed does not depend on them), 16 chunks per track, float32.
+Run: ``python bench/ray.py [--files 60] [--tracks 120] [--repeats 3] [--quick] [--only tag|prepare]``. Writes
+``bench/results/<date>_ray_<cpu kind>.json`` and prints it.
 
-* ``local``: the single-process library run (``focaltag tag DIR -o``) with one torch thread and one decoding
-  thread, i.e. one CPU's worth of work, the budget of one Ray node below;
-* ``ray_1_node``: a ``ray.cluster_utils.Cluster`` head with 1 CPU (``plan_pool``: one model actor and one
-  decoding task at a time, half a CPU each);
-* ``ray_2_nodes``: head + one worker node, 1 CPU each (two actors).
+Every contender is the real CLI in a subprocess, as a user runs it, timed from the command to its exit (Python
+start-up, the driver's model load, the actors' start-up and model load included):
 
-Every run is the real CLI (``focaltag.cli.main``) in this process, timed from the command to its summary
-(cluster start-up excluded, actor start-up and model loading included). It reports tracks/s, Ray's overhead
-against the local run (``local / ray_1_node - 1``), the 1 -> 2 node scaling, the worst probability difference
-between the Ray outputs and the local one, and the load average before and after. Goals (issue 25): scaling
->= 1.7x, overhead <= 15 %. Prints one JSON object.
+* ``local_1cpu``: the single-process run (``focaltag tag DIR -o``; ``data prepare --workers 1``) pinned to one
+  CPU with ``taskset`` (the tagger's thread budget then gives torch one thread and decoding one);
+* ``ray_1_node``: ``--ray ADDRESS`` against a ``ray.cluster_utils.Cluster`` head of 1 CPU on 127.0.0.1;
+* ``ray_2_nodes``: head + one worker node, 1 CPU each.
 
-    flock /work/bench.lock .venv/bin/python bench/ray.py [--files 60] [--workdir DIR]
+The cluster of a contender is started before its clock and stopped after it (an idle cluster's daemons would
+otherwise load the other contenders' runs). Its workers run at niceness 0 like the local run (``--worker-niceness``;
+Ray's default, 15, makes the actors yield to every other process of a shared machine, which is then what such a
+run measures). The contenders run interleaved, ``--repeats`` rounds
+(``bench/_protocol.py``): each figure is the median [min-max] of the rounds, each ratio is taken within a round.
+Goals (issue 34): 2 nodes >= 1.7x one node, one node >= 0.85x the local run.
+
+Evidence per run: CPU seconds by process role (the CLI/driver, model actors, Ray's daemons, other Ray workers),
+read from /proc over the run's process tree, and each actor's threads as it reports them (``-v``); the worst
+probability difference between each Ray output and the local one; the load average at each run's start.
+
+Tag data: the six shared recordings (../shared/data/music, 0.5-5 minutes, OGG / MP3) plus generated 30 s stereo
+WAVs at 44.1 kHz, tagged with a paper-size model (the short-chunk ResNet, 56 tags, random weights: speed does not
+depend on them), 16 chunks per track, float32. Prepare data: generated 60 s stereo MP3s at 44.1 kHz (tones and
+noise, not music), decoded and resampled into the waveform cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 # this file is bench/ray.py: its folder must not shadow the ray package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+def _protocol() -> ModuleType:
+    """``bench/_protocol.py``, imported with this folder on the path only for that import."""
+    sys.path.insert(0, str(HERE))
+    try:
+        return importlib.import_module("_protocol")
+    finally:
+        sys.path.remove(str(HERE))
+
+
+P = _protocol()
+REPO = HERE.parent
 SHARED_MUSIC = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared")) / "data" / "music"
+FOCALTAG = Path(sys.executable).parent / "focaltag"
 STORE = 200 * 2 ** 20
+CLK = os.sysconf("SC_CLK_TCK")
+CONTENDERS = ("local_1cpu", "ray_1_node", "ray_2_nodes")
+GOALS = {"scaling_1_to_2_nodes": 1.7, "ray_1_node_vs_local": 0.85}
 
 
-def _library(root: Path, n_files: int) -> int:
+# -- data -------------------------------------------------------------------------------------------------------
+def _tone(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    mono = 0.3 * np.sin(2 * np.pi * rng.uniform(80, 1000) * t)
+    return (mono[:, None] + 0.05 * rng.standard_normal((len(t), 2))).astype(np.float32)
+
+
+def _tag_library(root: Path, n_files: int) -> int:
     """The shared recordings (linked) plus generated 30 s WAVs up to ``n_files``; returns how many are real."""
     import soundfile as sf
 
     root.mkdir(parents=True, exist_ok=True)
     real = sorted(p for p in SHARED_MUSIC.glob("*") if p.suffix in (".ogg", ".mp3")) if SHARED_MUSIC.is_dir() else []
+    real = real[:n_files]
     for p in real:
         os.symlink(p, root / p.name)
     rng = np.random.default_rng(0)
-    sr = 44100
-    t = np.arange(30 * sr) / sr
     for i in range(n_files - len(real)):
-        tone = 0.3 * np.sin(2 * np.pi * rng.uniform(80, 1000) * t)[:, None] + 0.05 * rng.standard_normal((len(t), 2))
         folder = root / f"gen{i // 20}"
         folder.mkdir(exist_ok=True)
-        sf.write(folder / f"track{i:03d}.wav", tone.astype(np.float32), sr, subtype="PCM_16")
+        sf.write(folder / f"track{i:03d}.wav", _tone(30, 44100, rng), 44100, subtype="PCM_16")
     return len(real)
+
+
+def _prepare_dataset(root: Path, n_tracks: int) -> Path:
+    """``n_tracks`` generated 60 s stereo MP3s and their TSV; returns the TSV."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    audio = root / "audio"
+    rows = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"]
+    for i in range(n_tracks):
+        rel = f"{i % 10:02d}/p{i}.mp3"
+        (audio / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(audio / rel, _tone(60, 44100, rng), 44100, format="MP3")
+        rows.append(f"p{i}\ta\tb\t{rel}\t60.0\tmood/theme---{'calm' if i % 2 else 'happy'}")
+    tsv = root / "prepare.tsv"
+    tsv.write_text("\n".join(rows) + "\n")
+    return tsv
 
 
 def _model(path: Path) -> Path:
@@ -67,32 +123,206 @@ def _model(path: Path) -> Path:
     return save_model(create_model("short_chunk_resnet", n_tags=56), path)
 
 
-def _tag(lib: Path, model: Path, out: Path, *extra: str) -> float:
-    from focaltag.cli import main
+# -- CPU seconds by process role --------------------------------------------------------------------------------
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds so far, command line) for every process we may read."""
+    out: dict[int, tuple[int, float, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK, cmd.strip())
+    return out
 
-    out.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    rc = main(["tag", str(lib), "-m", str(model), "-o", str(out), "--precision", "fp32", "-q", *extra])
-    seconds = time.perf_counter() - t0
-    if rc != 0:
-        raise SystemExit(f"focaltag tag {' '.join(extra)} failed with exit code {rc}")
-    return seconds
+
+def _niceness(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[16])
 
 
-def _on_cluster(n_nodes: int, lib: Path, model: Path, out: Path) -> float:
+def _role(cmd: str, pid: int, driver: int | None) -> str:
+    if pid == driver:
+        return "cli_driver"
+    for key, role in (("ray::TagWorker", "model_actors"), ("ray::_PrepareWorker", "prepare_actors"),
+                      ("raylet", "ray_daemons"), ("gcs_server", "ray_daemons"), ("dashboard", "ray_daemons"),
+                      ("runtime_env", "ray_daemons"), ("log_monitor", "ray_daemons"), ("ray::", "ray_other")):
+        if key in cmd:
+            return role
+    return "other"
+
+
+class CpuByRole:
+    """Samples /proc every 0.25 s during one run: the CPU seconds each process of this benchmark's process tree
+    (its clusters and the CLI it starts) spent, summed by role."""
+
+    def __init__(self, driver: Callable[[], int | None]) -> None:
+        import threading
+
+        self.driver, self.me = driver, os.getpid()
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[float, str]] = {}
+        self.nice: dict[str, set[int]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _ours(self, table: dict[int, tuple[int, float, str]], pid: int) -> bool:
+        for _ in range(64):
+            if pid == self.me:
+                return True
+            if pid not in table or pid <= 1:
+                return False
+            pid = table[pid][0]
+        return False
+
+    def _sample(self, start: bool = False) -> None:
+        table = _proc_table()
+        driver = self.driver()
+        for pid, (_, cpu, cmd) in table.items():
+            if pid == self.me or not self._ours(table, pid):
+                continue
+            self.first.setdefault(pid, cpu if start else 0.0)
+            role = _role(cmd, pid, driver)
+            if role in ("other", "ray_other") and pid in self.last:  # a worker's title fades as it exits
+                role = self.last[pid][1]
+            self.last[pid] = (cpu, role)
+            nice = _niceness(pid)
+            if nice is not None:
+                self.nice.setdefault(role, set()).add(nice)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.25):
+            self._sample()
+
+    def __enter__(self) -> CpuByRole:
+        self._sample(start=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (cpu, role) in self.last.items():
+            out[role] = out.get(role, 0.0) + max(0.0, cpu - self.first.get(pid, 0.0))
+        return {k: round(v, 2) for k, v in sorted(out.items())}
+
+    def niceness(self) -> dict[str, list[int]]:
+        return {role: sorted(v) for role, v in sorted(self.nice.items())}
+
+
+# -- one run ----------------------------------------------------------------------------------------------------
+def _cluster(nodes: int) -> Any:
+    """``nodes`` nodes of 1 CPU on 127.0.0.1; their workers run at ``RAY_worker_niceness`` (see ``--worker-niceness``)."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
-                                                           "node_ip_address": "127.0.0.1"})
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
+                                                     "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    for _ in range(nodes - 1):
+        c.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
+    c.wait_for_nodes()
+    return c
+
+
+def _env() -> dict[str, str]:
+    """A user's environment: no Ray single-machine switch (``--ray`` joins the loopback cluster as given)."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+
+
+def _actor_threads(stderr: str) -> list[dict[str, Any]]:
+    """What the CLI logs with ``-v`` about each actor: its CPUs and threads when it came up (``Ray actor up:``),
+    and for model actors the files it tagged, its busy seconds and its process's CPU seconds at the end."""
+    up, done = [], {}
+    for line in stderr.splitlines():
+        if "Ray actor up: {" in line:
+            d = ast.literal_eval(line[line.index("{"):])
+            up.append({k: d.get(k) for k in ("pid", "cpus", "torch", "interop", "decode", "init_s")})
+        elif m := re.search(r"Ray model actor pid (\d+): (\d+) file\(s\), ([\d.]+) s busy, ([\d.]+) CPU-s", line):
+            done[int(m[1])] = {"files": int(m[2]), "busy_s": float(m[3]), "process_cpu_s": float(m[4])}
+    return [{**a, **done.get(a["pid"], {})} for a in up]
+
+
+def _timed_cli(argv: Sequence[str], *, pinned: bool, nodes: int) -> dict[str, Any]:
+    """Start the contender's cluster, then time the CLI (``argv`` after ``focaltag``); stop the cluster."""
+    cluster = _cluster(nodes) if nodes else None
     try:
-        for _ in range(n_nodes - 1):
-            cluster.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
-        cluster.wait_for_nodes()
-        return _tag(lib, model, out, "--ray", cluster.address)
+        cmd = [str(FOCALTAG), *argv, "-v"] + (["--ray", cluster.address] if cluster is not None else [])
+        if pinned:
+            cmd = ["taskset", "-c", "0", *cmd]
+        proc: list[subprocess.Popen] = []
+        load = P.load_average()
+        with CpuByRole(lambda: proc[0].pid if proc else None) as cpu:
+            t0 = time.perf_counter()
+            proc.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()))
+            out, err = proc[0].communicate()
+            wall = time.perf_counter() - t0
+        if proc[0].returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc[0].returncode}:\n{err[-3000:]}")
+        return {"wall": wall, "load_at_start": load, "cpu_s_by_role": cpu.totals(), "niceness": cpu.niceness(),
+                "actors": _actor_threads(err), "stdout": out}
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
 
 
+def _interleaved(runs: dict[str, Callable[[], dict[str, Any]]], repeats: int) -> dict[str, list[dict[str, Any]]]:
+    """Each contender once per round, round after round (the protocol's order, clusters outside the clock)."""
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in runs}
+    for r in range(repeats):
+        for name, fn in runs.items():
+            out[name].append(fn())
+            print(f"round {r + 1}/{repeats} {name}: {out[name][-1]['wall']:.1f} s (load "
+                  f"{out[name][-1]['load_at_start']})", file=sys.stderr)
+    return out
+
+
+def _figures(times: dict[str, list[dict[str, Any]]], amount: int, unit: str) -> dict[str, Any]:
+    walls = {k: [r["wall"] for r in v] for k, v in times.items()}
+    result: dict[str, Any] = {"contenders": {}}
+    for name, runs in times.items():
+        roles = sorted({role for r in runs for role in r["cpu_s_by_role"]})
+        result["contenders"][name] = {
+            "seconds": P.summary(walls[name]), f"{unit}_per_s": P.rate_summary(amount, walls[name]),
+            "cpu_s_by_role": {role: P.summary([r["cpu_s_by_role"].get(role, 0.0) for r in runs]) for role in roles},
+            "load_at_start": [r["load_at_start"] for r in runs], "niceness_last_round": runs[-1]["niceness"],
+            "actors_last_round": runs[-1]["actors"]}
+    result["scaling_1_to_2_nodes"] = P.ratio_summary(walls["ray_1_node"], walls["ray_2_nodes"])
+    result["ray_1_node_vs_local"] = P.ratio_summary(walls["local_1cpu"], walls["ray_1_node"])
+    result["goals"] = {k: {"goal": g, "median": result[k]["median"], "met": result[k]["median"] >= g}
+                       for k, g in GOALS.items()}
+    crit = {name: [_critical_cpu_s(r, nodes) for r in times[name]]
+            for name, nodes in zip(CONTENDERS, (0, 1, 2), strict=True)}
+    result["projection_dedicated_cpus"] = {
+        "what": "an estimate from the measured CPU seconds, not a measurement: the seconds each run would take "
+                "if every node had its own CPU and nothing else ran, taken as the CPU seconds of its busiest "
+                "node: the local run's own; for Ray the driver and an even share of the actors' and daemons' "
+                "CPU seconds on the head node",
+        "critical_cpu_s": {k: P.summary(v) for k, v in crit.items()},
+        "scaling_1_to_2_nodes": P.ratio_summary(crit["ray_1_node"], crit["ray_2_nodes"]),
+        "ray_1_node_vs_local": P.ratio_summary(crit["local_1cpu"], crit["ray_1_node"])}
+    return result
+
+
+def _critical_cpu_s(run: dict[str, Any], nodes: int) -> float:
+    """The CPU seconds of a run's busiest node if each node had a CPU of its own (see ``projection_...``)."""
+    roles = run["cpu_s_by_role"]
+    if not nodes:
+        return float(sum(roles.values()))
+    spread = sum(v for k, v in roles.items() if k != "cli_driver")
+    return float(roles.get("cli_driver", 0.0) + spread / nodes)
+
+
+# -- tag and prepare --------------------------------------------------------------------------------------------
 def _lines(path: Path) -> dict[str, dict]:
     return {d["file"]: d for d in map(json.loads, path.read_text().splitlines())}
 
@@ -103,39 +333,86 @@ def _max_diff(a: Path, b: Path) -> float:
     return max(abs(la[f]["tags"][t] - lb[f]["tags"][t]) for f in la for t in la[f]["tags"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=60)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: every node on 127.0.0.1
-    import torch
+def _bench_tag(work: Path, files: int, repeats: int) -> dict[str, Any]:
+    n_real = _tag_library(work / "lib", files)
+    model = _model(work / "paper.pt")
 
-    load_before = os.getloadavg()
+    def contender(name: str, nodes: int) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            out = work / f"{name}.jsonl"
+            for stale in work.glob(f"{name}.jsonl*"):
+                stale.unlink()
+            return _timed_cli(["tag", str(work / "lib"), "-m", str(model), "-o", str(out), "--precision", "fp32"],
+                              pinned=nodes == 0, nodes=nodes)
+        return run
+
+    times = _interleaved({name: contender(name, nodes) for name, nodes in zip(CONTENDERS, (0, 1, 2), strict=True)},
+                         repeats)
+    result = _figures(times, files, "tracks")
+    result.update({"files": files, "real_recordings": n_real, "model": "short_chunk_resnet (paper size), 56 tags, "
+                   "16 chunks (--chunks auto), fp32",
+                   "max_abs_diff_vs_local": max(_max_diff(work / "local_1cpu.jsonl", work / f"{n}.jsonl")
+                                                for n in CONTENDERS[1:])})
+    return result
+
+
+def _bench_prepare(work: Path, tracks: int, repeats: int) -> dict[str, Any]:
+    tsv = _prepare_dataset(work, tracks)
+
+    def contender(name: str, nodes: int) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            cache = work / f"cache-{name}"
+            shutil.rmtree(cache, ignore_errors=True)
+            extra = ["--workers", "1"] if nodes == 0 else []
+            run = _timed_cli(["data", "prepare", "--tsv", str(tsv), "--audio-dir", str(work / "audio"), "--cache",
+                              str(cache), "--json", *extra], pinned=nodes == 0, nodes=nodes)
+            summary = json.loads(run.pop("stdout").strip().splitlines()[-1])
+            if summary["prepared"] != tracks:
+                raise SystemExit(f"{name}: prepared {summary['prepared']} of {tracks} tracks")
+            return run
+        return run
+
+    times = _interleaved({name: contender(name, nodes) for name, nodes in zip(CONTENDERS, (0, 1, 2), strict=True)},
+                         repeats)
+    result = _figures(times, tracks, "tracks")
+    same = all((work / f"cache-{n}").is_dir() for n in CONTENDERS)
+    result.update({"tracks": tracks, "audio": "generated 60 s stereo MP3, 44.1 kHz -> 16 kHz float16 cache",
+                   "caches_written": same})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=60, help="files to tag (the six shared recordings + WAVs)")
+    parser.add_argument("--tracks", type=int, default=120, help="tracks for data prepare (60 s MP3s)")
+    parser.add_argument("--only", choices=("tag", "prepare"), default=None, help="one of the two benchmarks")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the data and outputs here")
+    parser.add_argument("--worker-niceness", type=int, default=0,
+                        help="RAY_worker_niceness of the clusters' nodes: 0 (default) runs the actors at the local "
+                        "run's priority; Ray's own default, 15, makes them yield to every other process of a shared "
+                        "machine")
+    P.add_protocol_arguments(parser, quick="24 files to tag, 40 tracks to prepare")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.files, args.tracks = 24, 40
+    if shutil.which("taskset") is None:
+        raise SystemExit("bench/ray.py pins the local run with taskset (util-linux); install it")
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112  (Ray config names are case-sensitive)
+    run = P.Run("bench/ray.py", args, argv=sys.argv[1:] if argv is None else argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="focaltag-bench-ray-"))
+    results: dict[str, Any] = {"cpus_per_node": 1, "nodes_on": "one machine (ray.cluster_utils.Cluster on "
+                               "127.0.0.1): every node shares its cores", "worker_niceness": args.worker_niceness}
     try:
-        n_real = _library(work / "lib", args.files)
-        model = _model(work / "paper.pt")
-        torch.set_num_threads(1)  # the local run: one CPU's worth, as one Ray node
-        runs = {"local": _tag(work / "lib", model, work / "local.jsonl", "--workers", "1")}
-        runs["ray_1_node"] = _on_cluster(1, work / "lib", model, work / "ray1.jsonl")
-        runs["ray_2_nodes"] = _on_cluster(2, work / "lib", model, work / "ray2.jsonl")
-        tps = {k: round(args.files / s, 3) for k, s in runs.items()}
-        print(json.dumps({
-            "bench": "ray", "files": args.files, "real_recordings": n_real, "cpu_count": os.cpu_count(),
-            "model": "short_chunk_resnet (paper size), 16 chunks, fp32",
-            "seconds": {k: round(s, 2) for k, s in runs.items()}, "tracks_per_s": tps,
-            "ray_overhead_vs_local": round(tps["local"] / tps["ray_1_node"] - 1, 3),
-            "scaling_1_to_2_nodes": round(tps["ray_2_nodes"] / tps["ray_1_node"], 3),
-            "max_abs_diff_vs_local": max(_max_diff(work / "local.jsonl", work / f) for f in ("ray1.jsonl",
-                                                                                             "ray2.jsonl")),
-            "load_avg_before": [round(x, 2) for x in load_before],
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        }, indent=1))
+        if args.only in (None, "tag"):
+            results["tag"] = _bench_tag(work / "tag", args.files, args.repeats)
+        if args.only in (None, "prepare"):
+            results["prepare"] = _bench_prepare(work / "prepare", args.tracks, args.repeats)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    run.finish(results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
