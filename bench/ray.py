@@ -1,7 +1,8 @@
 """Benchmark: `focaltag tag -o --ray` and `focaltag data prepare --ray` on 1 and 2 Ray nodes against a local run
 pinned to one CPU.
 
-Run: ``python bench/ray.py [--files 60] [--tracks 120] [--repeats 3] [--quick] [--only tag|prepare]``. Writes
+Run: ``python bench/ray.py [--files 60] [--tracks 120] [--repeats 3] [--quick] [--only tag|prepare|evidence]``
+(on a shared machine under ``flock /work/bench.lock``, like the other benchmarks). Writes
 ``bench/results/<date>_ray_<cpu kind>.json`` and prints it.
 
 Every contender is the real CLI in a subprocess, as a user runs it, timed from the command to its exit (Python
@@ -19,7 +20,10 @@ run measures). The contenders run interleaved, ``--repeats`` rounds
 (``bench/_protocol.py``): each figure is the median [min-max] of the rounds, each ratio is taken within a round.
 Goals (issue 34): 2 nodes >= 1.7x one node, one node >= 0.85x the local run.
 
-Evidence per run: CPU seconds by process role (the CLI/driver, model actors, Ray's daemons, other Ray workers),
+Evidence: the CPU cores this session gets with one and with two busy-looping processes (on one machine, two
+1-CPU nodes are two processes of one session, and Linux's autogroup may schedule a session as one group); the
+driver's CPU per file (a Ray call returning a result record, and writing its line), the inputs of the README's
+estimate for a large cluster. Per run: CPU seconds by process role (the CLI/driver, model actors, Ray's daemons, other Ray workers),
 read from /proc over the run's process tree, and each actor's threads as it reports them (``-v``); the worst
 probability difference between each Ray output and the local one; the load average at each run's start.
 
@@ -246,7 +250,8 @@ def _actor_threads(stderr: str) -> list[dict[str, Any]]:
     for line in stderr.splitlines():
         if "Ray actor up: {" in line:
             d = ast.literal_eval(line[line.index("{"):])
-            up.append({k: d.get(k) for k in ("pid", "cpus", "torch", "interop", "decode", "init_s")})
+            up.append({k: d.get(k) for k in ("pid", "cpus", "torch", "interop", "decode", "init_s")}
+                      | {"ready_cpu_s": d.get("process_cpu_s")})
         elif m := re.search(r"Ray model actor pid (\d+): (\d+) file\(s\), ([\d.]+) s busy, ([\d.]+) CPU-s", line):
             done[int(m[1])] = {"files": int(m[2]), "busy_s": float(m[3]), "process_cpu_s": float(m[4])}
     return [{**a, **done.get(a["pid"], {})} for a in up]
@@ -333,6 +338,13 @@ def _max_diff(a: Path, b: Path) -> float:
     return max(abs(la[f]["tags"][t] - lb[f]["tags"][t]) for f in la for t in la[f]["tags"])
 
 
+def _actor_cpu_per_file(run: dict[str, Any]) -> float:
+    """CPU seconds the model actors spent per file after they came up (start-up excluded), from their -v lines."""
+    actors = [a for a in run["actors"] if a.get("files") and a.get("ready_cpu_s") is not None]
+    files = sum(a["files"] for a in actors)
+    return sum(a["process_cpu_s"] - a["ready_cpu_s"] for a in actors) / files if files else 0.0
+
+
 def _bench_tag(work: Path, files: int, repeats: int) -> dict[str, Any]:
     n_real = _tag_library(work / "lib", files)
     model = _model(work / "paper.pt")
@@ -349,6 +361,8 @@ def _bench_tag(work: Path, files: int, repeats: int) -> dict[str, Any]:
     times = _interleaved({name: contender(name, nodes) for name, nodes in zip(CONTENDERS, (0, 1, 2), strict=True)},
                          repeats)
     result = _figures(times, files, "tracks")
+    per_track = {name: [_actor_cpu_per_file(r) for r in times[name]] for name in CONTENDERS[1:]}
+    result["actor_cpu_s_per_track"] = {k: P.summary(v) for k, v in per_track.items() if all(x > 0 for x in v)}
     result.update({"files": files, "real_recordings": n_real, "model": "short_chunk_resnet (paper size), 56 tags, "
                    "16 chunks (--chunks auto), fp32",
                    "max_abs_diff_vs_local": max(_max_diff(work / "local_1cpu.jsonl", work / f"{n}.jsonl")
@@ -381,11 +395,122 @@ def _bench_prepare(work: Path, tracks: int, repeats: int) -> dict[str, Any]:
     return result
 
 
+# -- evidence: the scheduler's share, the driver's cost per file ------------------------------------------------
+def _spin(seconds: float, out: Any) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    out.put(time.process_time())
+
+
+def _cores(n: int, seconds: float) -> float:
+    """CPU cores that ``n`` busy-looping processes of this session got together over ``seconds``."""
+    import multiprocessing as mp
+
+    out: Any = mp.Queue()
+    procs = [mp.Process(target=_spin, args=(seconds, out)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return sum(out.get() for _ in procs) / seconds
+
+
+def _session_share(repeats: int, seconds: float = 8.0) -> dict[str, Any]:
+    """What this session gets from the kernel with one and with two busy processes (two 1-CPU nodes on one
+    machine are two processes of one session; Linux's autogroup schedules a session as one group)."""
+    one, two, loads = [], [], []
+    for _ in range(repeats):
+        loads.append(P.load_average())
+        one.append(_cores(1, seconds))
+        two.append(_cores(2, seconds))
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        autogroup = None
+    return {"one_process_cores": P.summary(one), "two_processes_cores": P.summary(two),
+            "two_over_one": P.ratio_summary(two, one), "sched_autogroup_enabled": autogroup,
+            "load_at_start": loads, "seconds_each": seconds}
+
+
+def _sample_result(i: int) -> Any:
+    """A TagResult shaped like the paper ResNet's (56 tags, 16 chunks), for the driver-cost measurement."""
+    from focaltag.inference import TagResult
+
+    rng = np.random.default_rng(i)
+    tags = tuple(f"mood/theme---tag{k:02d}" for k in range(56))
+    p = rng.random(56)
+    return TagResult(file=f"/music/artist/album/track{i:06d}.mp3", duration=241.5, tag_names=tags,
+                     probabilities=dict(zip(tags, map(float, p), strict=True)),
+                     top=[(tags[j], float(p[j])) for j in np.argsort(-p)[:5]],
+                     chunk_probabilities=rng.random((16, 56)).astype(np.float32),
+                     chunk_times=np.linspace(0, 230, 16), chunk_seconds=3.69, precision="fp32", model="paper.pt",
+                     chunks_used=16, chunks_planned=16)
+
+
+class _Echo:
+    """An actor that answers every call with one result record, as a model actor does."""
+
+    def __init__(self) -> None:
+        from focaltag.ray._worker import Record
+
+        self.record = Record(_sample_result(0))
+
+    def tag(self, items: list[Any]) -> list[Any]:
+        return [self.record for _ in items]
+
+
+def _driver_cost(work: Path, repeats: int, calls: int = 2000) -> dict[str, Any]:
+    """The driver's CPU per file: a Ray call two deep on one actor (submit, wait, unpickle a result record), and
+    the library run's line (the JSON object, one write and flush, one stat); the sizes of both."""
+    import pickle
+
+    import ray
+    from focaltag.library.runs import json_line
+    from focaltag.outputs.writers import result_to_dict
+    from focaltag.ray import connect
+    from focaltag.ray._worker import Record
+
+    per_call, per_line = [], []
+    cluster = _cluster(1)
+    try:
+        connect(cluster.address)
+        actor: Any = ray.remote(num_cpus=1)(_Echo).remote()
+        ray.get(actor.tag.remote([0]))
+        result, out = _sample_result(1), work / "lines.jsonl"
+        work.mkdir(parents=True, exist_ok=True)
+        for _ in range(repeats):
+            c0, pending = time.process_time(), []
+            for i in range(calls):
+                pending.append(actor.tag.remote([i]))
+                if len(pending) >= 2:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    ray.get(done[0])
+            ray.get(pending)
+            per_call.append((time.process_time() - c0) / calls * 1e3)
+            c0 = time.process_time()
+            with open(out, "w", encoding="utf-8") as f:
+                for _ in range(calls):
+                    line = result_to_dict(result, top_k=5)
+                    line["file"], line["size"], line["mtime"] = result.file, 7_700_000, 1.7e9
+                    f.write(json_line(line) + "\n")
+                    f.flush()
+                    os.stat(out)
+            per_line.append((time.process_time() - c0) / calls * 1e3)
+        ray.shutdown()
+    finally:
+        cluster.shutdown()
+    return {"ray_call_cpu_ms": P.summary(per_call), "line_cpu_ms": P.summary(per_line), "calls": calls,
+            "record_bytes": len(pickle.dumps(Record(result))), "line_bytes": out.stat().st_size // calls}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=60, help="files to tag (the six shared recordings + WAVs)")
     parser.add_argument("--tracks", type=int, default=120, help="tracks for data prepare (60 s MP3s)")
-    parser.add_argument("--only", choices=("tag", "prepare"), default=None, help="one of the two benchmarks")
+    parser.add_argument("--only", choices=("tag", "prepare", "evidence"), default=None,
+                        help="one part: tagging, data prepare, or the evidence (the session's CPU share with one "
+                        "and two busy processes; the driver's CPU per file)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the data and outputs here")
     parser.add_argument("--worker-niceness", type=int, default=0,
                         help="RAY_worker_niceness of the clusters' nodes: 0 (default) runs the actors at the local "
@@ -407,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
             results["tag"] = _bench_tag(work / "tag", args.files, args.repeats)
         if args.only in (None, "prepare"):
             results["prepare"] = _bench_prepare(work / "prepare", args.tracks, args.repeats)
+        if args.only in (None, "evidence"):
+            results["session_share"] = _session_share(args.repeats)
+            results["driver"] = _driver_cost(work / "driver", args.repeats)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -370,6 +370,56 @@ def _similar_libraries(r: Doc) -> list[str]:
                   "recall@10"], rows)
 
 
+_RAY_RUNS = (("local_1cpu", "local run pinned to one CPU (`taskset`)"), ("ray_1_node", "Ray, 1 node of 1 CPU"),
+             ("ray_2_nodes", "Ray, 2 nodes of 1 CPU each"))
+
+
+def _ray_table(x: Doc, what: str, actors: str) -> list[str]:
+    def cpu(name: str, role: str) -> str:
+        return fig(x["contenders"][name]["cpu_s_by_role"].get(role), "s")
+
+    rows = [[label, fig(x["contenders"][name]["tracks_per_s"], "rate"), fig(x["contenders"][name]["seconds"], "s"),
+             cpu(name, "cli_driver"), cpu(name, actors), cpu(name, "ray_daemons")] for name, label in _RAY_RUNS]
+    proj = x.get("projection_dedicated_cpus", {})
+    rows += [["1 node / local run (per round; goal: at least 0.85x)", fig(x["ray_1_node_vs_local"], "x"), "", "", "",
+              ""],
+             ["2 nodes / 1 node (per round; goal: at least 1.7x)", fig(x["scaling_1_to_2_nodes"], "x"), "", "", "", ""]]
+    if proj:
+        rows += [["estimate for dedicated CPUs, from the CPU seconds: 1 node / local", fig(proj["ray_1_node_vs_local"], "x"),
+                  "", "", "", ""],
+                 ["estimate for dedicated CPUs, from the CPU seconds: 2 nodes / 1 node",
+                  fig(proj["scaling_1_to_2_nodes"], "x"), "", "", "", ""]]
+    return table([what, "tracks/s", "seconds", "CPU s: driver (the CLI)", "CPU s: actors", "CPU s: Ray's daemons"],
+                 rows)
+
+
+def _ray(r: Doc) -> list[str]:
+    x = r["tag"]
+    out = _ray_table(x, f"`focaltag tag -o`: {x['files']} files, paper-size ResNet, float32", "model_actors")
+    per_track = x.get("actor_cpu_s_per_track", {})
+    if per_track:
+        out += ["", *table(["model actors after start-up", "CPU s per track"],
+                           [[label, fig(per_track[name], "s")] for name, label in _RAY_RUNS if name in per_track])]
+    return out
+
+
+def _ray_prepare(r: Doc) -> list[str]:
+    x = r["prepare"]
+    return _ray_table(x, f"`focaltag data prepare`: {x['tracks']} generated 60 s MP3s", "prepare_actors")
+
+
+def _ray_evidence(r: Doc) -> list[str]:
+    share, driver = r["session_share"], r["driver"]
+    return table(["evidence", "figure"], [
+        ["CPU cores one busy process of this session got", fig(share["one_process_cores"], "share")],
+        ["CPU cores two busy processes of this session got together", fig(share["two_processes_cores"], "share")],
+        ["two / one (per round)", fig(share["two_over_one"], "x")],
+        ["driver CPU per file: one Ray call two deep (submit, wait, unpickle a result record)",
+         fig(driver["ray_call_cpu_ms"], "share") + " ms"],
+        ["driver CPU per file: its JSONL line (object, write + flush, stat)", fig(driver["line_cpu_ms"], "share") + " ms"],
+        ["bytes per result record / per JSONL line", f"{driver['record_bytes']:,} / {driver['line_bytes']:,}"]])
+
+
 @dataclass(frozen=True)
 class Block:
     """A README block: which results names feed it, which result keys it needs, how its table is made."""
@@ -404,6 +454,9 @@ BLOCKS: dict[str, Block] = {
                                       "bench/similar_index.py"),
     "similar-index-libraries": Block(("similar-index",), ("libraries",), _similar_libraries,
                                      "bench/similar_index.py"),
+    "ray": Block(("ray",), ("tag",), _ray, "bench/ray.py"),
+    "ray-prepare": Block(("ray",), ("prepare",), _ray_prepare, "bench/ray.py"),
+    "ray-evidence": Block(("ray",), ("session_share", "driver"), _ray_evidence, "bench/ray.py"),
 }
 
 
