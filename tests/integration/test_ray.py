@@ -176,6 +176,35 @@ def test_cli_tag_on_two_nodes_equals_local_and_has_every_file_once(cluster, tiny
 
 
 @pytest.mark.slow
+def test_embeddings_come_back_from_the_actors_into_the_librarys_store(cluster, tiny_model: Path,
+                                                                       tmp_path: Path) -> None:
+    """A library run with embeddings through a RayTagger: the vectors come back with the results and land in the
+    store as a local run's do (the CLI still refuses --ray with --embeddings; this is the library API)."""
+    import ray
+    from focaltag.inference import InferenceOptions, Tagger
+    from focaltag.library.api import Library
+    from focaltag.library.runs import tag_library
+    from focaltag.ray import RayTagger, connect
+
+    files = _make_library(tmp_path / "lib", 5, seed=8)
+    options = InferenceOptions(n_chunks=4, precision="fp32", embeddings=True, workers=0)
+    local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    tag_library(Tagger(tiny_model, options), [tmp_path / "lib"], local_out, embeddings=True)
+    assert connect(cluster.address)
+    try:
+        ray_tagger = RayTagger(tiny_model, {"n_chunks": 4, "precision": "fp32", "embeddings": True})
+        summary = tag_library(ray_tagger, [tmp_path / "lib"], ray_out, embeddings=True)
+    finally:
+        ray.shutdown()
+    assert summary.done == len(files)
+    local_files, local_vectors = Library(local_out).embeddings()
+    ray_files, ray_vectors = Library(ray_out).embeddings()
+    assert sorted(ray_files) == sorted(local_files) == sorted(files)
+    order = [ray_files.index(f) for f in local_files]
+    np.testing.assert_allclose(ray_vectors[order], local_vectors, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_write_tags_runs_on_the_workers(cluster, tiny_model: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from focaltag.outputs.filetags import read_file_tags

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from focaltag.errors import ConfigError
-from focaltag.inference import TagFailure, Tagger, TagResult
+from focaltag.inference import InferenceOptions, TagFailure, Tagger, TagResult
 from focaltag.models.resolve import ResolvedModel
 from focaltag.ray._cluster import PoolPlan, check_actors, cluster_nodes, connect, plan_pool, require_ray
 from focaltag.ray._pool import ActorPool
@@ -69,9 +69,9 @@ class RayTagger:
     def __init__(self, models: Any, tagger_kwargs: Mapping[str, Any] | None = None, *, tagger: Tagger | None = None,
                  actors: int | None = None, write_tags: Mapping[str, Any] | None = None) -> None:
         require_ray()
-        self.options = tagger_options(tagger_kwargs or {})
-        self.tagger = tagger if tagger is not None else new_tagger(models, self.options)
-        self.options["thresholds"] = _thresholds(self.tagger)
+        self._options = tagger_options(tagger_kwargs or {})
+        self.tagger = tagger if tagger is not None else new_tagger(models, self._options)
+        self._options["thresholds"] = _thresholds(self.tagger)
         check_actors(actors)  # before anything starts
         self.actors, self.write_tags = actors, write_tags
         self.tag_writes: Counter[str] = Counter()
@@ -91,6 +91,11 @@ class RayTagger:
     @property
     def model_name(self) -> str:
         return self.tagger.model_name
+
+    @property
+    def options(self) -> InferenceOptions:
+        """The driver tagger's options (what the actors run, but for their device and decoding threads)."""
+        return self.tagger.options
 
     def write_problem(self, result: TagResult) -> str | None:
         """``tag_library``'s ``on_result`` with ``write_tags``: why the worker's tag write failed, else None."""
@@ -112,7 +117,7 @@ class RayTagger:
         model_ref = ray.put(_resolved_for_actors(self.tagger))  # once; every actor gets the reference
         worker = ray.remote(TagWorker).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus,
                                                scheduling_strategy="SPREAD", max_restarts=0)
-        pool = ActorPool(worker, ([model_ref], self.options, plan.actor_cpus, plan.device, self.write_tags),
+        pool = ActorPool(worker, ([model_ref], self._options, plan.actor_cpus, plan.device, self.write_tags),
                          plan.actors, need=plan.need,
                          has_room=lambda: plan.fits_on(cluster_nodes()))
         finished: dict[int, Record] = {}
