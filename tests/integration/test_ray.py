@@ -316,8 +316,8 @@ def test_tag_dataset_from_python(cluster, tiny_model: Path, tmp_path: Path) -> N
     try:
         by_path = ray.data.from_items([{"path": p} for p in files])
         rows = tag_dataset(by_path, model=tiny_model, n_chunks=4, precision="fp32", thresholds=0.5).take_all()
-        # the columns of read_binary_files(..., include_paths=True), as object storage gives them
-        as_bytes = ray.data.from_items([{"path": p, "bytes": Path(p).read_bytes()} for p in files])
+        # read_binary_files(..., include_paths=True), as for object storage: its read tasks need CPUs too
+        as_bytes = ray.data.read_binary_files(str(tmp_path / "lib"), include_paths=True)
         from_bytes = tag_dataset(as_bytes, model=tiny_model, n_chunks=4, precision="fp32").take_all()
         with pytest.raises(Exception, match="needs a 'path' column"):
             tag_dataset(ray.data.from_items([{"file": files[0]}]), model=tiny_model)

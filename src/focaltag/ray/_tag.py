@@ -204,8 +204,9 @@ def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int
     ([{tag, probability}], best first), ``decisions`` (tag -> bool, with ``thresholds``) and ``error`` (the
     one-line reason a file failed, else null). Write it with any Ray writer, e.g. ``.write_parquet(...)``.
 
-    The other arguments are :class:`~focaltag.inference.Tagger`'s; ``actors`` sizes the model pool (default:
-    as many as the cluster has room for, :func:`~focaltag.ray.plan_pool`). The model is resolved and loaded
+    The other arguments are :class:`~focaltag.inference.Tagger`'s; ``actors`` caps the model pool (default:
+    as many as the cluster has room for, :func:`~focaltag.ray.plan_pool`); the pool starts with one actor and
+    grows as the dataset's own tasks leave CPUs free. The model is resolved and loaded
     here, once, and reaches the actors through the object store. Joins ``RAY_ADDRESS`` or starts a local Ray
     when this process is not connected yet.
     """
@@ -229,5 +230,7 @@ def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int
     return ds.map_batches(
         _DatasetWorker, fn_constructor_kwargs={"model_box": [model_ref], "options": options,
                                                "cpus": plan.actor_cpus, "device": plan.device},
-        compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=plan.files_per_call, batch_format="numpy",
-        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
+        # a pool that grows to the plan as CPUs free up: a fixed one would hold every CPU and starve the
+        # dataset's own read tasks (read_binary_files), which then never run
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.actors), batch_size=plan.files_per_call,
+        batch_format="numpy", num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
