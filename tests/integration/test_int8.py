@@ -103,6 +103,7 @@ def test_int8_cache_and_auto_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FOCALTAG_CPU_BF16", "1")
     assert prec.resolve_model_precision("auto", "cpu", model) == "bf16"
     monkeypatch.setenv("FOCALTAG_CPU_BF16", "0")
+    monkeypatch.setenv("FOCALTAG_CPU_VNNI", "1")  # the branch where auto picks int8
     assert prec.resolve_model_precision("auto", "cpu", model) == "int8"
     assert prec.resolve_model_precision("fp32", "cpu", model) == "fp32"
     assert onnx_cache_dir() == tmp_path / "cache" / "onnx"

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request  # at module level: FastAPI reads the route's annotations from these globals
+from fastapi import (  # at module level: FastAPI reads the route's annotations from these globals
+    Request,
+    Response,
+)
 
 from focaltag.errors import ConfigError, DataError
 
@@ -120,7 +123,7 @@ def add_similar_route(app: Any, library: SimilarService | None, service: Any, co
     import shutil
     import tempfile
 
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
     from starlette.requests import ClientDisconnect
 
     from focaltag.errors import FocaltagError
