@@ -21,7 +21,11 @@ fails records its error and the rest go on):
 * ``recipe``: the paper's 200 epochs on MTG-Jamendo split-0 (9,949 training tracks, batch 32; validation of
   3,802 tracks x 16 chunks per epoch) at the measured rates.
 
-Writes ``gpu.json`` and ``gpu.log`` into ``--out`` (default: ``$OUT`` when set, else ``./bench-gpu``).
+Every comparison runs interleaved, ``--repeats`` rounds (``bench/_protocol.py``): the training variants at one
+batch size, the loader's worker counts, the tagging process and its parts; each figure is the median [min-max]
+of the rounds. Writes ``bench/results/<date>_gpu_<device kind>.json`` (a copy in ``--out``, so that it comes
+back from a GPU machine), ``gpu.json`` and ``gpu.log`` into ``--out`` (default: ``$OUT`` when set, else
+``./bench-gpu``).
 
     python bench/gpu.py                       # on the GPU machine
     python bench/gpu.py --quick --device cpu  # the same code paths on a CPU, small sizes (about 2 minutes)
@@ -46,6 +50,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from _protocol import Run, add_protocol_arguments, interleave, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALTAG_SHARED", REPO.parent / "shared"))
@@ -95,7 +101,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
-    """Mean GFLOP/s of ``repeats`` square matmuls after three warm-ups (random data)."""
+    """GFLOP/s over ``repeats`` square matmuls after three warm-ups (random data)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
@@ -183,48 +189,60 @@ VARIANTS: dict[str, dict[str, bool]] = {
 
 
 def bench_train(args: argparse.Namespace, device: torch.device, out: dict[str, Any], peak_gflops: float) -> None:
+    """Samples/s of every variant, interleaved at each batch size, larger batches while they help; the compiled
+    variant at batch 32 and at the eager variant's best batch (each shape compiles anew)."""
     chunk = int(paper_model(8).pretrained_cfg.chunk_samples)
     flops = train_flops_per_sample(args.width, chunk)
     out["width"], out["chunk_samples"] = args.width, chunk
     out["train_gflop_per_sample"] = round(flops / 1e9, 3)
-    rates: dict[str, dict[int, float]] = {}
-    for name, kwargs in VARIANTS.items():
-        if name.endswith("compile") and args.no_compile:
-            continue
-        rates[name] = {}
-        best = 0.0
-        batches = args.batches
-        if kwargs["compile_model"]:  # each batch shape compiles anew: batch 32 and the eager variant's best
-            eager = rates.get("bf16_channels_last") or {PAPER_BATCH: 0.0}
-            batches = sorted({PAPER_BATCH, max(eager, key=lambda b: eager[b])})
-        for batch in batches:
+    rates: dict[str, dict[int, dict[str, Any]]] = {}
+
+    def measure(names: list[str], batch: int) -> dict[str, dict[str, Any]]:
+        steps: dict[str, TrainStep] = {}
+        for name in names:
             try:
-                step = TrainStep(args.width, device, batch, **kwargs)
-                rate, warm = samples_per_second(step, batch, device, warmup=args.warmup, steps=args.steps)
+                steps[name] = TrainStep(args.width, device, batch, **VARIANTS[name])
+                samples_per_second(steps[name], batch, device, warmup=args.warmup, steps=0)  # compiles here
             except torch.OutOfMemoryError:
                 log.info("train %s batch %d: out of memory", name, batch)
-                break
-            finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            rates[name][batch] = rate
-            log.info("train %-28s batch %4d: %8.1f samples/s (warm-up %.1f s, MFU %.3f)", name, batch, rate, warm,
-                     rate * flops / (peak_gflops * 1e9))
-            if batch != batches[0] and rate < 1.05 * best:  # a larger batch that no longer helps: stop
-                break
-            best = max(best, rate)
-    out["samples_per_s"] = {n: {str(b): round(r, 1) for b, r in v.items()} for n, v in rates.items()}
-    at_paper = {n: v.get(PAPER_BATCH) for n, v in rates.items() if v.get(PAPER_BATCH)}
-    out["samples_per_s_at_batch_32"] = {n: round(r, 1) for n, r in at_paper.items()}
-    name, batch, rate = max(((n, b, r) for n, v in rates.items() for b, r in v.items()), key=lambda t: t[2])
-    out["best"] = {"variant": name, "batch": batch, "samples_per_s": round(rate, 1),
-                   "mfu": round(rate * flops / (peak_gflops * 1e9), 4)}
-    out["mfu_at_batch_32"] = {n: round(r * flops / (peak_gflops * 1e9), 4) for n, r in at_paper.items()}
-    out["goal_mfu"], out["meets_goal_mfu"] = GOAL_MFU, out["best"]["mfu"] >= GOAL_MFU
-    out["eval_chunks_per_s_bf16"] = round(eval_rate(args, device, chunk), 1)
+                steps.pop(name, None)
+        timed = interleave({name: (lambda s=s: samples_per_second(s, batch, device, warmup=0, steps=args.steps)[0])
+                            for name, s in steps.items()}, args.repeats)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        got = {name: summary([t.value for t in ts]) for name, ts in timed.items()}
+        for name, rate in got.items():
+            rates.setdefault(name, {})[batch] = rate
+            log.info("train %-28s batch %4d: %8.1f samples/s (median of %d, MFU %.3f)", name, batch, rate["median"],
+                     rate["n"], rate["median"] * flops / (peak_gflops * 1e9))
+        return got
+
+    eager = [name for name in VARIANTS if not VARIANTS[name]["compile_model"]]
+    best = 0.0
+    for batch in args.batches:
+        got = measure(eager, batch)
+        top = max((r["median"] for r in got.values()), default=0.0)
+        if not got or (batch != args.batches[0] and top < 1.05 * best):  # a larger batch no longer helps: stop
+            break
+        best = max(best, top)
+    if not args.no_compile:
+        cl = rates.get("bf16_channels_last") or {PAPER_BATCH: {"median": 0.0}}
+        for batch in sorted({PAPER_BATCH, max(cl, key=lambda b: cl[b]["median"])}):
+            measure(["bf16_channels_last_compile"], batch)
+    out["samples_per_s"] = {n: {str(b): r for b, r in v.items()} for n, v in rates.items()}
+    at_paper = {n: v[PAPER_BATCH] for n, v in rates.items() if PAPER_BATCH in v}
+    out["samples_per_s_at_batch_32"] = at_paper
+    name, batch, rate = max(((n, b, r) for n, v in rates.items() for b, r in v.items()),
+                            key=lambda t: t[2]["median"])
+    out["best"] = {"variant": name, "batch": batch, "samples_per_s": rate,
+                   "mfu": summary([v * flops / (peak_gflops * 1e9) for v in rate["values"]])}
+    out["mfu_at_batch_32"] = {n: summary([v * flops / (peak_gflops * 1e9) for v in r["values"]])
+                              for n, r in at_paper.items()}
+    out["goal_mfu"], out["meets_goal_mfu"] = GOAL_MFU, out["best"]["mfu"]["median"] >= GOAL_MFU
+    out["eval_chunks_per_s_bf16"] = eval_rate(args, device, chunk)
 
 
-def eval_rate(args: argparse.Namespace, device: torch.device, chunk: int) -> float:
+def eval_rate(args: argparse.Namespace, device: torch.device, chunk: int) -> dict[str, Any]:
     """Inference-mode chunks/s at the validation's batch (2 tracks x 16 chunks), bf16 autocast."""
     model = paper_model(args.width).to(device).eval()
     x = 0.1 * torch.randn(2 * VALIDATION_CHUNKS, chunk, device=device)
@@ -233,8 +251,10 @@ def eval_rate(args: argparse.Namespace, device: torch.device, chunk: int) -> flo
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
             model(x)
 
-    rate, _ = samples_per_second(forward, len(x), device, warmup=args.warmup, steps=args.steps)
-    return rate
+    samples_per_second(forward, len(x), device, warmup=args.warmup, steps=0)
+    rates = interleave({"eval": lambda: samples_per_second(forward, len(x), device, warmup=0, steps=args.steps)[0]},
+                       args.repeats)
+    return summary([t.value for t in rates["eval"]])
 
 
 # -- data: a real prepared cache, the loader, tagging ---------------------------------------------------------
@@ -268,8 +288,8 @@ def bench_loader(args: argparse.Namespace, device: torch.device, data: Path, out
     run = load_run_tracks(cfg)
     cache = open_cache(cfg)
     chunk = int(paper_model(8).pretrained_cfg.chunk_samples)
-    rates: dict[str, float] = {}
-    for workers in args.loader_workers:
+
+    def one_pass(workers: int) -> float:
         ds = TrainChunkDataset(cache, run.train, run.vocab, chunk, seed=0)
         sampler = RandomSampler(ds, replacement=True, num_samples=args.loader_batches * PAPER_BATCH)
         loader = DataLoader(ds, batch_size=PAPER_BATCH, sampler=sampler, num_workers=workers,
@@ -281,10 +301,14 @@ def bench_loader(args: argparse.Namespace, device: torch.device, data: Path, out
             x = x.to(device, non_blocking=True)
             n += len(x)
         _sync(device)
-        rates[str(workers)] = round(n / (time.perf_counter() - t0), 1)
-        log.info("loader %2d workers: %.1f chunks/s", workers, rates[str(workers)])
+        return n / (time.perf_counter() - t0)
+
+    timed = interleave({str(w): (lambda w=w: one_pass(w)) for w in args.loader_workers}, args.repeats)
+    rates = {w: summary([t.value for t in ts]) for w, ts in timed.items()}
+    for w, r in rates.items():
+        log.info("loader %2s workers: %.1f chunks/s (median)", w, r["median"])
     out["train_tracks"], out["chunks_per_s"] = len(run.train), rates
-    fastest = max(rates.values())
+    fastest = max(r["median"] for r in rates.values())
     if best_step:
         out["fastest_train_samples_per_s"] = best_step
         out["loader_vs_fastest_step"] = round(fastest / best_step, 2)
@@ -314,58 +338,67 @@ def bench_tag(args: argparse.Namespace, device: torch.device, data: Path, root: 
     for i, f in enumerate(files):
         (folder / f"{i:03d}{f.suffix}").symlink_to(f)
     out["tracks"], out["audio_seconds"] = len(files), round(seconds, 1)
-    t0 = time.perf_counter()
-    done = focaltag_cli("tag", str(folder), "-m", str(ckpt), "--device", str(device), "--format", "json",
-                        "--thresholds", "none", "-q")
-    wall = time.perf_counter() - t0
-    out["whole_process_s"], out["x_real_time"] = round(wall, 2), round(seconds / wall, 1)
-    out["tracks_tagged"] = len(json.loads(done.stdout))
-    # where the time goes: decoding alone (as many threads as the tagger's default), then the forward alone
     from concurrent.futures import ThreadPoolExecutor
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        waves = list(pool.map(load_audio, files))
-    out["decode_only_s"] = round(time.perf_counter() - t0, 2)
     chunk = int(model.pretrained_cfg.chunk_samples)
+    batch = 16 if device.type == "cuda" else 4
+    on_device = model.to(device)
+    waves = [load_audio(f) for f in files]
     chunks = torch.from_numpy(np.stack([w[s:s + chunk] for w in waves if len(w) >= chunk
                                         for s in plan_starts(len(w), chunk, n_chunks=16)]))
-    model = model.to(device)
-    batch = 16 if device.type == "cuda" else 4
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                  enabled=device.type == "cuda"):
-        model(chunks[:batch].to(device))
-        _sync(device)
-        t0 = time.perf_counter()
-        for i in range(0, len(chunks), batch):
-            model(chunks[i:i + batch].to(device))
-        _sync(device)
-    out["forward_only_s"], out["chunks"] = round(time.perf_counter() - t0, 2), len(chunks)
-    out["bottleneck"] = "decoding (CPU)" if out["decode_only_s"] > out["forward_only_s"] else "model"
+    del waves
+
+    def whole_process() -> int:
+        done = focaltag_cli("tag", str(folder), "-m", str(ckpt), "--device", str(device), "--format", "json",
+                            "--thresholds", "none", "-q")
+        return len(json.loads(done.stdout))
+
+    def decode_only() -> None:  # as many threads as the tagger's default
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(load_audio, files))
+
+    def forward_only() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                      enabled=device.type == "cuda"):
+            for i in range(0, len(chunks), batch):
+                on_device(chunks[i:i + batch].to(device))
+            _sync(device)
+
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        on_device(chunks[:batch].to(device))  # warm-up
+    timed = interleave({"process": whole_process, "decode": decode_only, "forward": forward_only}, args.repeats)
+    walls = {k: [t.wall for t in ts] for k, ts in timed.items()}
+    out["whole_process_s"] = summary(walls["process"])
+    out["x_real_time"] = summary([seconds / w for w in walls["process"]])
+    out["tracks_tagged"] = timed["process"][-1].value
+    out["decode_only_s"], out["forward_only_s"] = summary(walls["decode"]), summary(walls["forward"])
+    out["chunks"] = len(chunks)
+    decode_med, forward_med = out["decode_only_s"]["median"], out["forward_only_s"]["median"]
+    out["bottleneck"] = "decoding (CPU)" if decode_med > forward_med else "model"
 
 
 def recipe_estimate(train: dict[str, Any]) -> dict[str, Any]:
     """Hours for the paper's 200 epochs of split-0 at the measured batch-32 training and validation rates."""
-    at_32 = train.get("samples_per_s_at_batch_32") or {}
+    at_32 = {k: v["median"] for k, v in (train.get("samples_per_s_at_batch_32") or {}).items()}
     if not at_32 or not train.get("eval_chunks_per_s_bf16"):
         return {"error": "no training or validation rate measured"}
     rate = max(at_32.values())
     steps = SPLIT0_TRAIN // PAPER_BATCH
     train_s = steps * PAPER_BATCH / rate
-    val_s = SPLIT0_VALIDATION * VALIDATION_CHUNKS / train["eval_chunks_per_s_bf16"]
+    val_s = SPLIT0_VALIDATION * VALIDATION_CHUNKS / train["eval_chunks_per_s_bf16"]["median"]
     return {"steps_per_epoch": steps, "train_s_per_epoch": round(train_s, 1),
             "validation_s_per_epoch": round(val_s, 1), "epochs": PAPER_EPOCHS,
             "hours_200_epochs": round(PAPER_EPOCHS * (train_s + val_s) / 3600, 2),
-            "assumes": "the loader keeps up (see loader) and the best batch-32 variant"}
+            "assumes": "the loader keeps up (see loader) and the best batch-32 variant, at their median rates"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: auto)")
-    p.add_argument("--quick", action="store_true", help="small sizes: the code paths in a couple of minutes")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-gpu")))
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--sections", default="matmul,train,loader,tag,recipe")
+    add_protocol_arguments(p, quick="small sizes: the code paths in a couple of minutes")
     args = p.parse_args(argv)
     quick = args.quick
     args.width = 16 if quick else 128
@@ -390,16 +423,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True  # what float32 training on Hopper uses
     wanted = set(args.sections.split(","))
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
-                              "machine": machine(device)}
+    info = machine(device)
+    gpu = info.get("gpu")
+    run = Run("bench/gpu.py", args, argv=sys.argv[1:] if argv is None else argv,
+              device=info if gpu else None,
+              kind="cuda-" + "".join(c if c.isalnum() else "-" for c in str(gpu).lower()).strip("-") if gpu else None)
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "machine": info}
     t_start = time.perf_counter()
     peak = None
     if "matmul" in wanted:
         with section(report, "matmul") as out:
             out["size"] = args.matmul_size
-            out["bf16_gflops"] = round(matmul_gflops(device, torch.bfloat16, args.matmul_size), 1)
-            out["fp32_gflops"] = round(matmul_gflops(device, torch.float32, args.matmul_size // 2), 1)
-            peak = out["bf16_gflops"]
+            rates = interleave({
+                "bf16": lambda: matmul_gflops(device, torch.bfloat16, args.matmul_size),
+                "fp32": lambda: matmul_gflops(device, torch.float32, args.matmul_size // 2)}, args.repeats)
+            out["bf16_gflops"] = summary([t.value for t in rates["bf16"]])
+            out["fp32_gflops"] = summary([t.value for t in rates["fp32"]])
+            peak = out["bf16_gflops"]["median"]
     if "train" in wanted:
         with section(report, "train") as out:
             bench_train(args, device, out, peak or matmul_gflops(device, torch.bfloat16, args.matmul_size))
@@ -413,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 out["synth_and_prepare_s"] = round(time.perf_counter() - t0, 1)
         if "loader" in wanted and data is not None:
             with section(report, "loader") as out:
-                best = (report.get("train") or {}).get("best", {}).get("samples_per_s")
+                best = ((report.get("train") or {}).get("best", {}).get("samples_per_s") or {}).get("median")
                 bench_loader(args, device, data, out, best)
         if "tag" in wanted and data is not None:
             with section(report, "tag") as out:
@@ -422,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         report["recipe"] = recipe_estimate(report["train"])
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     (args.out / "gpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    path = run.finish(report)
+    (args.out / path.name).write_text(path.read_text())
     return 0 if not any(isinstance(v, dict) and "error" in v for v in report.values()) else 1
 
 

@@ -5,7 +5,8 @@ as a flexible attribute ``focaltag_<tag>`` (a float, e.g. ``beet ls focaltag_hap
 as the list field ``mood`` (``beet ls mood:happy``). ``mood`` is registered as a MediaFile field, so ``beet
 write`` (or ``import.write``) puts it into the files exactly where ``focaltag tag --write-tags`` does: ID3v2.4
 ``TMOO`` (``TXXX:MOOD`` when beets writes ID3v2.3), Vorbis comment ``MOOD``, iTunes freeform ``MOOD``. Models
-whose vocabulary is not mood/theme fill ``focaltag_tags`` (file key ``FOCALTAG_TAGS``) instead.
+whose vocabulary is not mood/theme, and heads of ``focaltag head train`` (whatever their words), fill
+``focaltag_tags`` (file key ``FOCALTAG_TAGS``) instead.
 
 Configuration (``config.yaml``)::
 
@@ -45,7 +46,7 @@ from focaltag.outputs.filetags import (
     MP4_MEAN,
     OTHER_KEY,
     V23_SEPARATOR,
-    is_mood_vocabulary,
+    default_tag_key,
     restore_vorbis_header_layout,
     result_tags,
     vorbis_header_layout,
@@ -205,7 +206,7 @@ class FocaltagPlugin(BeetsPlugin):
         if not todo:
             return 0
         tagger = self.tagger()
-        field = MOOD_FIELD if is_mood_vocabulary(tagger.tag_names) else OTHER_FIELD
+        field = MOOD_FIELD if default_tag_key(tagger.tag_names, tagger.resolved.members) == MOOD_KEY else OTHER_FIELD
         paths = [os.fsdecode(item.path) for item in todo]
         done = 0
         for item, result in zip(todo, tagger.tag_many(paths), strict=True):

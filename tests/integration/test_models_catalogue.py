@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -464,8 +466,12 @@ def test_offline_use_needs_no_network_once_cached(mirror: Mirror, cache: Path, m
 def test_readme_table_matches_the_catalogue() -> None:
     readme = (Path(cat.__file__).parents[3] / "README.md").read_text()
     rows = {}
-    for line in readme.splitlines():
-        if line.startswith("| `usc-sail-2020") or line.startswith("| `won2020-"):
+    lines = readme.splitlines()
+    name_cell = re.compile(r"\| `(usc-sail-2020|won2020-)[a-z0-9-]*` \|")
+    first = next(i for i, line in enumerate(lines) if name_cell.match(line))
+    # the catalogue table is the first one that names the models; later tables (retrieval figures) are not it
+    for line in itertools.takewhile(lambda s: s.startswith("|"), lines[first:]):
+        if name_cell.match(line):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0].strip("`")] = cells
     assert set(rows) == set(cat.catalogue())

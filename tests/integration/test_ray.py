@@ -176,32 +176,65 @@ def test_cli_tag_on_two_nodes_equals_local_and_has_every_file_once(cluster, tiny
 
 
 @pytest.mark.slow
-def test_embeddings_come_back_from_the_actors_into_the_librarys_store(cluster, tiny_model: Path,
-                                                                       tmp_path: Path) -> None:
-    """A library run with embeddings through a RayTagger: the vectors come back with the results and land in the
-    store as a local run's do (the CLI still refuses --ray with --embeddings; this is the library API)."""
-    import ray
-    from focaltag.inference import InferenceOptions, Tagger
+def test_cli_embeddings_come_back_from_the_actors_into_the_librarys_store(cluster, tiny_model: Path,
+                                                                           tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]
+                                                                           ) -> None:
+    """``tag -o --embeddings --ray``: the vectors come back with the results and land in the store as a local
+    run's do; a rerun without --embeddings keeps the store complete (it adds only the new file's vector)."""
     from focaltag.library.api import Library
-    from focaltag.library.runs import tag_library
-    from focaltag.ray import RayTagger, connect
 
-    files = _make_library(tmp_path / "lib", 5, seed=8)
-    options = InferenceOptions(n_chunks=4, precision="fp32", embeddings=True, workers=0)
+    lib = tmp_path / "lib"
+    files = _make_library(lib, 5, seed=8)
     local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    tag_library(Tagger(tiny_model, options), [tmp_path / "lib"], local_out, embeddings=True)
-    assert connect(cluster.address)
-    try:
-        ray_tagger = RayTagger(tiny_model, {"n_chunks": 4, "precision": "fp32", "embeddings": True})
-        summary = tag_library(ray_tagger, [tmp_path / "lib"], ray_out, embeddings=True)
-    finally:
-        ray.shutdown()
-    assert summary.done == len(files)
+    assert main([*_tag_args(tiny_model, local_out, lib), "--embeddings"]) == 0
+    assert main([*_tag_args(tiny_model, ray_out, lib), "--embeddings", "--ray", cluster.address]) == 0
+    capsys.readouterr()
     local_files, local_vectors = Library(local_out).embeddings()
     ray_files, ray_vectors = Library(ray_out).embeddings()
     assert sorted(ray_files) == sorted(local_files) == sorted(files)
     order = [ray_files.index(f) for f in local_files]
-    np.testing.assert_allclose(ray_vectors[order], local_vectors, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(ray_vectors[order], local_vectors, rtol=1e-3, atol=1e-3)
+
+    added = _make_library(tmp_path / "more", 1, seed=9)
+    assert main([*_tag_args(tiny_model, ray_out, lib, *added), "--ray", cluster.address]) == 0
+    assert "1 tagged, 5 skipped" in capsys.readouterr().err
+    assert sorted(Library(ray_out).embeddings()[0]) == sorted([*files, *added])
+
+
+@pytest.mark.slow
+def test_a_head_tags_on_the_workers_as_locally(cluster, tiny_model: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A head of `focaltag head train` through `--ray`: the actors get the base and the head in one model, give
+    the local run's probabilities and the head's own decisions, and write them under FOCALTAG_TAGS."""
+    mutagen = pytest.importorskip("mutagen")
+    lib = tmp_path / "lib"
+    files = []
+    for wav in map(Path, _make_library(lib, 12, seed=3)):  # FLAC: tags go into Vorbis comments
+        wave, sr = sf.read(wav, dtype="float32")
+        sf.write(wav.with_suffix(".flac"), wave, sr)
+        wav.unlink()
+        files.append(str(wav.with_suffix(".flac")))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,tags\n" + "".join(f"{f},{Path(f).parts[-3]}{';low' if '/album0/' in f else ''}\n"
+                                               for f in files))
+    head = tmp_path / "crates"
+    assert main(["head", "train", "--labels", str(labels), "--out", str(head), "--base", str(tiny_model),
+                 "--folds", "2", "--bootstrap", "50", "--steps", "50", "-q"]) == 0
+    local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main(_tag_args(head, local_out, lib)) == 0
+    assert main([*_tag_args(head, ray_out, lib), "--ray", cluster.address, "--write-tags"]) == 0
+    capsys.readouterr()
+    ray_lines, local = _lines(ray_out), {d["file"]: d for d in _lines(local_out)}
+    assert sorted(d["file"] for d in ray_lines) == sorted(local) == sorted(files)
+    for line in ray_lines:  # (the sizes differ: the Ray run wrote tags into the files)
+        ref = local[line["file"]]
+        assert max(abs(line["tags"][t] - ref["tags"][t]) for t in ref["tags"]) <= 1e-5
+        assert line["decisions"] == ref["decisions"] and ref["decisions"] is not None
+        written = mutagen.File(line["file"]).tags
+        chosen = [t for t, yes in line["decisions"].items() if yes]
+        assert (list(written["FOCALTAG_TAGS"]) if chosen else []) == chosen
+        assert "MOOD" not in {k.upper() for k in written.keys()}  # noqa: SIM118
 
 
 @pytest.mark.slow

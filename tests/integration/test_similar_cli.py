@@ -208,13 +208,3 @@ def test_serve_answers_similar_for_an_upload_and_a_library_path(musicnn: str, li
                             timeout=60)
         assert broken.status_code == 400 and "bad.mp3" in broken.json()["error"]
         assert str(server.tmpdir) not in broken.text
-
-
-def test_ray_runs_refuse_embeddings_until_they_carry_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                          ) -> None:
-    pytest.importorskip("ray", reason="the ray extra is not installed")
-    (tmp_path / "a.wav").write_bytes(b"")
-    code = main(["tag", str(tmp_path), "-o", str(tmp_path / "tags.jsonl"), "--embeddings", "--ray", "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--ray does not carry embeddings back yet" in err[0]
-    assert not (tmp_path / "tags.jsonl").exists()

@@ -178,3 +178,19 @@ def test_importing_a_head_into_the_cache(tmp_path: Path, monkeypatch: pytest.Mon
         import_head("other", tmp_path)
     with pytest.raises(ModelError, match="not a usable name"):
         import_head("../evil", folder)
+
+
+def test_a_heads_tags_go_under_focaltag_tags_even_when_they_are_mood_words():
+    """The file key when the user names none: MOOD only for a published mood/theme model; a head of the same
+    words (or any other vocabulary) writes FOCALTAG_TAGS (`tag --write-tags` and the beets plugin share it)."""
+    from focaltag.models.resolve import MemberSource
+    from focaltag.outputs.filetags import MOOD_KEY, OTHER_KEY, default_tag_key
+
+    words = ["mood/theme---calm", "mood/theme---happy"]
+    base = tiny_resnet(0)
+    head = TagHead(tag_names=words, base=[base_spec(base, "base0")]).eval()
+    assert head.model_name == "tag_head"
+    plain = MemberSource(name="plain", weight=1.0, model=base)
+    assert default_tag_key(words, [plain]) == MOOD_KEY
+    assert default_tag_key(words, [MemberSource(name="mine", weight=1.0, model=head)]) == OTHER_KEY
+    assert default_tag_key(TAGS, [plain]) == OTHER_KEY

@@ -82,9 +82,6 @@ def check_library_args(args: argparse.Namespace) -> None:
 
         if VectorStore(output).exists():  # a library with embeddings keeps them complete
             args.embeddings = True
-    if getattr(args, "embeddings", False) and output is not None and getattr(args, "ray", None) is not None:
-        raise ConfigError(f"--ray does not carry embeddings back yet, and {output} keeps them (--embeddings or its "
-                          "vector store): run it without --ray, or shard it with --shard I/N and merge-tags")
     if output is None:
         for flag in ("refresh", "shard"):
             if getattr(args, flag, None):
@@ -106,15 +103,13 @@ def _writer_kwargs(args: argparse.Namespace, tagger: Any) -> dict[str, Any]:
             "keep_mtime": args.keep_mtime, "dry_run": args.dry_run, "key": _tag_field(args, tagger)}
 
 
-def _tag_field(args: argparse.Namespace, tagger: Any) -> str | None:
-    """``--tag-field``; else ``FOCALTAG_TAGS`` for a head of 'focaltag head train' (never MOOD unless asked); else
-    None (the vocabulary decides)."""
-    from focaltag.models.head import is_head_source
-    from focaltag.outputs.filetags import OTHER_KEY, tag_field
+def _tag_field(args: argparse.Namespace, tagger: Any) -> str:
+    """``--tag-field``, else the tagger's default key (:func:`~focaltag.outputs.filetags.default_tag_key`)."""
+    from focaltag.outputs.filetags import default_tag_key, tag_field
 
     if getattr(args, "tag_field", None) is not None:
         return tag_field(args.tag_field)
-    return OTHER_KEY if any(is_head_source(m) for m in tagger.resolved.members) else None
+    return default_tag_key(tagger.tag_names, tagger.resolved.members)
 
 
 def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:

@@ -58,6 +58,7 @@ __all__ = [
     "WriteOutcome",
     "chosen_tags",
     "result_tags",
+    "default_tag_key",
     "is_mood_vocabulary",
     "read_file_tags",
     "recover_leftovers",
@@ -107,6 +108,17 @@ def is_mood_vocabulary(tag_names: Sequence[str]) -> bool:
     """True for the MTG-Jamendo mood/theme tags (full or short names); other models write ``FOCALTAG_TAGS``."""
     return bool(tag_names) and all(t.startswith(MOODTHEME_PREFIX) or t in MOODTHEME_TRAIN_COUNTS
                                    for t in tag_names)
+
+
+def default_tag_key(tag_names: Sequence[str], members: Sequence[Any] = ()) -> str:
+    """The file key a tagger's tags go under when the user names none: ``MOOD`` for a published mood/theme model,
+    ``FOCALTAG_TAGS`` for other vocabularies and for any head of ``focaltag head train`` among ``members`` (a
+    user's own words never go into ``MOOD`` unless asked, even when they are mood words)."""
+    from focaltag.models.head import is_head_source
+
+    if any(is_head_source(m) for m in members):
+        return OTHER_KEY
+    return MOOD_KEY if is_mood_vocabulary(tag_names) else OTHER_KEY
 
 
 def chosen_tags(probabilities: Mapping[str, float], tag_names: Sequence[str], *,
@@ -583,8 +595,7 @@ class FileTagWriter:
         if thresholds is None and top_k < 1:
             raise ConfigError("--write-tags needs --thresholds or --top-k of at least 1 to choose the tags")
         self.tag_names = tuple(tag_names)
-        self.key = tag_field(key) if key is not None else MOOD_KEY if is_mood_vocabulary(self.tag_names) \
-            else OTHER_KEY
+        self.key = tag_field(key) if key is not None else default_tag_key(self.tag_names)
         self.thresholds, self.top_k = thresholds, top_k
         self.replace, self.probabilities, self.keep_mtime, self.dry_run = replace, probabilities, keep_mtime, dry_run
         self.counts: dict[str, int] = {"written": 0, "unchanged": 0, "would write": 0, "skipped": 0, "failed": 0}

@@ -98,9 +98,17 @@ def init_distributed(device: torch.device, info: DistInfo | None = None) -> Dist
     return info
 
 
-def cleanup_distributed() -> None:
-    """Leave the process group (safe to call when none was joined)."""
+def cleanup_distributed(*, wait_for_others: bool = True) -> None:
+    """Leave the process group (safe to call when none was joined).
+
+    Ranks that finished cleanly first meet at a barrier: when one rank destroys its gloo group and exits while a
+    peer's connections are still open, the peer can abort ("terminate called without an active exception"). A rank
+    leaving on an error passes ``wait_for_others=False``: its peers may never reach the barrier, and torchrun stops
+    them anyway.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_others and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -168,12 +168,15 @@ def train(config: TrainConfig | dict[str, Any], out_dir: str | os.PathLike[str],
     info = ddp.init_distributed(device, info)
     if not info.is_main:  # only rank 0 reports progress; warnings still come from every rank
         logging.getLogger("focaltag").setLevel(logging.WARNING)
+    finished = False
     try:
         with _deterministic_kernels(cfg.runtime.deterministic):
             trainer = _Trainer(cfg, Path(out_dir), info, device, resume=resume, on_step=on_step)
-            return trainer.run()
+            summary = trainer.run()
+        finished = True
+        return summary
     finally:
-        ddp.cleanup_distributed()
+        ddp.cleanup_distributed(wait_for_others=finished)
 
 
 class _Trainer:
