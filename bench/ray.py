@@ -92,7 +92,8 @@ def _tag_library(root: Path, n_files: int) -> int:
     real = sorted(p for p in SHARED_MUSIC.glob("*") if p.suffix in (".ogg", ".mp3")) if SHARED_MUSIC.is_dir() else []
     real = real[:n_files]
     for p in real:
-        os.symlink(p, root / p.name)
+        if not (root / p.name).is_symlink():  # a --workdir of an earlier run keeps its links
+            os.symlink(p, root / p.name)
     rng = np.random.default_rng(0)
     for i in range(n_files - len(real)):
         folder = root / f"gen{i // 20}"
@@ -397,23 +398,27 @@ def _bench_prepare(work: Path, tracks: int, repeats: int) -> dict[str, Any]:
 
 # -- evidence: the scheduler's share, the driver's cost per file ------------------------------------------------
 def _spin(seconds: float, out: Any) -> None:
-    end = time.perf_counter() + seconds
+    c0, end = time.process_time(), time.perf_counter() + seconds  # the loop's CPU only, not the start-up's
     while time.perf_counter() < end:
         pass
-    out.put(time.process_time())
+    out.put(time.process_time() - c0)
 
 
 def _cores(n: int, seconds: float) -> float:
     """CPU cores that ``n`` busy-looping processes of this session got together over ``seconds``."""
     import multiprocessing as mp
 
-    out: Any = mp.Queue()
-    procs = [mp.Process(target=_spin, args=(seconds, out)) for _ in range(n)]
+    # spawned, not forked: this process has talked to Ray (gRPC threads), and a forked child of it can die before
+    # it reports, which left the parent waiting on the queue for ever
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    procs = [ctx.Process(target=_spin, args=(seconds, out)) for _ in range(n)]
     for proc in procs:
         proc.start()
+    got = [out.get(timeout=seconds + 120) for _ in procs]
     for proc in procs:
         proc.join()
-    return sum(out.get() for _ in procs) / seconds
+    return sum(got) / seconds
 
 
 def _session_share(repeats: int, seconds: float = 8.0) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import sys
 import threading
 
 __all__ = ["tune_allocator", "usable_cores", "thread_budget", "MMAP_THRESHOLD_MAX", "GLIBC_MALLOC_TUNABLES",
-           "tunables_environment", "started_with_tunables"]
+           "tunables_environment", "started_with_tunables", "worker_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,4 +135,14 @@ def started_with_tunables() -> bool:
 
 
 _started_tuned: bool | None = None
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment variables for the worker processes this process has started elsewhere (Ray actors), so that
+    they start with the allocator a local run has: glibc's malloc tunables, under the same rule as the console
+    script's re-execution (:func:`tunables_environment`). Empty when the user chose the allocator
+    (``GLIBC_TUNABLES``, ``LD_PRELOAD``, ``FOCALTAG_MALLOC=default``) or this is not Linux with glibc."""
+    started_with_tunables()  # a re-executed process: the user's own environment is what the rule reads
+    return {} if tunables_environment(dict(os.environ)) is None else {"GLIBC_TUNABLES": GLIBC_MALLOC_TUNABLES}
+
 

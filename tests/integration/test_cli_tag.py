@@ -12,6 +12,7 @@ import torch
 
 from focaltag.cli import main
 from focaltag.data.tags import MOODTHEME_TAGS
+from focaltag.inference.options import InferenceOptions
 from focaltag.outputs.writers import JSON_KEYS
 
 MUSIC = ("battle-epic.ogg", "machine_wars.mp3", "music013.ogg", "nebula.ogg", "traveling_minstrels.low.mp3",
@@ -192,7 +193,7 @@ def test_import_reference_checkpoint(shared_dir: Path, tmp_path: Path, capsys: p
     model = load_model(out)
     assert model.pretrained_cfg.tag_names == MOODTHEME_TAGS
     assert torch.equal(model.state_dict()["fc.weight"], sd["dense_2.weight"])
-    probs = Tagger(model, n_chunks=1).tag(np.zeros(16000, dtype=np.float32), sr=16000).as_array()
+    probs = Tagger(model, InferenceOptions(n_chunks=1)).tag(np.zeros(16000, dtype=np.float32), sr=16000).as_array()
     assert probs.shape == (56,) and np.isfinite(probs).all()
 
     tags = tmp_path / "tags.txt"
@@ -225,7 +226,7 @@ def test_predict_then_evaluate_round_trip(synth_dataset: Path, tiny_model: Path,
     assert matrix.shape == (len(tracks), 56) and matrix.dtype == np.float32
     # row 0 equals tagging the cached waveform directly (same chunk positions, same models)
     wave = WaveformCache(cache).get(ids[0])
-    direct = Tagger(tiny_model, n_chunks=4, precision="fp32").tag(np.asarray(wave, dtype=np.float32), sr=16000).as_array()
+    direct = Tagger(tiny_model, InferenceOptions(n_chunks=4, precision="fp32")).tag(np.asarray(wave, dtype=np.float32), sr=16000).as_array()
     np.testing.assert_allclose(matrix[0], direct, atol=1e-5)
 
     assert main(["evaluate", "--tsv", str(test_tsv), "--predictions", str(pred), "--json"]) == 0

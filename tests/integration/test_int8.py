@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="int8 needs onnxruntime (pip install 'focaltag[onnx]')")
 
+from focaltag.inference.options import InferenceOptions  # noqa: E402
 from focaltag.inference.tagger import Tagger  # noqa: E402
 from focaltag.models.facts import runtime_facts  # noqa: E402
 
@@ -37,8 +38,8 @@ def _int8_guard(model: object, files: list[Path], n_chunks: int, record: object)
     arch = str(getattr(model, "model_name", ""))
     margin = runtime_facts(model).int8_recheck_margin
     assert runtime_facts(model).int8_recipe
-    fp32 = {r.file: r for r in Tagger(model, n_chunks=n_chunks, precision="fp32", workers=0).tag_many(files)}
-    tagger = Tagger(model, n_chunks=n_chunks, precision="int8", workers=0)
+    fp32 = {r.file: r for r in Tagger(model, InferenceOptions(n_chunks=n_chunks, precision="fp32", workers=0)).tag_many(files)}
+    tagger = Tagger(model, InferenceOptions(n_chunks=n_chunks, precision="int8", workers=0))
     assert tagger.precision == "int8" and tagger.recheck_margin == margin
     int8 = list(tagger.tag_many(files))
     assert all(r.ok for r in int8) and len(int8) == len(files)
@@ -62,10 +63,10 @@ def test_int8_keeps_architectures_without_a_recipe_float32(won2020_models_dir: P
     model = load_model(won2020_models_dir / name, tag_names=_tags(won2020_models_dir / tags))
     assert not runtime_facts(model).int8_recipe
     files = sorted(p for p in music_dir.iterdir() if p.suffix in (".ogg", ".mp3"))[:2]
-    tagger = Tagger(model, n_chunks=2, precision="int8", workers=0)
+    tagger = Tagger(model, InferenceOptions(n_chunks=2, precision="int8", workers=0))
     assert tagger.precision == "fp32"
     got = list(tagger.tag_many(files))
-    want = list(Tagger(model, n_chunks=2, precision="fp32", workers=0).tag_many(files))
+    want = list(Tagger(model, InferenceOptions(n_chunks=2, precision="fp32", workers=0)).tag_many(files))
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a.as_array(), b.as_array())
 
@@ -109,7 +110,7 @@ def test_int8_cache_and_auto_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert onnx_cache_dir() == tmp_path / "cache" / "onnx"
     before = set(onnx_cache_dir().glob("*.onnx"))
     assert before == set()
-    tagger = Tagger(model, precision="auto", workers=0)
+    tagger = Tagger(model, InferenceOptions(precision="auto", workers=0))
     assert tagger.precision == "int8"
     files = sorted(set(onnx_cache_dir().glob("*.onnx")) - before)  # this model's float32 and int8 graphs
     assert len(files) == 2 and sum(f.name.endswith(".int8.onnx") for f in files) == 1
@@ -118,9 +119,9 @@ def test_int8_cache_and_auto_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     stamp = {f: f.stat().st_mtime_ns for f in files}
     wave = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10).astype(np.float32)
     a = tagger.tag(wave, sr=16000)
-    b = Tagger(model, precision="int8", workers=0).tag(wave, sr=16000)  # from the cache: same files, same answer
+    b = Tagger(model, InferenceOptions(precision="int8", workers=0)).tag(wave, sr=16000)  # from the cache: same files, same answer
     assert {f: f.stat().st_mtime_ns for f in files} == stamp
     assert set(onnx_cache_dir().glob("*.onnx")) - before == set(files)
     np.testing.assert_allclose(a.as_array(), b.as_array(), atol=1e-6)
-    ref = Tagger(model, precision="fp32", workers=0).tag(wave, sr=16000)
+    ref = Tagger(model, InferenceOptions(precision="fp32", workers=0)).tag(wave, sr=16000)
     assert float(np.abs(a.as_array() - ref.as_array()).max()) < 0.1

@@ -83,7 +83,7 @@ def _cli(song: Path, capsys: pytest.CaptureFixture[str]) -> dict:
 def _api(song: Path) -> dict[str, bool]:
     import focaltag
 
-    result = focaltag.Tagger(NAME, n_chunks=2).tag(song)
+    result = focaltag.Tagger(NAME, focaltag.InferenceOptions(n_chunks=2)).tag(song)
     assert result.decisions is not None, "Tagger(catalogue name) made no decisions"
     return result.decisions
 
@@ -153,13 +153,13 @@ def test_thresholds_none_turns_them_off_and_a_file_overrides(env: dict[str, str]
     import focaltag
 
     song = music_dir / SONG
-    assert focaltag.Tagger(NAME, n_chunks=2, thresholds=None).tag(song).decisions is None
+    assert focaltag.Tagger(NAME, focaltag.InferenceOptions(n_chunks=2, thresholds=None)).tag(song).decisions is None
     tags = cat.get_entry(NAME).tag_names
-    one = focaltag.Tagger(NAME, n_chunks=2, thresholds={t: 0.0 for t in tags}).tag(song)
+    one = focaltag.Tagger(NAME, focaltag.InferenceOptions(n_chunks=2, thresholds={t: 0.0 for t in tags})).tag(song)
     assert one.decisions == dict.fromkeys(tags, True)
     path = tmp_path / "thr.tsv"
     path.write_text("".join(f"{t}\t1.0\n" for t in tags))
-    assert not any(focaltag.Tagger(NAME, n_chunks=2, thresholds=path).tag(song).decisions.values())
+    assert not any(focaltag.Tagger(NAME, focaltag.InferenceOptions(n_chunks=2, thresholds=path)).tag(song).decisions.values())
     # several models averaged: their thresholds were calibrated alone, so none by default
     assert focaltag.Tagger([NAME, NAME], n_chunks=2).tag(song).decisions is None
     assert np.isfinite(focaltag.Tagger([NAME, NAME], n_chunks=2).tag(song).as_array()).all()

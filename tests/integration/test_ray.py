@@ -25,6 +25,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from focaltag._resources import worker_environment
 from focaltag.cli import main
 
 FOCALTAG = Path(sys.executable).parent / "focaltag"
@@ -516,8 +517,10 @@ def test_ray_tagger_actors_run_within_their_cpu_on_the_model_from_the_object_sto
         assert max(abs(r.probabilities[t] - ref.probabilities[t]) for t in ref.tag_names) <= 1e-5
     stats = ray_tagger.actor_stats
     assert 1 <= len(stats) <= 2 and sum(s["files"] for s in stats) == len(files)
+    tunables = bool(worker_environment())  # Linux with glibc and no allocator variables of the user's
     for s in stats:
         assert (s["cpus"], s["torch"], s["interop"], s["decode"]) == (1, 1, 1, 1), s
+        assert s["malloc_tunables"] is tunables, s  # the actor process started with them, as a local run does
     if len(stats) == 2:  # SPREAD: one actor per node
         assert stats[0]["node"] != stats[1]["node"]
 

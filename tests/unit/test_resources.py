@@ -102,3 +102,26 @@ def test_the_restarted_process_gives_children_the_users_environment(monkeypatch:
     monkeypatch.setenv("GLIBC_TUNABLES", _resources.GLIBC_MALLOC_TUNABLES)
     assert _resources.started_with_tunables() and _resources.started_with_tunables()
     assert "GLIBC_TUNABLES" not in os.environ and "FOCALTAG_MALLOC_TUNED" not in os.environ
+
+
+def test_ray_actors_start_with_the_tunables_a_local_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``worker_environment`` (the ``env_vars`` of Ray actors) follows the console script's rule, also in a
+    process the console script restarted (whose own tunables are removed from its environment)."""
+    from focaltag import _resources
+
+    monkeypatch.setattr(_resources.sys, "platform", "linux")
+    monkeypatch.setattr(_resources, "_is_glibc", lambda: True)
+    for var in ("GLIBC_TUNABLES", "LD_PRELOAD", "FOCALTAG_MALLOC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(_resources, "_started_tuned", None)
+    monkeypatch.setenv("FOCALTAG_MALLOC_TUNED", "1")  # the restarted `focaltag` process
+    monkeypatch.setenv("GLIBC_TUNABLES", _resources.GLIBC_MALLOC_TUNABLES)
+    assert _resources.worker_environment() == {"GLIBC_TUNABLES": _resources.GLIBC_MALLOC_TUNABLES}
+    assert "GLIBC_TUNABLES" not in os.environ  # the driver's own children still get the user's environment
+    for var, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"), ("LD_PRELOAD", "/usr/lib/libjemalloc.so.2"),
+                       ("FOCALTAG_MALLOC", "default")):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            assert _resources.worker_environment() == {}, var
+    monkeypatch.setattr(_resources, "_is_glibc", lambda: False)
+    assert _resources.worker_environment() == {}

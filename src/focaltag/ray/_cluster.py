@@ -208,6 +208,18 @@ class PoolPlan:
         return 1 if not self.actor_gpus else max(1, self.actor_cpus - 1)
 
 
+def actor_env_options() -> dict[str, Any]:
+    """Ray options that start this run's actors with glibc's malloc tunables in their environment at process start,
+    (a ``runtime_env``), as the ``focaltag`` command gives a local run (:func:`focaltag._resources.worker_environment`),
+    so an actor's large buffers stay in its process instead of being mapped and unmapped per call. Empty when the
+    user chose the allocator (the job's own ``runtime_env`` then applies as it is); Ray merges these ``env_vars``
+    with a job's own."""
+    from focaltag._resources import worker_environment
+
+    env = worker_environment()
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _whole(value: float | None) -> int:
     return int(float(value or 0) + 1e-9)
 

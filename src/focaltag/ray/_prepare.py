@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from focaltag.ray._cluster import PoolPlan, cluster_nodes, plan_decoders, require_ray
+from focaltag.ray._cluster import PoolPlan, actor_env_options, cluster_nodes, plan_decoders, require_ray
 from focaltag.ray._pool import ActorPool
 
 __all__ = ["ray_batch_runner"]
@@ -79,7 +79,7 @@ def ray_batch_runner() -> Any:
 
         plan: PoolPlan = plan_decoders(cluster_nodes())
         worker = ray.remote(_PrepareWorker).options(num_cpus=plan.actor_cpus, scheduling_strategy="SPREAD",
-                                                    max_restarts=0)
+                                                    max_restarts=0, **actor_env_options())
         pool = ActorPool(worker, (str(cache_dir), tag), min(plan.actors, max(1, len(batches))), need=plan.need,
                          has_room=lambda: plan.fits_on(cluster_nodes()))
 

@@ -25,7 +25,15 @@ from typing import Any
 from focaltag.errors import ConfigError
 from focaltag.inference import InferenceOptions, TagFailure, Tagger, TagResult
 from focaltag.models.resolve import ResolvedModel
-from focaltag.ray._cluster import PoolPlan, check_actors, cluster_nodes, connect, plan_pool, require_ray
+from focaltag.ray._cluster import (
+    PoolPlan,
+    actor_env_options,
+    check_actors,
+    cluster_nodes,
+    connect,
+    plan_pool,
+    require_ray,
+)
 from focaltag.ray._pool import ActorPool
 from focaltag.ray._worker import Record, TagWorker, new_tagger, tagger_options
 
@@ -116,7 +124,8 @@ class RayTagger:
         plan, self._planned = self._planned or self.plan(), None
         model_ref = ray.put(_resolved_for_actors(self.tagger))  # once; every actor gets the reference
         worker = ray.remote(TagWorker).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus,
-                                               scheduling_strategy="SPREAD", max_restarts=0)
+                                               scheduling_strategy="SPREAD", max_restarts=0,
+                                               **actor_env_options())
         pool = ActorPool(worker, ([model_ref], self._options, plan.actor_cpus, plan.device, self.write_tags),
                          plan.actors, need=plan.need,
                          has_room=lambda: plan.fits_on(cluster_nodes()))
@@ -233,4 +242,5 @@ def tag_dataset(ds: Any, model: Any, *, actors: int | None = None, n_chunks: int
         # a pool that grows to the plan as CPUs free up: a fixed one would hold every CPU and starve the
         # dataset's own read tasks (read_binary_files), which then never run
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.actors), batch_size=plan.files_per_call,
-        batch_format="numpy", num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
+        batch_format="numpy", num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
+        **actor_env_options())

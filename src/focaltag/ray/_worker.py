@@ -113,6 +113,7 @@ class TagWorker:
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 **dataclasses.asdict(self.threads), "init_s": round(self.init_seconds, 3),
+                "malloc_tunables": "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""),
                 "files": self.files, "busy_s": round(self.busy_seconds, 3),
                 "process_cpu_s": round(time.process_time(), 3)}
 
