@@ -530,7 +530,9 @@ def test_a_cluster_lost_mid_run_stops_with_one_line_and_a_rerun_finishes(tiny_mo
     """The only node with CPUs goes: the run stops with one line, every line written is whole, and a rerun on
     the cluster once a node is back tags the rest, each file once."""
     _ray()
-    files = _make_library(tmp_path / "lib", 30, seed=7)
+    # enough files that the run cannot finish between its second line and the node's removal on a busy machine
+    # (with 30, a CI run beside other jobs once tagged them all before the node went)
+    files = _make_library(tmp_path / "lib", 120, seed=7)
     out = tmp_path / "tags.jsonl"
     c = _nodes(head_cpus=0)
     try:
