@@ -310,6 +310,14 @@ def _head_train(r: Doc) -> list[str]:
                   "process CPU time"], rows)
 
 
+def _core_before_after(r: Doc) -> list[str]:
+    labels = {"paper_resnet": "paper-size ResNet (random weights)", "mtat_musicnn": "won2020-mtat-musicnn"}
+    rows = [[labels.get(name, name), fig(x["before_s"], "s"), fig(x["after_s"], "s"), fig(x["before_over_after"], "x")]
+            for name, x in r.items() if isinstance(x, dict) and "before_s" in x]
+    return table([f"`focaltag tag` of {r['files']} shared recordings, defaults, whole process",
+                  f"before (`{r['before']}`)", "after", "before / after (per round; above 1: faster now)"], rows)
+
+
 def _ms(summary: dict[str, Any] | None) -> str:
     """Milliseconds as ``median ms [min–max]`` (query latencies, kept in ms by ``bench/similar_index.py``)."""
     if summary is None:
@@ -454,6 +462,8 @@ BLOCKS: dict[str, Block] = {
                                       "bench/similar_index.py"),
     "similar-index-libraries": Block(("similar-index",), ("libraries",), _similar_libraries,
                                      "bench/similar_index.py"),
+    "core-before-after": Block(("core-before-after",), ("paper_resnet",), _core_before_after,
+                               "bench/core_before_after.py"),
     "ray": Block(("ray",), ("tag",), _ray, "bench/ray.py"),
     "ray-prepare": Block(("ray",), ("prepare",), _ray_prepare, "bench/ray.py"),
     "ray-evidence": Block(("ray",), ("session_share", "driver"), _ray_evidence, "bench/ray.py"),
