@@ -251,7 +251,7 @@ def _actor_threads(stderr: str) -> list[dict[str, Any]]:
     for line in stderr.splitlines():
         if "Ray actor up: {" in line:
             d = ast.literal_eval(line[line.index("{"):])
-            up.append({k: d.get(k) for k in ("pid", "cpus", "torch", "interop", "decode", "init_s")}
+            up.append({k: d.get(k) for k in ("pid", "cpus", "torch", "interop", "decode", "init_s", "load_s")}
                       | {"ready_cpu_s": d.get("process_cpu_s")})
         elif m := re.search(r"Ray model actor pid (\d+): (\d+) file\(s\), ([\d.]+) s busy, ([\d.]+) CPU-s", line):
             done[int(m[1])] = {"files": int(m[2]), "busy_s": float(m[3]), "process_cpu_s": float(m[4])}

@@ -561,3 +561,84 @@ def test_a_cluster_lost_mid_run_stops_with_one_line_and_a_rerun_finishes(tiny_mo
     finally:
         c.shutdown()
     assert sorted(_complete_lines(out)) == sorted(files)
+
+
+_START_FIRST = """
+import json, sys
+from focaltag.ray import connect, start_tag_actors
+assert connect(sys.argv[1])
+started = start_tag_actors()
+torch_before_model = "torch" in sys.modules  # the actors are starting; this process has not imported torch yet
+from focaltag.inference import InferenceOptions, Tagger
+from focaltag.ray import RayTagger
+tagger = Tagger(sys.argv[2], InferenceOptions(n_chunks=4, precision="fp32", workers=0))
+ray_tagger = RayTagger(None, {"n_chunks": 4, "precision": "fp32"}, tagger=tagger, started=started)
+results = list(ray_tagger.tag_many(sys.argv[3:]))
+print(json.dumps({"torch_before_model": torch_before_model, "started_pool": ray_tagger.pool is started.plan,
+                  "stats": ray_tagger.actor_stats, "files": [r.file for r in results],
+                  "errors": [getattr(r, "error", None) for r in results]}))
+"""
+
+
+@pytest.mark.slow
+def test_actors_start_before_the_driver_imports_torch_and_then_load_the_model(cluster, tiny_model: Path,
+                                                                              tmp_path: Path) -> None:
+    """``start_tag_actors`` right after joining: the driver has not imported torch (the actors' start-up
+    overlaps the driver's), and the run then hands those very actors the model (``TagWorker.load``)."""
+    files = _make_library(tmp_path / "lib", 4, seed=11)
+    proc = subprocess.run([sys.executable, "-c", _START_FIRST, cluster.address, str(tiny_model), *files],
+                          capture_output=True, text=True, env=_user_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["torch_before_model"] is False
+    assert out["started_pool"] is True  # the run used the plan (and pool) started before the model was loaded
+    assert out["files"] == files and out["errors"] == [None] * len(files)
+    assert sum(s["files"] for s in out["stats"]) == len(files)
+    assert all(s["load_s"] > 0 and s["init_s"] > 0 for s in out["stats"]), out["stats"]
+
+
+@pytest.mark.slow
+def test_the_cli_starts_its_actors_before_it_loads_the_model(cluster, tiny_model: Path, tmp_path: Path) -> None:
+    """``focaltag tag --ray -v``: the pool is planned and started (its log line) before the model is loaded."""
+    _make_library(tmp_path / "lib", 3, seed=12)
+    out = tmp_path / "tags.jsonl"
+    args = [a for a in _tag_args(tiny_model, out, tmp_path / "lib") if a != "-q"]
+    proc = subprocess.run([str(FOCALTAG), *args, "-v", "--ray", cluster.address], capture_output=True, text=True,
+                          env=_user_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    planned = next(i for i, line in enumerate(lines) if "model actor(s)" in line)
+    loaded = next(i for i, line in enumerate(lines) if line.startswith("loaded ") or " loaded " in line)
+    assert planned < loaded, "\n".join(lines[:20])
+    assert len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_a_setup_call_that_fails_ends_the_run_with_one_line(cluster) -> None:
+    import ray
+    from focaltag.errors import ConfigError
+    from focaltag.ray import connect
+    from focaltag.ray._pool import ActorPool
+
+    class SetupFails:  # defined here, so that Ray ships it by value to the actors
+        """An actor whose setup call raises, as a model that cannot be built on the node would."""
+
+        def ready(self) -> dict:
+            return {}
+
+        def load(self, what: str) -> dict:
+            raise ValueError(f"cannot build {what} here")
+
+        def work(self, items: list) -> list:
+            return items
+
+    assert connect(cluster.address)
+    try:
+        pool = ActorPool(ray.remote(SetupFails).options(num_cpus=1), (), 1, need="1 CPU(s)", has_room=lambda: True)
+        pool.setup("load", "the model")
+        with pytest.raises(ConfigError, match=r"^the Ray actors could not start: cannot build the "
+                                              r"model here$"):
+            list(pool.run(range(3), method="work", per_call=1, give_up=lambda items, why: items))
+        pool.close()
+    finally:
+        ray.shutdown()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from focaltag.cli._common import add_command, parse_shard
 
-__all__ = ["add_library_options", "check_library_args", "file_tag_writer", "register", "run_library"]
+__all__ = ["RaySession", "add_library_options", "check_library_args", "file_tag_writer", "register", "run_library",
+           "start_ray"]
 
 
 def add_library_options(p: argparse.ArgumentParser) -> None:
@@ -131,7 +133,43 @@ def file_tag_writer(args: argparse.Namespace, tagger: Any) -> Any:
     return FileTagWriter(tagger.tag_names, thresholds=tagger.thresholds, **_writer_kwargs(args, tagger))
 
 
-def _ray_tagger(args: argparse.Namespace, tagger: Any) -> Any:
+@dataclass
+class RaySession:
+    """``--ray``: the joined cluster and the model actors started on it before the model was loaded here."""
+
+    actors: Any  # focaltag.ray.TagActors
+    owns_ray: bool  # this process started or joined Ray, and shuts it down
+
+    def close(self) -> None:
+        try:
+            self.actors.close()
+        finally:
+            if self.owns_ray:
+                import ray
+
+                ray.shutdown()
+
+
+def start_ray(args: argparse.Namespace) -> RaySession | None:
+    """``--ray``: join the cluster and start the model actors (:func:`~focaltag.ray.start_tag_actors`), before
+    the model is loaded on this machine; None without ``--ray``. A cluster without room for the actors is one
+    line, before the output is opened."""
+    if getattr(args, "ray", None) is None:
+        return None
+    from focaltag.ray import connect, start_tag_actors
+
+    owns = connect(args.ray or None)
+    try:
+        return RaySession(start_tag_actors(args.actors), owns)
+    except BaseException:
+        if owns:
+            import ray
+
+            ray.shutdown()
+        raise
+
+
+def _ray_tagger(args: argparse.Namespace, tagger: Any, session: RaySession) -> Any:
     """``--ray``: the same run with the model in Ray actors: the tagger's resolved model and options travel."""
     import dataclasses
 
@@ -140,13 +178,13 @@ def _ray_tagger(args: argparse.Namespace, tagger: Any) -> Any:
     options = {f.name: getattr(tagger.options, f.name) for f in dataclasses.fields(tagger.options)
                if f.name not in ("device", "workers")}
     return RayTagger(tagger.resolved, options, tagger=tagger, actors=args.actors,
-                     write_tags=_writer_kwargs(args, tagger) if args.write_tags else None)
+                     write_tags=_writer_kwargs(args, tagger) if args.write_tags else None, started=session.actors)
 
 
-def run_library(args: argparse.Namespace, tagger: Any) -> int:
+def run_library(args: argparse.Namespace, tagger: Any, ray_session: RaySession | None = None) -> int:
     """``focaltag tag ... -o TAGS.jsonl``: the resumable library run; prints its summary.
 
-    With ``--ray`` the same :func:`~focaltag.library.runs.tag_library` drives a
+    With ``--ray`` (``ray_session``: :func:`start_ray`, which the caller closes) the same :func:`~focaltag.library.runs.tag_library` drives a
     :class:`~focaltag.ray.RayTagger` (its actors load the tagger's resolved model with its options); tags are then
     written by the actors, on the workers.
     """
@@ -154,27 +192,16 @@ def run_library(args: argparse.Namespace, tagger: Any) -> int:
     from focaltag.library.runs import append_failures, failures_path, tag_library
 
     writer = file_tag_writer(args, tagger)
-    runner, on_result, started = tagger, writer.failure_of if writer is not None else None, False
-    if getattr(args, "ray", None) is not None:
-        from focaltag.ray import connect
-
-        runner = _ray_tagger(args, tagger)
+    runner, on_result = tagger, writer.failure_of if writer is not None else None
+    if ray_session is not None:
+        runner = _ray_tagger(args, tagger, ray_session)
         on_result = runner.write_problem if writer is not None else None  # the worker wrote; its outcome
-        started = connect(args.ray or None)
-    try:
-        if getattr(args, "ray", None) is not None:
-            runner.plan()  # a cluster without room for the actors: one line, before the output is opened
-        with progress(desc="tag", unit="file") as bar:
-            summary = tag_library(runner, args.paths, args.output, refresh=args.refresh, shard=args.shard,
-                                  top_k=args.top_k, on_result=on_result,
-                                  on_recorded=writer.recorded if writer is not None else None, progress=bar.update,
-                                  files_from=getattr(args, "files_from", None),
-                                  embeddings=bool(getattr(args, "embeddings", False)))
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with progress(desc="tag", unit="file") as bar:
+        summary = tag_library(runner, args.paths, args.output, refresh=args.refresh, shard=args.shard,
+                              top_k=args.top_k, on_result=on_result,
+                              on_recorded=writer.recorded if writer is not None else None, progress=bar.update,
+                              files_from=getattr(args, "files_from", None),
+                              embeddings=bool(getattr(args, "embeddings", False)))
     if writer is not None and runner is not tagger:
         for status, n in runner.tag_writes.items():
             writer.counts[status] += n

@@ -118,13 +118,8 @@ def _tag_options(args: argparse.Namespace, chunks: int | None, hop: float | None
 
 def run_tag(args: argparse.Namespace) -> int:
     from focaltag.errors import ConfigError
-    from focaltag.inference import Tagger, configure_runtime
     from focaltag.inference.adaptive import parse_chunks
-    from focaltag.inference.members import check_runtime
-    from focaltag.inference.tagger import TagResult
     from focaltag.library.files import collect_audio
-    from focaltag.models.resolve import resolve_model
-    from focaltag.outputs.writers import get_writer
 
     chunks_arg, hop = getattr(args, "chunks", None), getattr(args, "hop", None)
     chunks = None if chunks_arg is None else parse_chunks(chunks_arg)
@@ -139,9 +134,27 @@ def run_tag(args: argparse.Namespace) -> int:
         files += list(read_file_list(args.files_from))
     if args.taggram is not None and len(files) != 1:
         raise ConfigError(f"--taggram plots one file, but {len(files)} were given; tag a single file with it")
+    options = _tag_options(args, chunks, hop)
+    # --ray: join the cluster and start its model actors now, before torch is imported here, so that their
+    # start-up overlaps the loading of the model
+    ray_session = _library.start_ray(args)
+    try:
+        return _tag_with(args, options, files, chunks_arg, hop, ray_session)
+    finally:
+        if ray_session is not None:
+            ray_session.close()
+
+
+def _tag_with(args: argparse.Namespace, options: InferenceOptions, files: list[str | Path], chunks_arg: str | None,
+              hop: float | None, ray_session: _library.RaySession | None) -> int:
+    from focaltag.inference import Tagger, configure_runtime
+    from focaltag.inference.members import check_runtime
+    from focaltag.inference.tagger import TagResult
+    from focaltag.models.resolve import resolve_model
+    from focaltag.outputs.writers import get_writer
+
     if not args.models:
         logger.info("no --model given: tagging with %s, the paper's ensemble", DEFAULT_MODEL)
-    options = _tag_options(args, chunks, hop)
     check_runtime(options.runtime, options.device, options.precision)  # a bad --device before any model is read
     resolved = resolve_model(args.models or DEFAULT_MODEL)
     configure_runtime(decode_threads=options.workers)
@@ -152,7 +165,7 @@ def run_tag(args: argparse.Namespace) -> int:
         logger.info("yes/no decisions use %s's thresholds (probability > threshold); --thresholds none "
                     "turns them off", tagger.model_name)
     if args.output is not None:
-        return _library.run_library(args, tagger)
+        return _library.run_library(args, tagger, ray_session)
     file_tags = _library.file_tag_writer(args, tagger)
     logger.info("tagging %d file(s) with %d model(s), %s, precision %s", len(files), len(tagger.members),
                 f"hop {tagger.hop_seconds:.2f} s" if tagger.hop_seconds else

@@ -33,6 +33,8 @@ _LAZY: dict[str, str] = {
     "require_ray": "focaltag.ray._cluster",
     "ray_batch_runner": "focaltag.ray._prepare",
     "RayTagger": "focaltag.ray._tag",
+    "TagActors": "focaltag.ray._tag",
+    "start_tag_actors": "focaltag.ray._tag",
     "tag_dataset": "focaltag.ray._tag",
 }
 

@@ -73,6 +73,10 @@ class ActorPool:
 
     ``need`` says what one actor needs (messages); ``has_room`` tells whether the cluster's alive nodes could
     still host one (asked when every actor is lost).
+
+    The actors start at once, so a pool made before the work is known (the driver's model not yet loaded) gets
+    their start-up out of the way; :meth:`setup` then names a call every actor makes before its first work, and
+    an actor is up once that call returns.
     """
 
     def __init__(self, actor_class: Any, args: Sequence[Any], size: int, *, need: str,
@@ -84,13 +88,26 @@ class ActorPool:
         self.retired: list[dict[str, Any]] = []  # stats of actors lost during the run, as last seen
         self.lost = 0
         self.replacements = 2 * size  # at most: a replacement may be lost too
+        self.setup_calls: list[tuple[str, tuple[Any, ...]]] = []
         for _ in range(size):
             self._start()
 
     def _start(self) -> None:
         actor = _Actor(self.actor_class.remote(*self.args))
         actor.ready_ref = actor.handle.ready.remote()
+        for method, args in self.setup_calls:
+            actor.ready_ref = getattr(actor.handle, method).remote(*args)
         self.starting[actor.ready_ref] = actor
+
+    def setup(self, method: str, *args: Any) -> None:
+        """Have every actor, started or to come (a replacement), call ``method(*args)`` before any work; its
+        return value (a dict) becomes the actor's stats. An actor's calls run in order, so this one follows its
+        constructor and ``ready()``; an exception in it ends the run with one line, as a failed constructor does."""
+        self.setup_calls.append((method, tuple(args)))
+        starting, self.starting = self.starting, {}
+        for actor in starting.values():
+            actor.ready_ref = getattr(actor.handle, method).remote(*args)
+            self.starting[actor.ready_ref] = actor
 
     def run(self, items: Iterable[T], *, method: str, per_call: int,
             give_up: Callable[[list[T], str], list[R]], pause: Callable[[], bool] | None = None
@@ -154,12 +171,14 @@ class ActorPool:
                 yield call.first, results
 
     def _started(self, actor: _Actor) -> None:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import RayActorError, RayTaskError
 
         import ray
 
         try:
             actor.stats = ray.get(actor.ready_ref)
+        except RayTaskError as err:  # a setup call raised: every actor would fail alike
+            raise ConfigError(f"the Ray actors could not start: {failure_reason(err)}") from None
         except RayActorError as err:
             if err.actor_init_failed:  # a setup error: every actor would fail alike
                 raise ConfigError(f"the Ray actors could not start: {failure_reason(err)}") from None

@@ -20,11 +20,9 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from focaltag.errors import ConfigError
-from focaltag.inference import InferenceOptions, TagFailure, Tagger, TagResult
-from focaltag.models.resolve import ResolvedModel
 from focaltag.ray._cluster import (
     PoolPlan,
     actor_env_options,
@@ -37,7 +35,11 @@ from focaltag.ray._cluster import (
 from focaltag.ray._pool import ActorPool
 from focaltag.ray._worker import Record, TagWorker, new_tagger, tagger_options
 
-__all__ = ["RayTagger", "tag_dataset", "MAX_WAITING"]
+if TYPE_CHECKING:
+    from focaltag.inference import InferenceOptions, TagFailure, Tagger, TagResult
+    from focaltag.models.resolve import ResolvedModel
+
+__all__ = ["RayTagger", "TagActors", "start_tag_actors", "tag_dataset", "MAX_WAITING"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,53 @@ def _thresholds(tagger: Tagger) -> dict[str, float] | None:
     return None if values is None else dict(zip(tagger.tag_names, map(float, values), strict=True))
 
 
+class TagActors:
+    """Model actors started on the connected cluster before the model is loaded on the driver
+    (:func:`start_tag_actors`): their start-up (a process, Python, torch) overlaps the driver's; a
+    :class:`RayTagger` given them hands them the model when it runs. :meth:`close` stops those not used."""
+
+    def __init__(self, plan: PoolPlan, pool: ActorPool) -> None:
+        self.plan, self.pool = plan, pool
+        self.taken = False
+
+    def take(self) -> ActorPool:
+        """The pool, once (a later run starts its own)."""
+        if self.taken:
+            raise RuntimeError("these Ray actors were taken by a run already")
+        self.taken = True
+        return self.pool
+
+    def close(self) -> None:
+        if not self.taken:
+            self.taken = True
+            self.pool.close()
+
+
+def _tag_pool(plan: PoolPlan) -> ActorPool:
+    """A pool of model actors for ``plan``, started now, the model not yet loaded (:meth:`TagWorker.load`)."""
+    import ray
+
+    worker = ray.remote(TagWorker).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus,
+                                           scheduling_strategy="SPREAD", max_restarts=0, **actor_env_options())
+    return ActorPool(worker, (plan.actor_cpus,), plan.actors, need=plan.need,
+                     has_room=lambda: plan.fits_on(cluster_nodes()))
+
+
+def _log_plan(plan: PoolPlan) -> None:
+    logger.info("Ray: %d model actor(s) (%s, %d CPU(s) each%s)", plan.actors, plan.device, plan.actor_cpus,
+                ", 1 GPU" if plan.actor_gpus else "")
+
+
+def start_tag_actors(actors: int | None = None) -> TagActors:
+    """Plan and start the model actors on the connected cluster now, before the model is loaded here (the
+    ``focaltag tag --ray`` command calls this right after joining, before it imports torch); a cluster without
+    room for the plan is one ConfigError line. Pass the result to :class:`RayTagger` (``started=``)."""
+    check_actors(actors)
+    plan = plan_pool(cluster_nodes(), actors)
+    _log_plan(plan)
+    return TagActors(plan, _tag_pool(plan))
+
+
 class RayTagger:
     """A tagger whose :meth:`tag_many` runs on a Ray cluster; what :func:`~focaltag.library.runs.tag_library`
     drives for ``focaltag tag -o TAGS.jsonl --ray``.
@@ -72,10 +121,13 @@ class RayTagger:
         write_tags: :class:`~focaltag.outputs.filetags.FileTagWriter` arguments: tags are written by the actor
             that tagged the file (the path is the same on every node of a shared file system); the outcomes are
             counted in :attr:`tag_writes`.
+        started: actors started already (:func:`start_tag_actors`): the first :meth:`tag_many` runs on them
+            (``actors`` is then theirs).
     """
 
     def __init__(self, models: Any, tagger_kwargs: Mapping[str, Any] | None = None, *, tagger: Tagger | None = None,
-                 actors: int | None = None, write_tags: Mapping[str, Any] | None = None) -> None:
+                 actors: int | None = None, write_tags: Mapping[str, Any] | None = None,
+                 started: TagActors | None = None) -> None:
         require_ray()
         self._options = tagger_options(tagger_kwargs or {})
         self.tagger = tagger if tagger is not None else new_tagger(models, self._options)
@@ -87,6 +139,7 @@ class RayTagger:
         self.pool: PoolPlan | None = None  # the last run's plan
         self._planned: PoolPlan | None = None  # made by plan() for the next tag_many
         self.actor_stats: list[dict[str, Any]] = []
+        self._started = started
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -112,23 +165,25 @@ class RayTagger:
     def plan(self) -> PoolPlan:
         """Size the actor pool from the connected cluster (:func:`~focaltag.ray.plan_pool`); a cluster without
         room for the plan is one ConfigError line. Called before the output is opened, and by :meth:`tag_many`."""
+        if self._started is not None and not self._started.taken:
+            self.pool = self._planned = self._started.plan
+            return self.pool
         self.pool = self._planned = plan_pool(cluster_nodes(), self.actors)
-        logger.info("Ray: %d model actor(s) (%s, %d CPU(s) each%s)", self.pool.actors, self.pool.device,
-                    self.pool.actor_cpus, ", 1 GPU" if self.pool.actor_gpus else "")
+        _log_plan(self.pool)
         return self.pool
 
     def tag_many(self, inputs: Iterable[str | os.PathLike[str]]) -> Iterator[TagResult | TagFailure]:
         """Tag the paths on the cluster; results come back in input order."""
         import ray
+        from focaltag.inference import TagFailure
 
         plan, self._planned = self._planned or self.plan(), None
+        if self._started is not None and not self._started.taken and self._started.plan is plan:
+            pool = self._started.take()
+        else:
+            pool = _tag_pool(plan)
         model_ref = ray.put(_resolved_for_actors(self.tagger))  # once; every actor gets the reference
-        worker = ray.remote(TagWorker).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus,
-                                               scheduling_strategy="SPREAD", max_restarts=0,
-                                               **actor_env_options())
-        pool = ActorPool(worker, ([model_ref], self._options, plan.actor_cpus, plan.device, self.write_tags),
-                         plan.actors, need=plan.need,
-                         has_room=lambda: plan.fits_on(cluster_nodes()))
+        pool.setup("load", [model_ref], self._options, plan.device, self.write_tags)
         finished: dict[int, Record] = {}
         next_out = 0
 
@@ -154,6 +209,8 @@ class RayTagger:
                              s.get("process_cpu_s", 0.0), s.get("torch"), s.get("decode"))
 
     def _record(self, record: Record) -> TagResult | TagFailure:
+        from focaltag.inference import TagFailure
+
         result = record.result
         if record.tag_write:
             self.tag_writes[record.tag_write] += 1
@@ -166,12 +223,17 @@ class RayTagger:
 
 # -- Ray Datasets -----------------------------------------------------------------------------------------------
 class _DatasetWorker(TagWorker):
-    """:class:`TagWorker` as a ``map_batches`` callable: a batch of rows -> result columns."""
+    """:class:`TagWorker` as a ``map_batches`` callable: a batch of rows -> result columns (built and loaded in
+    one go: Ray Data starts its actors when the model is loaded already)."""
+
+    def __init__(self, model_box: Sequence[Any], options: Mapping[str, Any], cpus: int, device: str = "cpu") -> None:
+        super().__init__(cpus)
+        self.load(model_box, options, device)
 
     def __call__(self, batch: Mapping[str, Any]) -> Any:
         data = batch.get("bytes")
         items = [(str(p), None if data is None else bytes(data[i])) for i, p in enumerate(batch["path"])]
-        return _columns([r.result for r in self.tag(items)], self.tagger.tag_names)
+        return _columns([r.result for r in self.tag(items)], self.loaded_tagger.tag_names)
 
 
 def _schema(tag_names: Sequence[str]) -> Any:
@@ -189,6 +251,8 @@ def _schema(tag_names: Sequence[str]) -> Any:
 def _columns(results: Sequence[TagResult | TagFailure], tag_names: Sequence[str]) -> Any:
     """:func:`tag_dataset`'s result columns (one explicit Arrow schema, so every block agrees)."""
     import pyarrow as pa
+
+    from focaltag.inference import TagFailure
 
     rows = []
     for r in results:
