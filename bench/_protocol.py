@@ -290,6 +290,7 @@ class Run:
         base = kind or cpu["kind"]
         record["kind"] = f"{base}-emulating-{emulates}" if emulates else base
         self.record = record
+        self._path: Path | None = None  # chosen by the first save
 
     def path(self) -> Path:
         """``<date>_<name>_<kind>.json``; a later run of the same day gets ``_2``, ``_3``... (none is lost)."""
@@ -301,22 +302,31 @@ class Run:
             n += 1
         return candidate
 
-    def finish(self, results: Mapping[str, Any], *, echo: bool = True) -> Path:
-        """Record the load after and the end time, write the results file, print the JSON; returns the path."""
+    def save(self, results: Mapping[str, Any], *, complete: bool = False, echo: bool = False) -> Path:
+        """Write the results file now (atomically), with the load and time of now; returns the path.
+
+        A script with long parts calls this after each one, so a run stopped half-way keeps what it measured
+        (``run.complete`` stays false until :meth:`finish`); every call of one run rewrites the same file."""
         record = dict(self.record)
         record["load_after"] = load_average()
         record["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        record["complete"] = complete
         document = {"schema": SCHEMA, "run": record, "results": _finite(dict(results))}
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        path = self.path()
+        if self._path is None:
+            self._path = self.path()
         text = json.dumps(document, indent=1, allow_nan=False) + "\n"
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = self._path.with_name(self._path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        os.replace(tmp, self._path)
         if echo:
             print(text, end="")
-            print(f"results: {path}", file=sys.stderr)
-        return path
+            print(f"results: {self._path}", file=sys.stderr)
+        return self._path
+
+    def finish(self, results: Mapping[str, Any], *, echo: bool = True) -> Path:
+        """Record the load after and the end time, write the results file, print the JSON; returns the path."""
+        return self.save(results, complete=True, echo=echo)
 
 
 def _finite(value: Any) -> Any:

@@ -235,6 +235,20 @@ def test_run_writes_a_named_results_file_and_never_overwrites(tmp_path: Path, ca
     assert json.loads(capsys.readouterr().out)["results"]["t"]["median"] == 2.0
 
 
+def test_a_run_saved_part_by_part_keeps_one_file_until_it_is_complete(tmp_path: Path) -> None:
+    """``Run.save`` after each part rewrites one file (``complete`` false); ``finish`` completes that same file."""
+    args = argparse.Namespace(repeats=3, quick=False, results_dir=tmp_path)
+    run = protocol.Run("bench/example.py", args, argv=[])
+    first = run.save({"a": 1})
+    assert protocol.load_results(first)["run"]["complete"] is False
+    assert run.save({"a": 1, "b": 2}) == first
+    assert protocol.load_results(first)["results"] == {"a": 1, "b": 2}
+    assert run.finish({"a": 1, "b": 2, "c": 3}, echo=False) == first
+    done = protocol.load_results(first)
+    assert done["run"]["complete"] is True and done["results"]["c"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no second file, no temporary left
+
+
 def test_repeats_below_three_are_refused(capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
     protocol.add_protocol_arguments(parser, quick="nothing")
