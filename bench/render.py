@@ -364,7 +364,9 @@ def _similar_process(r: Doc) -> list[str]:
 
 def _similar_embeddings(r: Doc) -> list[str]:
     x = r["embeddings"]
-    return table([f"`focaltag tag` of {x['files']} recordings, {x['model']}", "wall time", "process CPU time"], [
+    what = (f"{x['files']} files ({x['copies']} copies of {x['recordings']} recordings)" if "copies" in x
+            else f"{x['files']} recordings")
+    return table([f"`focaltag tag` of {what}, {x['model']}", "wall time", "process CPU time"], [
         ["without --embeddings", fig(x["plain_s"], "s"), fig(x.get("plain_cpu_s"), "s")],
         ["with --embeddings", fig(x["embeddings_s"], "s"), fig(x.get("embeddings_cpu_s"), "s")],
         ["ratio (per round)", fig(x["embeddings_vs_plain"], "x"), fig(x.get("embeddings_vs_plain_cpu"), "x")]])

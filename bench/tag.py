@@ -396,6 +396,16 @@ def bench_architectures(args: argparse.Namespace, files: list[Path], audio_secon
     return out
 
 
+def _bf16_instructions() -> bool:
+    """bf16 rows wherever the CPU has bf16 instructions (AMX / AVX512-BF16), whether or not ``auto`` takes bf16
+    there (it does not where bf16 measured slower than float32: these rows show it); none under --emulate-avx2."""
+    from focaltag import precision
+
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2":
+        return False
+    return precision.cpu_has_fast_bf16() or precision.cpu_has_bf16_instructions()
+
+
 def _run_counting(tagger, files: list[Path], used: list[int]) -> dict[str, np.ndarray]:
     out = {}
     for r in tagger.tag_many(files):
@@ -409,7 +419,6 @@ def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds:
     ensemble's shape: ``--members`` paper-size ResNets with random weights (the usc-sail-2020 weights cannot be
     fetched offline; speed does not depend on the weights, the int8 error and re-check rate do). Fixed 16 chunks
     unless the mode says ``adaptive``; ``auto_adaptive`` is what ``focaltag tag`` runs by default."""
-    from focaltag.precision import cpu_has_fast_bf16
 
     out: dict = {}
     shapes = {"one_model": [_paper_resnet()]}
@@ -417,7 +426,7 @@ def bench_precisions(args: argparse.Namespace, files: list[Path], audio_seconds:
         shapes[f"ensemble_{args.members}"] = [_paper_resnet(seed) for seed in range(args.members)]
     for label, models in shapes.items():
         modes: dict[str, dict] = {"fp32": dict(precision="fp32"), "int8": dict(precision="int8")}
-        if cpu_has_fast_bf16():
+        if _bf16_instructions():
             modes["bf16"] = dict(precision="bf16")
         modes["auto"] = dict(precision="auto")
         modes["auto_adaptive"] = dict(precision="auto", adaptive=True)
@@ -575,10 +584,8 @@ def _int8_gops(size: int = 2048, matmuls: int = 3) -> Callable[[], float] | None
 def native_peak_runners() -> dict[str, Callable[[], float]]:
     """Matmul peak measurements (G op/s) of every precision this CPU runs natively: fp32 always, bf16 only with
     AVX512-BF16 / AMX (elsewhere it is emulated and not a ceiling), int8 where onnxruntime is installed."""
-    from focaltag.precision import cpu_has_fast_bf16
-
     runners = {"fp32": _gemm_gflops("float32")}
-    if cpu_has_fast_bf16():
+    if _bf16_instructions():
         runners["bf16"] = _gemm_gflops("bfloat16")
     int8 = _int8_gops()
     if int8 is not None:

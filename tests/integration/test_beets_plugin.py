@@ -16,6 +16,8 @@ import torch
 pytest.importorskip("beets")
 mutagen = pytest.importorskip("mutagen")
 
+from _beets import beets_env  # noqa: E402
+
 from focaltag.data.tags import MOODTHEME_TAGS, short_tag  # noqa: E402
 
 BEET = Path(sys.executable).parent / "beet"
@@ -44,25 +46,8 @@ def _library(root: Path, music_dir: Path, model_files: tuple[Path, Path], *, aut
         if f.suffix in (".ogg", ".mp3"):
             shutil.copyfile(f, src / f.name)
             os.chmod(src / f.name, 0o644)
-    beetsdir = root / "beetsdir"
-    beetsdir.mkdir()
     model, thresholds = model_files
-    (beetsdir / "config.yaml").write_text(f"""\
-directory: {root / 'music'}
-library: {root / 'library.db'}
-plugins: [focaltag]
-id3v23: {'yes' if id3v23 else 'no'}
-import:
-  copy: no
-  write: no
-  log: null
-focaltag:
-  models: [{model}]
-  thresholds: {thresholds}
-  chunks: 2
-  auto: {'yes' if auto else 'no'}
-""")
-    return {**os.environ, "BEETSDIR": str(beetsdir)}
+    return beets_env(root, {"models": [model], "thresholds": thresholds, "chunks": 2, "auto": auto}, id3v23=id3v23)
 
 
 def _beet(env: dict[str, str], *args: str) -> str:

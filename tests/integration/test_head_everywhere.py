@@ -8,7 +8,6 @@ imported from there, so the two files share one training per session only when r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _beets import beets_env
 from test_head_cli import TAGS, expected_labels, one_torch_thread, trained, workspace  # noqa: F401
 
 from focaltag.cli import main
@@ -106,21 +106,7 @@ def test_beets_fills_focaltag_tags_never_mood(trained: dict[str, Path], tmp_path
     src = tmp_path / "src"
     src.mkdir()
     files = [Path(shutil.copy(p, src)) for p in paths[:4]]
-    beetsdir = tmp_path / "beetsdir"
-    beetsdir.mkdir()
-    (beetsdir / "config.yaml").write_text(f"""\
-directory: {tmp_path / 'music'}
-library: {tmp_path / 'library.db'}
-plugins: [focaltag]
-import:
-  copy: no
-  write: no
-  log: null
-focaltag:
-  models: [{trained['out']}]
-  chunks: 4
-""")
-    env = {**os.environ, "BEETSDIR": str(beetsdir)}
+    env = beets_env(tmp_path, {"models": [trained["out"]], "chunks": 4})
 
     def beet(*args: str) -> str:
         proc = subprocess.run([str(BEET), *args], env=env, capture_output=True, text=True, timeout=600)

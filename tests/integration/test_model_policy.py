@@ -104,25 +104,13 @@ def _serve(song: Path, workdir: Path, env: dict[str, str]) -> dict[str, bool]:
 
 def _beets(song: Path, root: Path, env: dict[str, str]) -> list[str]:
     pytest.importorskip("beets")
+    from _beets import beets_env
+
     beet = Path(sys.executable).parent / "beet"
     src = root / "src"
     src.mkdir(parents=True)
     shutil.copyfile(song, src / song.name)
-    beetsdir = root / "beetsdir"
-    beetsdir.mkdir()
-    (beetsdir / "config.yaml").write_text(f"""\
-directory: {root / 'music'}
-library: {root / 'library.db'}
-plugins: [focaltag]
-import:
-  copy: no
-  write: no
-  log: null
-focaltag:
-  models: [{NAME}]
-  chunks: 2
-""")
-    run_env = {**env, "BEETSDIR": str(beetsdir)}
+    run_env = {**env, "BEETSDIR": beets_env(root, {"models": [NAME], "chunks": 2})["BEETSDIR"]}
     for args in (["import", "-A", "-q", str(src)], ["focaltag"]):
         proc = subprocess.run([str(beet), *args], env=run_env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr

@@ -56,24 +56,58 @@ def _files(folder: Path, n: int, seconds: list[float] | None = None) -> list[Pat
 
 
 # -- choosing the precision ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("flags", "fast"), [
-    ("fpu sse avx512f avx512_bf16 avx512_vnni", True),
-    ("fpu sse amx_bf16 amx_tile", True),
-    ("fpu sse avx2 avx512f avx512bw", False),  # plain AVX512: bf16 would be emulated
-    (None, False),  # no /proc/cpuinfo (macOS, Windows)
+@pytest.mark.parametrize(("flags", "measured_fast", "fast"), [
+    ("fpu sse avx512f avx512_bf16 avx512_vnni", True, True),  # AVX512-BF16 that measured faster (AMD Zen 5)
+    ("fpu sse avx512f avx512_bf16 avx512_vnni", False, False),  # ... that measured slower (Intel without AMX)
+    ("fpu sse amx_bf16 amx_tile", False, True),  # AMX: fast, nothing measured
+    ("fpu sse avx2 avx512f avx512bw", True, False),  # plain AVX512: bf16 would be emulated
+    (None, True, False),  # no /proc/cpuinfo (macOS, Windows)
 ])
-def test_fast_bf16_is_read_from_cpu_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str | None,
-                                          fast: bool) -> None:
+def test_fast_bf16_is_read_from_cpu_flags_and_measured_where_they_do_not_settle_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str | None, measured_fast: bool, fast: bool) -> None:
     monkeypatch.delenv(rule.CPU_BF16_ENV, raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr(rule, "bf16_measured_fast", lambda path: asked.append(path) or measured_fast)
     path = tmp_path / "cpuinfo"
     if flags is not None:
         path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
     assert rule.cpu_has_fast_bf16(str(path)) is fast
+    assert len(asked) == (1 if flags is not None and "avx512_bf16" in flags else 0)  # only there is it measured
+    # the instructions themselves, fast or not (what bench/tag.py shows bf16 rows for)
+    assert rule.cpu_has_bf16_instructions(str(path)) is (flags is not None and ("bf16" in flags))
+
+
+def test_the_bf16_measurement_is_made_once_per_cpu_and_kept_in_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOCALTAG_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: Example Xeon\nflags\t\t: avx512f avx512_bf16\n")
+    measured: list[int] = []
+    monkeypatch.setattr(rule, "measure_bf16_speedup", lambda: measured.append(1) or 0.64)
+    rule.bf16_measured_fast.cache_clear()
+    assert rule.bf16_measured_fast(str(path)) is False  # 0.64x float32: bf16 would only cost time
+    rule.bf16_measured_fast.cache_clear()  # a new process: reads the cache file instead of measuring
+    assert rule.bf16_measured_fast(str(path)) is False and measured == [1]
+    (entry,) = json.loads((tmp_path / "cache" / "cpu" / "bf16-speedup.json").read_text()).values()
+    assert entry == {"cpu": "Example Xeon", "speedup": 0.64}
+    other = tmp_path / "cpuinfo-other"
+    other.write_text("processor\t: 0\nmodel name\t: Example EPYC\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(rule, "measure_bf16_speedup", lambda: measured.append(2) or 1.6)
+    rule.bf16_measured_fast.cache_clear()
+    assert rule.bf16_measured_fast(str(other)) is True and measured == [1, 2]  # another CPU: measured anew
+    assert len(json.loads((tmp_path / "cache" / "cpu" / "bf16-speedup.json").read_text())) == 2
+    rule.bf16_measured_fast.cache_clear()
+
+
+def test_the_bf16_measurement_runs_a_real_convolution_both_ways() -> None:
+    speedup = rule.measure_bf16_speedup(repeats=1)
+    assert 0.05 < speedup < 20  # a ratio of two real timings of the same convolution
 
 
 @pytest.mark.parametrize("flags", ["fpu sse avx512f avx512_bf16", "fpu sse avx2 fma"])
 def test_cpu_bf16_variable_overrides_the_flags_and_is_read_on_every_call(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
+    monkeypatch.setattr(rule, "bf16_measured_fast", lambda path: True)
     path = tmp_path / "cpuinfo"
     path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     from_flags = "avx512_bf16" in flags
