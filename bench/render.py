@@ -278,7 +278,8 @@ def _tag_architectures(r: Doc) -> list[str]:
              fig(a["bf16_all_no_recheck_vs_fp32"], "x"), sci(a["bf16_max_abs_diff"]),
              "yes" if a["bf16_top5_equal"] else "no", f"{a['bf16_rechecked_tracks_per_run']}"]
             for name, a in r["architectures"].items()]
-    return table([f"architecture, {r['tracks']} tracks", "float32 x real time", "bf16 (as auto) x real time",
+    return table([f"architecture, {r['tracks']} tracks", "float32 x real time",
+                  "bf16 (float32-grade first layers, re-checked) x real time",
                   "bf16 vs float32", "bf16, every layer, no re-check, vs float32", "bf16 max \\|Δp\\|",
                   "bf16 top-5 = float32", "re-checked per run"], rows)
 

@@ -12,7 +12,7 @@ Sections (``--sections``, default all):
 
 * ``modes``: the paper's short-chunk ResNet (width 128, random weights with a spread output bias, see
   ``_paper_resnet``: speed does not depend on the weights) through ``Tagger`` in float32 and in bf16 as ``auto``
-  runs it on AMX / AVX512-BF16 CPUs (spectrogram-reading layers in float32, close calls under
+  runs it where it takes bf16 (spectrogram-reading layers in float32, close calls under
   the architecture's bf16 re-check margin re-checked in float32), with 0, 1 (default) or 2 decoding threads; bf16 with every layer
   in bf16 and no re-check (the precision's raw speed); bf16 with every track re-checked (the re-check's worst
   case). ``--all-modes`` adds channels_last, ``torch.compile`` and onnxruntime (the modes that did not pay off
@@ -26,7 +26,7 @@ Sections (``--sections``, default all):
 * ``process``: whole-process wall time of ``focaltag tag --format json`` (imports, model load, decoding, writing)
   per precision against a process running the plain float32 loop; the target is a ratio of at least
   ``TARGET_VS_PLAIN_PROCESS``.
-* ``architectures``: x real time in float32, bf16 as ``auto`` runs it and bf16 with every layer in bf16 and no
+* ``architectures``: x real time in float32, bf16 as ``auto`` runs it where it takes bf16 and bf16 with every layer in bf16 and no
   re-check, for each catalogue architecture (paper ResNet random init; Won et al.'s FCN, CRNN and Musicnn from
   ``../shared/models/won2020`` when present), with the float32 modules, largest probability differences,
   top-5 agreement and re-checked tracks.

@@ -46,7 +46,8 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_size: int | None = None,
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (torch runtime "
                    "only)")
     p.add_argument("--precision", choices=TAG_PRECISIONS, default="auto",
-                   help="auto: bf16 on CPUs with AMX / AVX512-BF16 and on bf16 GPUs; on other CPUs int8 through "
+                   help="auto: bf16 on bf16 GPUs, on CPUs with AMX, and on CPUs with AVX512-BF16 where it measured "
+                   "faster than float32 (timed once, cached); on other CPUs int8 through "
                    "onnxruntime for the paper ResNet (with the onnx extra installed; quantized once on generated "
                    "audio and cached; close calls re-checked in float32), float32 elsewhere; int8 forces it "
                    "(architectures without an int8 recipe stay float32; Musicnn stays float32 on CPUs, where bf16 "

@@ -42,7 +42,7 @@ def predict_split(models: ModelSpecs | ResolvedModel | None, tsv: str | os.PathL
     Rows follow the TSV's row order, columns the canonical tag order (sorted full names); each entry is the
     mean sigmoid probability over ``n_chunks`` evenly spaced chunks (and over ensemble members). Every track
     must be in the cache (``focaltag data prepare``). ``precision`` as :class:`~focaltag.inference.Tagger`'s
-    (``"auto"``: bf16 on CPUs with AMX / AVX512-BF16).
+    (``"auto"``: the rule of :mod:`focaltag.precision`).
     """
     from focaltag._progress import progress
     from focaltag.audio.chunks import eval_chunks

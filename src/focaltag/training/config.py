@@ -250,7 +250,8 @@ class RuntimeConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
     num_workers: int = 4
     # auto: bf16 autocast on CUDA GPUs that support it, float32 on CPUs (bf16 changes the numerics there);
-    # bf16: also on CPUs that run it fast (AMX / AVX512-BF16, the rule of focaltag.precision), else float32;
+    # bf16: also on CPUs that run it fast (AMX, or AVX512-BF16 that measured faster: focaltag.precision),
+    # else float32;
     # fp32: never. See bench/train.py for the speed.
     precision: Precision = "auto"
     bf16: bool | None = field(default=None, metadata={"deprecated": True})  # old spelling: precision

@@ -84,8 +84,8 @@ def _amp_precision(device: torch.device, runtime: RuntimeConfig, main: bool) -> 
     if runs_bf16_fast(device):
         return "bf16"
     if main and runtime.precision == "bf16":
-        log.info("runtime.precision bf16: this %s has no fast bf16 kernels (AMX / AVX512-BF16 on CPUs); training "
-                 "in float32", "GPU" if device.type == "cuda" else "CPU")
+        log.info("runtime.precision bf16: this %s has no fast bf16 kernels (on CPUs: AMX, or AVX512-BF16 that "
+                 "measured faster than float32); training in float32", "GPU" if device.type == "cuda" else "CPU")
     return "fp32"
 
 
