@@ -196,3 +196,20 @@ def test_missing_split_fails_before_any_training(dataset, fakes, tmp_path):
     with pytest.raises(DataError, match="no split-3 files"):
         runner.run_experiment(_spec(dataset), tmp_path / "exp", splits=[0, 3], figures=False)
     assert fakes.calls == []
+
+
+@pytest.mark.parametrize(("bf16", "vnni", "expected"), [("1", "1", "auto"), ("0", "1", "fp32"), ("0", "0", "fp32")])
+def test_experiments_score_in_bf16_where_it_is_fast_and_never_in_int8(monkeypatch: pytest.MonkeyPatch, bf16: str,
+                                                                     vnni: str, expected: str) -> None:
+    """A fresh checkpoint is scored once: on a CPU where ``auto`` would take int8 (VNNI, no fast bf16) the
+    experiment scores in float32, so no export or calibration runs and the metric tables get float32's numbers."""
+    from focaltag.experiments.runner import scoring_precision
+    from focaltag.inference.precision import resolve_model_precision
+    from focaltag.models import create_model
+
+    monkeypatch.setenv("FOCALTAG_CPU_BF16", bf16)
+    monkeypatch.setenv("FOCALTAG_CPU_VNNI", vnni)
+    precision = scoring_precision("cpu")
+    assert precision == expected
+    model = create_model("short_chunk_resnet", n_tags=56, width=8)
+    assert resolve_model_precision(precision, "cpu", model) in ("bf16", "fp32")  # what would run: never int8

@@ -30,7 +30,8 @@ from focaltag.errors import ConfigError, FocaltagError
 from focaltag.experiments.spec import ExperimentSpec, ResolvedExperiment, ResolvedRun, resolve_experiment
 from focaltag.training.loss_registry import LOSS_LABELS
 
-__all__ = ["ExperimentResult", "run_experiment", "run_demo_experiment", "default_label", "PAPER_EXPERIMENT"]
+__all__ = ["ExperimentResult", "run_experiment", "run_demo_experiment", "default_label", "scoring_precision",
+           "PAPER_EXPERIMENT"]
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,20 @@ def _predict(run_dir: Path, tsv: Path, config: Any, *, n_chunks: int, batch_size
     _prepare_tracks(config, tsv)
     device = _device(config.runtime.device)
     tagger = Tagger(run_dir / "best.pt", InferenceOptions(n_chunks=n_chunks, batch_size=batch_size, device=device,
-                                                          thresholds=None))
+                                                          thresholds=None, precision=scoring_precision(device)))
     matrix, _ids = predict_split(None, tsv, _cache_dir(config), n_chunks, batch_size=batch_size,
                                  device=device, tagger=tagger)
     return np.asarray(matrix, dtype=np.float32), sorted(tagger.tag_names)
+
+
+def scoring_precision(device: str) -> str:
+    """The precision an experiment scores its fresh checkpoints in: ``auto`` where that is bf16 (fast, and
+    re-checked in float32 on close calls), else float32. Never int8: a checkpoint is scored once, so int8's
+    export and calibration would not pay back (they tripled the demo's time on a VNNI CPU), and its larger error
+    (1e-2) would reach the metric tables."""
+    from focaltag.precision import runs_bf16_fast
+
+    return "auto" if runs_bf16_fast(device) else "fp32"
 
 
 def _device(name: str) -> str:
