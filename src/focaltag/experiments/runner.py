@@ -100,8 +100,8 @@ def _predict(run_dir: Path, tsv: Path, config: Any, *, n_chunks: int, batch_size
 def scoring_precision(device: str) -> str:
     """The precision an experiment scores its fresh checkpoints in: ``auto`` where that is bf16 (fast, and
     re-checked in float32 on close calls), else float32. Never int8: a checkpoint is scored once, so int8's
-    export and calibration would not pay back (they tripled the demo's time on a VNNI CPU), and its larger error
-    (1e-2) would reach the metric tables."""
+    export and calibration would not pay back (the README gives the demo's time with and without them), and its
+    larger error would reach the metric tables."""
     from focaltag.precision import runs_bf16_fast
 
     return "auto" if runs_bf16_fast(device) else "fp32"
