@@ -13,6 +13,10 @@ start-up, the driver's model load, the actors' start-up and model load included)
 * ``ray_1_node``: ``--ray ADDRESS`` against a ``ray.cluster_utils.Cluster`` head of 1 CPU on 127.0.0.1;
 * ``ray_2_nodes``: head + one worker node, 1 CPU each.
 
+Node ``i`` and every process it starts are bound to core ``i`` (``--float-nodes`` leaves them unbound): a 1-CPU
+node is a machine with one CPU, as the local run is pinned to one. Unbound, two 1-CPU nodes on one 2-core machine
+let the scheduler move each actor between the cores, at 7-12 % more CPU per track, which real nodes never pay.
+
 The cluster of a contender is started before its clock and stopped after it (an idle cluster's daemons would
 otherwise load the other contenders' runs). Its workers run at niceness 0 like the local run (``--worker-niceness``;
 Ray's default, 15, makes the actors yield to every other process of a shared machine, which is then what such a
@@ -20,7 +24,7 @@ run measures). The contenders run interleaved, ``--repeats`` rounds
 (``bench/_protocol.py``): each figure is the median [min-max] of the rounds, each ratio is taken within a round.
 Goals (issue 34): 2 nodes >= 1.7x one node, one node >= 0.85x the local run.
 
-Evidence: the CPU cores this session gets with one and with two busy-looping processes (on one machine, two
+Evidence: the local run's CPU per file alone and beside a twin on the other core (no Ray); the CPU cores this session gets with one and with two busy-looping processes (on one machine, two
 1-CPU nodes are two processes of one session, and Linux's autogroup may schedule a session as one group); the
 driver's CPU per file (a Ray call returning a result record, and writing its line), the inputs of the README's
 estimate for a large cluster. Per run: CPU seconds by process role (the CLI/driver, model actors, Ray's daemons, other Ray workers),
@@ -227,14 +231,36 @@ class CpuByRole:
 
 
 # -- one run ----------------------------------------------------------------------------------------------------
+PIN_NODES = True
+"""Each node on a core of its own (``--float-nodes`` turns it off; set in ``main``)."""
+
+
 def _cluster(nodes: int) -> Any:
-    """``nodes`` nodes of 1 CPU on 127.0.0.1; their workers run at ``RAY_worker_niceness`` (see ``--worker-niceness``)."""
+    """``nodes`` nodes of 1 CPU on 127.0.0.1; their workers run at ``RAY_worker_niceness`` (see ``--worker-niceness``).
+
+    With :data:`PIN_NODES`, node ``i`` and every process it starts (raylet, workers, the head's GCS) are bound to
+    core ``i``, as a 1-CPU machine is and as the local run is (``taskset``): two unbound 1-CPU nodes on one 2-core
+    machine let the scheduler move each actor between the cores, and the moves cost the actors 7-12 % more CPU
+    per track (README, "On a Ray cluster"), which real 1-CPU nodes never pay."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
-                                                     "node_ip_address": "127.0.0.1", "include_dashboard": False})
-    for _ in range(nodes - 1):
-        c.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
+    every = os.sched_getaffinity(0)
+    cores = sorted(every)
+    pin = PIN_NODES and len(cores) >= nodes
+
+    def bound(i: int) -> None:
+        if pin:
+            os.sched_setaffinity(0, {cores[i]})  # the node's processes inherit this process's affinity
+
+    try:
+        bound(0)
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
+                                                         "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        for i in range(1, nodes):
+            bound(i)
+            c.add_node(num_cpus=1, object_store_memory=STORE, node_ip_address="127.0.0.1")
+    finally:
+        os.sched_setaffinity(0, every)
     c.wait_for_nodes()
     return c
 
@@ -438,6 +464,48 @@ def _session_share(repeats: int, seconds: float = 8.0) -> dict[str, Any]:
             "load_at_start": loads, "seconds_each": seconds}
 
 
+def _pinned_tag(core: int, files: Sequence[Path], model: Path, out: Path) -> subprocess.Popen:
+    for stale in out.parent.glob(f"{out.name}*"):
+        stale.unlink()
+    cmd = ["taskset", "-c", str(core), str(FOCALTAG), "tag", *map(str, files), "-m", str(model), "-o", str(out),
+           "--precision", "fp32", "-q"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+
+
+def _cpu_s_of(proc: subprocess.Popen) -> float:
+    """The process's own CPU seconds (user + system), from ``wait4``: exact, and per child when two run at once."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, proc.args))} failed with exit code {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def _twin_core(work: Path, files: int, repeats: int) -> dict[str, Any]:
+    """The local run's CPU seconds per file on core 0 alone, and while a second local run tags the other half of
+    the library on core 1 at the same time, without Ray: what a 1-CPU node pays for a busy neighbour on the same
+    host (shared cache and memory bandwidth, or vCPUs that share a physical core on the host), which no setting of
+    focaltag's removes. Two 1-CPU nodes on one 2-core machine run so; two real nodes do not."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        return {"skipped": "fewer than two CPUs"}
+    _tag_library(work / "lib", files)
+    model = work / "paper.pt" if (work / "paper.pt").exists() else _model(work / "paper.pt")
+    library = sorted(p for p in (work / "lib").rglob("*") if p.is_file())
+    halves = [library[0::2], library[1::2]]  # each half gets every other file, real recordings in both
+    alone, twin, loads = [], [], []
+    for _ in range(repeats):
+        loads.append(P.load_average())
+        alone.append(_cpu_s_of(_pinned_tag(cores[0], halves[0], model, work / "alone.jsonl")) / len(halves[0]))
+        procs = [_pinned_tag(cores[i], halves[i], model, work / f"twin{i}.jsonl") for i in range(2)]
+        twin.append(_cpu_s_of(procs[0]) / len(halves[0]))  # the same half as alone, on the same core
+        _cpu_s_of(procs[1])
+    return {"alone_cpu_s_per_file": P.summary(alone), "with_twin_cpu_s_per_file": P.summary(twin),
+            "twin_over_alone": P.ratio_summary(twin, alone), "cores": cores, "files_each": len(halves[0]),
+            "load_at_start": loads, "what": "focaltag tag -o, pinned with taskset, paper-size ResNet, float32; "
+            "CPU seconds of the whole process (start-up included) over its files"}
+
+
 def _sample_result(i: int) -> Any:
     """A TagResult shaped like the paper ResNet's (56 tags, 16 chunks), for the driver-cost measurement."""
     from focaltag.inference import TagResult
@@ -521,17 +589,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="RAY_worker_niceness of the clusters' nodes: 0 (default) runs the actors at the local "
                         "run's priority; Ray's own default, 15, makes them yield to every other process of a shared "
                         "machine")
+    parser.add_argument("--float-nodes", action="store_true",
+                        help="leave the nodes unbound: each may run on any core (by default node i is bound to "
+                        "core i, as a 1-CPU machine is)")
     P.add_protocol_arguments(parser, quick="24 files to tag, 40 tracks to prepare")
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.tracks = 24, 40
     if shutil.which("taskset") is None:
         raise SystemExit("bench/ray.py pins the local run with taskset (util-linux); install it")
+    global PIN_NODES
+    PIN_NODES = not args.float_nodes
     os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112  (Ray config names are case-sensitive)
     run = P.Run("bench/ray.py", args, argv=sys.argv[1:] if argv is None else argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="focaltag-bench-ray-"))
     results: dict[str, Any] = {"cpus_per_node": 1, "nodes_on": "one machine (ray.cluster_utils.Cluster on "
-                               "127.0.0.1): every node shares its cores", "worker_niceness": args.worker_niceness}
+                               "127.0.0.1)", "nodes_bound_to_cores": PIN_NODES, "worker_niceness": args.worker_niceness}
     try:
         if args.only in (None, "tag"):
             results["tag"] = _bench_tag(work / "tag", args.files, args.repeats)
@@ -539,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             results["prepare"] = _bench_prepare(work / "prepare", args.tracks, args.repeats)
         if args.only in (None, "evidence"):
             results["session_share"] = _session_share(args.repeats)
+            results["twin_core"] = _twin_core(work / "twin", args.files, args.repeats)
             results["driver"] = _driver_cost(work / "driver", args.repeats)
     finally:
         if args.workdir is None:

@@ -370,7 +370,22 @@ def _similar_embeddings(r: Doc) -> list[str]:
     return table([f"`focaltag tag` of {what}, {x['model']}", "wall time", "process CPU time"], [
         ["without --embeddings", fig(x["plain_s"], "s"), fig(x.get("plain_cpu_s"), "s")],
         ["with --embeddings", fig(x["embeddings_s"], "s"), fig(x.get("embeddings_cpu_s"), "s")],
-        ["ratio (per round)", fig(x["embeddings_vs_plain"], "x"), fig(x.get("embeddings_vs_plain_cpu"), "x")]])
+        ["ratio (per round)", fig(x["embeddings_vs_plain"], "x"), fig(x.get("embeddings_vs_plain_cpu"), "x")]]
+    ) + _similar_embedding_parts(x.get("paired"))
+
+
+def _similar_embedding_parts(x: Doc | None) -> list[str]:
+    if x is None:
+        return []
+    implied = x["implied_run_cost"]
+    return ["", *table(["what `--embeddings` adds, timed against its plain twin call by call", "process CPU time"], [
+        [f"a batch of {x['batch_chunks']} chunks through the network, plain", fig(x["forward_cpu_s"], "s")],
+        ["the same batch, the embedding returned too", fig(x["forward_with_embedding_cpu_s"], "s")],
+        ["ratio (per round)", fig(x["forward_with_embedding_vs_plain"], "x")],
+        ["per track: the chunk mean and one store record",
+         "{} s ({} to {})".format(*(sci(x["per_track_store_and_mean_cpu_s"][k]) for k in ("median", "min", "max")))],
+        [f"implied for the run above ({implied['chunks_per_track']:.1f} chunks and "
+         f"{implied['plain_cpu_s_per_track']:.3f} CPU s per track)", f"{implied['ratio']:.3f}x"]])]
 
 
 def _similar_libraries(r: Doc) -> list[str]:
@@ -425,6 +440,11 @@ def _ray_evidence(r: Doc) -> list[str]:
         ["CPU cores one busy process of this session got", fig(share["one_process_cores"], "share")],
         ["CPU cores two busy processes of this session got together", fig(share["two_processes_cores"], "share")],
         ["two / one (per round)", fig(share["two_over_one"], "x")],
+        *([["local run pinned to core 0, CPU s per file (paper ResNet, float32), the other core idle",
+            fig(r["twin_core"]["alone_cpu_s_per_file"], "s")],
+           ["the same while a second local run tags the other half on core 1", fig(r["twin_core"]["with_twin_cpu_s_per_file"], "s")],
+           ["with a busy neighbour / alone (per round)", fig(r["twin_core"]["twin_over_alone"], "x")]]
+          if "alone_cpu_s_per_file" in r.get("twin_core", {}) else []),
         ["driver CPU per file: one Ray call two deep (submit, wait, unpickle a result record)",
          fig(driver["ray_call_cpu_ms"], "share") + " ms"],
         ["driver CPU per file: its JSONL line (object, write + flush, stat)", fig(driver["line_cpu_ms"], "share") + " ms"],
