@@ -335,20 +335,33 @@ def _similar_scale(r: Doc) -> list[str]:
         build = x.get("graph_build_s")
         built = "—" if build is None else (fig(build, "s") if isinstance(build, dict) else
                                           f"{_number(build, 's')} s (1 build)")
-        rows.append([f"{x['n']:,}", _ms(x["exact_query_ms_p50"]), _ms(x["exact_query_ms_p99"]),
+        rows.append([f"{x['n']:,}", "exact" if x.get("searched_exactly_by_the_index") else "HNSW",
+                     _ms(x["exact_query_ms_p50"]), _ms(x["exact_query_ms_p99"]),
                      _ms(x.get("graph_query_ms_p50")), _ms(x.get("graph_query_ms_p99")),
-                     "—" if "graph_recall_at_10" not in x else f"{x['graph_recall_at_10']:.3f}", built,
+                     "—" if "graph_recall_at_10" not in x else f"{x['graph_recall_at_10']:.3f}",
+                     "—" if "search_recall_at_10" not in x else f"{x['search_recall_at_10']:.3f}", built,
                      "—" if "graph_disk" not in b else f"{b['graph_disk']:,.0f} / {b['graph_ram']:,.0f}"])
-    p = r.get("precision")
-    head = [f"vectors of {r['scale'][0]['dim']} values", "exact p50", "exact p99", "HNSW p50", "HNSW p99",
-            "HNSW recall@10", "HNSW build", "HNSW bytes/vector, disk / RAM"]
+    head = [f"vectors of {r['scale'][0]['dim']} values", "the index searches", "exact p50", "exact p99", "HNSW p50",
+            "HNSW p99", "HNSW recall@10", "HNSW + re-scored 64 (`similar`'s search) recall@10", "HNSW build",
+            "HNSW bytes/vector, disk / RAM"]
     out = table(head, rows)
-    if p:
-        rec = p["recall_at_10_vs_float32"]
-        out += ["", f"Store precision on {p['n']:,} vectors: recall@10 against float32 of float16 "
-                f"{rec['float16']:.4f}, of int8 (one scale per vector, no re-rank) {rec['int8']:.4f}; bytes per "
-                f"vector: " + ", ".join(f"{k} {v}" for k, v in p["bytes_per_vector"].items()) + "."]
+    sweeps = [(x["n"], x.get("search_expansion"), x["search_by_expansion"]) for x in r["scale"]
+              if x.get("search_by_expansion")]
+    for n, default, sweep in sweeps:
+        out += ["", *table([f"`similar`'s search over the HNSW graph of {n:,} vectors, by search expansion "
+                            f"(one pass; the run's default was {default})", "p50", "p99", "recall@10"],
+                           [[e, f"{v['query_ms_p50']:.2f} ms", f"{v['query_ms_p99']:.2f} ms",
+                             f"{v['recall_at_10']:.3f}"]
+                            for e, v in sweep.items()])]
     return out
+
+
+def _similar_precision(r: Doc) -> list[str]:
+    p = r["precision"]
+    rec = p["recall_at_10_vs_float32"]
+    return [f"Store precision on {p['n']:,} vectors: recall@10 against float32 of float16 {rec['float16']:.4f}, of "
+            f"int8 (one scale per vector, no re-rank) {rec['int8']:.4f}; bytes per vector: "
+            + ", ".join(f"{k} {v}" for k, v in p["bytes_per_vector"].items()) + "."]
 
 
 def _similar_process(r: Doc) -> list[str]:
@@ -480,6 +493,8 @@ BLOCKS: dict[str, Block] = {
     "tag-rss": Block(("tag", "tag-emulate-avx2"), ("rss",), _tag_rss, "bench/tag.py"),
     "head-train": Block(("head-train",), ("tracks",), _head_train, "bench/head_train.py"),
     "similar-index-scale": Block(("similar-index",), ("scale",), _similar_scale, "bench/similar_index.py"),
+    "similar-index-precision": Block(("similar-index",), ("precision",), _similar_precision,
+                                     "bench/similar_index.py"),
     "similar-index-process": Block(("similar-index",), ("process",), _similar_process, "bench/similar_index.py"),
     "similar-index-embeddings": Block(("similar-index",), ("embeddings",), _similar_embeddings,
                                       "bench/similar_index.py"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import resource
@@ -52,7 +53,7 @@ from _protocol import REPO, Run, add_protocol_arguments, cpus, interleave, ratio
 sys.path.insert(0, str(REPO / "src"))
 
 from focaltag._paths import json_line  # noqa: E402
-from focaltag.library.index import EXACT_MAX, _graph, exact_top  # noqa: E402
+from focaltag.library.index import EXACT_MAX, HNSW_EXPANSION_SEARCH, VectorSearch, _graph, exact_top  # noqa: E402
 from focaltag.library.runs import path_key  # noqa: E402
 from focaltag.library.store import StoreHeader, VectorStore, append_record, record_dtype  # noqa: E402
 
@@ -136,21 +137,37 @@ def part_scale(args: argparse.Namespace, size: int) -> dict:
         exact_lat.append(times)
 
     found: list[list[set[int]]] = []
+    search_lat: list[list[float]] = []
+    search_found: list[list[set[int]]] = []
 
     def run_graph() -> None:
+        """The graph alone: its 10 nearest, re-scored."""
         times, hits = [], []
         for q in qs:
             t0 = time.perf_counter()
             keys = np.asarray(graph.search(q, 10).keys, dtype=np.int64)
-            scores = x[keys].astype(np.float32) @ q  # re-scored as the index does
+            scores = x[keys].astype(np.float32) @ q
             keys = keys[np.lexsort((keys, -scores))]
             times.append(time.perf_counter() - t0)
             hits.append(set(keys.tolist()))
         graph_lat.append(times)
         found.append(hits)
 
-    interleave({"exact": run_exact, "graph": run_graph} if graph is not None else {"exact": run_exact},
-               args.repeats)
+    def run_search() -> None:
+        """What ``similar`` runs: :class:`VectorSearch` over the graph (its first candidates, re-scored), the 10
+        best of them."""
+        search = VectorSearch(x, graph)
+        times, hits = [], []
+        for q in qs:
+            t0 = time.perf_counter()
+            keys = [row for row, _ in itertools.islice(search.ranked(q), 10)]
+            times.append(time.perf_counter() - t0)
+            hits.append(set(keys))
+        search_lat.append(times)
+        search_found.append(hits)
+
+    interleave({"exact": run_exact, "graph": run_graph, "search": run_search} if graph is not None
+               else {"exact": run_exact}, args.repeats)
     out = {
         "n": size, "dim": args.dim, "queries_per_repeat": len(qs), "build_runs": len(builds),
         "exact_query_ms_p50": summary([percentile_ms(t, 50) for t in exact_lat]),
@@ -167,6 +184,25 @@ def part_scale(args: argparse.Namespace, size: int) -> dict:
     out["graph_query_ms_p50"] = summary([percentile_ms(t, 50) for t in graph_lat])
     out["graph_query_ms_p99"] = summary([percentile_ms(t, 99) for t in graph_lat])
     out["graph_recall_at_10"] = float(np.mean([len(t & f) / 10 for t, f in zip(truth, found[-1], strict=True)]))
+    sweep = {}
+    for ef in args.search_expansions:  # the product's search at other graph expansions, after the figures above
+        graph.expansion_search = ef
+        search = VectorSearch(x, graph)
+        lat, hits = [], []
+        for q in qs:
+            t0 = time.perf_counter()
+            hits.append({row for row, _ in itertools.islice(search.ranked(q), 10)})
+            lat.append(time.perf_counter() - t0)
+        sweep[str(ef)] = {"query_ms_p50": percentile_ms(lat, 50), "query_ms_p99": percentile_ms(lat, 99),
+                          "recall_at_10": float(np.mean([len(t & f) / 10 for t, f in zip(truth, hits, strict=True)]))}
+    graph.expansion_search = HNSW_EXPANSION_SEARCH
+    if sweep:
+        out["search_by_expansion"] = sweep
+    out["search_expansion"] = HNSW_EXPANSION_SEARCH
+    out["search_query_ms_p50"] = summary([percentile_ms(t, 50) for t in search_lat])
+    out["search_query_ms_p99"] = summary([percentile_ms(t, 99) for t in search_lat])
+    out["search_recall_at_10"] = float(np.mean([len(t & f) / 10
+                                                for t, f in zip(truth, search_found[-1], strict=True)]))
     out["bytes_per_vector"].update({"graph_disk": disk / size, "graph_ram": graph.memory_usage / size})
     return out
 
@@ -403,6 +439,9 @@ def main() -> None:
     parser.add_argument("--graph-max", type=int, default=None, metavar="N",
                         help="above N vectors measure exact search only (the graph's build takes long on a busy "
                         "machine)")
+    parser.add_argument("--search-expansions", default="",
+                        help="comma-separated HNSW search expansions to sweep with the product's search after the "
+                        "main figures (recall@10 and latency at each; one pass of the queries each)")
     parser.add_argument("--clusters", type=int, default=64, help="clusters of the synthetic vectors")
     parser.add_argument("--library-size", type=int, default=None, help="tracks of the 'process' library "
                         "(default 100000; 20000 with --quick)")
@@ -410,6 +449,7 @@ def main() -> None:
     sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
     args.library_size = args.library_size or (20_000 if args.quick else 100_000)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    args.search_expansions = [int(e) for e in args.search_expansions.split(",") if e.strip()]
     run = Run("bench/similar_index.py", args, name="similar-index")
     results: dict = {"exact_max": EXACT_MAX}
     for part in parts:

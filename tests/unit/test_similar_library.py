@@ -367,6 +367,41 @@ def test_json_round_trip_of_surrogate_paths_in_the_index(tmp_path: Path) -> None
     assert json.loads((index_dir(output) / "files.txt").read_text().splitlines()[-1]) == odd
 
 
+def test_a_saved_graph_searches_with_the_index_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """usearch restores a saved graph with its own default search expansion (64), not the one it was built with:
+    the index sets its own again, on a graph read back and on one grown from the saved copy."""
+    import focaltag.library.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_MAX", 50)
+    vectors = clustered(120, 16, clusters=10)
+    output = write_library(tmp_path, vectors)
+    built = LibraryIndex.load(output)
+    assert built.graph is not None and built.graph.expansion_search == index_module.HNSW_EXPANSION_SEARCH
+    read_back = LibraryIndex.load(output)
+    assert read_back.graph is not built.graph
+    assert read_back.graph.expansion_search == index_module.HNSW_EXPANSION_SEARCH
+    assert index_module._grown_graph(index_dir(output), read_back.unit).expansion_search == \
+        index_module.HNSW_EXPANSION_SEARCH
+
+
+def test_a_graph_saved_under_a_lower_exact_max_is_left_unused(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index saved with a graph by a release whose exact search stopped lower: its library is now searched
+    exactly, and the answer is exact search's."""
+    import focaltag.library.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_MAX", 50)
+    vectors = clustered(200, 16, clusters=10)
+    output = write_library(tmp_path, vectors)
+    assert LibraryIndex.load(output).graph is not None
+    monkeypatch.setattr(index_module, "EXACT_MAX", 500)
+    reloaded = LibraryIndex.load(output)
+    assert reloaded.graph is None
+    query = unit_vector(vectors[7])
+    hits = [hit for hit, _ in zip(reloaded.search().ranked(query, first=10), range(10), strict=False)]
+    assert [row for row, _ in hits] == exact_top(reloaded.unit, query, 10)[0].tolist()
+
+
 def test_a_grown_library_adds_to_its_graph_instead_of_rebuilding(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import focaltag.library.index as index_module
