@@ -380,8 +380,9 @@ def test_a_saved_graph_searches_with_the_index_expansion(tmp_path: Path, monkeyp
     read_back = LibraryIndex.load(output)
     assert read_back.graph is not built.graph
     assert read_back.graph.expansion_search == index_module.HNSW_EXPANSION_SEARCH
-    assert index_module._grown_graph(index_dir(output), read_back.unit).expansion_search == \
-        index_module.HNSW_EXPANSION_SEARCH
+    grown = index_module._grown_graph(index_dir(output), read_back.unit)
+    assert (grown.expansion_search, grown.expansion_add) == (index_module.HNSW_EXPANSION_SEARCH,
+                                                            index_module.HNSW_EXPANSION_ADD)
 
 
 def test_a_graph_saved_under_a_lower_exact_max_is_left_unused(tmp_path: Path,

@@ -339,9 +339,10 @@ def _graph(unit: np.ndarray) -> Any:
     return graph
 
 
-def _search_expansion(graph: Any) -> None:
-    """Set the index's search expansion on a graph read back from disk: usearch restores a saved graph with its
-    own default, not the expansion the graph was built with."""
+def _expansions(graph: Any) -> None:
+    """Set the index's expansions on a graph read back from disk: usearch restores a saved graph with its own
+    defaults, not the expansions the graph was built with (tracks added to it would be linked more loosely too)."""
+    graph.expansion_add = HNSW_EXPANSION_ADD
     graph.expansion_search = HNSW_EXPANSION_SEARCH
 
 
@@ -361,7 +362,7 @@ def _grown_graph(previous: Path | None, unit: np.ndarray) -> Any:
         return _graph(unit)
     if graph is None or len(graph) != len(old):
         return _graph(unit)
-    _search_expansion(graph)
+    _expansions(graph)
     logger.info("adding %d track(s) to the search graph of %d", len(unit) - len(old), len(old))
     if len(unit) > len(old):
         graph.add(np.arange(len(old), len(unit), dtype=np.uint64), np.asarray(unit[len(old):], dtype=np.float16))
@@ -406,7 +407,7 @@ def _read_saved(folder: Path, stamp: dict[str, Any]) -> LibraryIndex | None:
 
             graph = Index.restore(os.fspath(folder / GRAPH_NAME), view=True)
             if graph is not None:
-                _search_expansion(graph)
+                _expansions(graph)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as err:
