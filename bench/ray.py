@@ -107,18 +107,22 @@ def _tag_library(root: Path, n_files: int) -> int:
 
 
 def _prepare_dataset(root: Path, n_tracks: int) -> Path:
-    """``n_tracks`` generated 60 s stereo MP3s and their TSV; returns the TSV."""
+    """``n_tracks`` generated 60 s stereo MP3s and their TSV; returns the TSV (a ``--workdir`` of an earlier run
+    with the same ``--tracks`` keeps them: they are the same bytes, from the same seed)."""
     import soundfile as sf
 
     rng = np.random.default_rng(1)
     audio = root / "audio"
+    tsv = root / "prepare.tsv"
+    if tsv.is_file() and len(tsv.read_text().splitlines()) == n_tracks + 1 \
+            and all((audio / f"{i % 10:02d}/p{i}.mp3").is_file() for i in range(n_tracks)):
+        return tsv
     rows = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"]
     for i in range(n_tracks):
         rel = f"{i % 10:02d}/p{i}.mp3"
         (audio / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(audio / rel, _tone(60, 44100, rng), 44100, format="MP3")
         rows.append(f"p{i}\ta\tb\t{rel}\t60.0\tmood/theme---{'calm' if i % 2 else 'happy'}")
-    tsv = root / "prepare.tsv"
     tsv.write_text("\n".join(rows) + "\n")
     return tsv
 

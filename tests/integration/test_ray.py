@@ -581,6 +581,44 @@ print(json.dumps({"torch_before_model": torch_before_model, "started_pool": ray_
 
 
 @pytest.mark.slow
+def test_prepare_decoders_start_before_the_cache_is_planned_and_an_idle_one_leaves_no_files(
+        cluster, tmp_path: Path) -> None:
+    """``runner.start()`` right after joining: both decoding actors (one per CPU of the two nodes) come up before
+    the cache is known; a run of one batch then uses one of them, and only that one claims a writer slot (the
+    files of a local prepare with one worker). ``close()`` after the run is a no-op; before it, it stops them."""
+    import ray
+    from focaltag.audio.cache import WaveformCache, prepare_cache
+    from focaltag.data.metadata import read_tracks
+    from focaltag.ray import connect, ray_batch_runner
+
+    files = _make_library(tmp_path / "audio", 1, seed=21)
+    tsv = tmp_path / "one.tsv"
+    tsv.write_text("TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\n"
+                   f"t0\ta\tb\t{Path(files[0]).relative_to(tmp_path / 'audio')}\t2.0\tmood/theme---calm\n")
+    assert connect(cluster.address)
+    try:
+        runner = ray_batch_runner()
+        pool = runner.start()
+        # both actors are up (their ready() calls return) before the cache is named or any batch is given
+        up = ray.get(list(pool.starting), timeout=120)
+        assert len(up) == 2 and all(s["batches"] == 0 for s in up), up
+        summary = prepare_cache(read_tracks(tsv, allow_untagged=True), tmp_path / "audio", tmp_path / "cache",
+                                workers=2, progress=False, runner=runner)
+        assert (summary.prepared, summary.failed) == (1, 0)
+        runner.close()
+        assert sorted(p.name for p in (tmp_path / "cache").glob("data-*.bin")) == ["data-0of1-w00.bin"]
+        assert sum(s["batches"] for s in runner.actor_stats) == 1
+        assert WaveformCache(tmp_path / "cache").verify() == []
+
+        unused = ray_batch_runner()
+        idle = unused.start()
+        unused.close()  # the run never came: its actors are stopped
+        assert not idle.alive and not idle.starting
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
 def test_actors_start_before_the_driver_imports_torch_and_then_load_the_model(cluster, tiny_model: Path,
                                                                               tmp_path: Path) -> None:
     """``start_tag_actors`` right after joining: the driver has not imported torch (the actors' start-up

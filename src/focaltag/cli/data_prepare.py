@@ -80,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
         runner = ray_batch_runner()
         started = connect(args.ray or None)
+        try:
+            runner.start()  # the actors' start-up overlaps the planning below
+        except BaseException:
+            if started:
+                import ray
+
+                ray.shutdown()
+            raise
         if workers is None:
             import ray
 
@@ -88,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         summary = prepare_cache(tracks, audio_dir, cache, workers=workers, shard=args.shard or (0, 1),
                                 progress=not args.quiet, runner=runner)
     finally:
+        if runner is not None:
+            runner.close()
         if started:
             import ray
 

@@ -4,7 +4,8 @@
 commits of about a minute of audio) and collects the results; :func:`ray_batch_runner` only changes where each
 batch runs: in one of a pool of Ray actors, one per whole CPU of the cluster, each of which claims a writer slot
 of the cache for its life (an ``flock``-ed data file plus its journal, as a local worker process does) and
-decodes and commits batch after batch with :func:`focaltag.audio._store.prepare_batch`. The stored samples of
+decodes and commits batch after batch with :func:`focaltag.audio._store.prepare_batch`. The actors start as soon
+as the driver has joined the cluster, before it reads the track list and plans the cache. The stored samples of
 every track are the bytes a local prepare writes (same decoder, resampler and float16 conversion); a batch lost
 with its actor goes to another, and a killed run is resumed by rerunning, as locally: only committed tracks count.
 
@@ -32,18 +33,26 @@ Job = tuple[str, str, int]
 
 
 class _PrepareWorker:
-    """A decoding actor: one writer slot of the cache for its life, one batch per call."""
+    """A decoding actor: started as soon as the driver has joined the cluster (its imports overlap the driver's
+    planning), told the cache by :meth:`use_cache`, then one batch per call. It claims one writer slot of the
+    cache at its first batch and holds it for its life, so an actor that gets no batch leaves no files."""
 
-    def __init__(self, cache_dir: str, tag: str) -> None:
-        from focaltag.audio._store import acquire_slot
-
+    def __init__(self) -> None:
         started = time.perf_counter()
-        acquire_slot(Path(cache_dir), tag)
+        import focaltag.audio._store  # noqa: F401  (the decoders' imports belong to start-up)
+
         self.init_seconds = time.perf_counter() - started
+        self.cache: tuple[Path, str] | None = None
+        self.claimed = False
         self.batches = 0
         self.busy_seconds = 0.0
 
     def ready(self) -> dict[str, Any]:
+        return self.stats()
+
+    def use_cache(self, cache_dir: str, tag: str) -> dict[str, Any]:
+        """The cache folder and shard tag this actor's batches go to (a setup call, before its first batch)."""
+        self.cache = (Path(cache_dir), tag)
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
@@ -54,13 +63,27 @@ class _PrepareWorker:
                 "busy_s": round(self.busy_seconds, 3), "process_cpu_s": round(time.process_time(), 3)}
 
     def prepare(self, batches: Sequence[list[Job]]) -> list[list[Any]]:
-        from focaltag.audio._store import prepare_batch
+        from focaltag.audio._store import acquire_slot, prepare_batch
 
         started = time.perf_counter()
+        if not self.claimed:
+            if self.cache is None:
+                raise RuntimeError("_PrepareWorker.prepare before use_cache: the driver names the cache first")
+            acquire_slot(*self.cache)
+            self.claimed = True
         out = [prepare_batch(list(batch)) for batch in batches]
         self.batches += len(batches)
         self.busy_seconds += time.perf_counter() - started
         return out
+
+
+def _decoder_pool(plan: PoolPlan, size: int) -> ActorPool:
+    """``size`` decoding actors of ``plan``, started now."""
+    import ray
+
+    worker = ray.remote(_PrepareWorker).options(num_cpus=plan.actor_cpus, scheduling_strategy="SPREAD",
+                                                max_restarts=0, **actor_env_options())
+    return ActorPool(worker, (), size, need=plan.need, has_room=lambda: plan.fits_on(cluster_nodes()))
 
 
 def ray_batch_runner() -> Any:
@@ -68,20 +91,33 @@ def ray_batch_runner() -> Any:
 
     One actor per whole CPU of the cluster (:func:`~focaltag.ray.plan_decoders`), each kept two batches deep;
     batches are handed out as actors free up, so the driver's memory and the object store stay small whatever
-    the number of tracks; results are yielded as they finish. The actors' stats (process, CPU seconds, batches)
-    are left in the runner's ``actor_stats`` list after the run.
+    the number of tracks; results are yielded as they finish. ``runner.start()``, called once the driver has
+    joined the cluster, starts the actors before the cache is planned (their start-up then overlaps the
+    driver's), and ``runner.close()`` stops them if the run never came (nothing to decode, an error); without
+    ``start()`` they start when the batches come. The actors' stats (process, CPU seconds, batches) are left in
+    the runner's ``actor_stats`` list after the run.
     """
     require_ray("data prepare --ray")
     stats: list[dict[str, Any]] = []
+    started: list[ActorPool] = []
+
+    def start() -> ActorPool:
+        if not started:
+            plan = plan_decoders(cluster_nodes())
+            started.append(_decoder_pool(plan, plan.actors))
+        return started[-1]
+
+    def close() -> None:
+        while started:
+            started.pop().close()
 
     def run(cache_dir: Path, tag: str, batches: Sequence[list[Job]]) -> Iterator[list[Any]]:
-        import ray
-
-        plan: PoolPlan = plan_decoders(cluster_nodes())
-        worker = ray.remote(_PrepareWorker).options(num_cpus=plan.actor_cpus, scheduling_strategy="SPREAD",
-                                                    max_restarts=0, **actor_env_options())
-        pool = ActorPool(worker, (str(cache_dir), tag), min(plan.actors, max(1, len(batches))), need=plan.need,
-                         has_room=lambda: plan.fits_on(cluster_nodes()))
+        if started:
+            pool = started.pop()
+        else:
+            plan: PoolPlan = plan_decoders(cluster_nodes())
+            pool = _decoder_pool(plan, min(plan.actors, max(1, len(batches))))
+        pool.setup("use_cache", str(cache_dir), tag)
 
         def give_up(items: list[list[Job]], reason: str) -> list[list[Any]]:
             return [[(tid, path, reason, 0.0, 0.0) for tid, path, _ in batch] for batch in items]
@@ -92,5 +128,6 @@ def ray_batch_runner() -> Any:
         finally:
             stats[:] = pool.close()
 
-    run.actor_stats = stats  # type: ignore[attr-defined]  # a function attribute: the stats bench/ray.py reads after the run
+    # function attributes: the eager start and its close, and the stats bench/ray.py reads after the run
+    run.start, run.close, run.actor_stats = start, close, stats  # type: ignore[attr-defined]
     return run
