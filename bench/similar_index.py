@@ -153,16 +153,19 @@ def part_scale(args: argparse.Namespace, size: int) -> dict:
         graph_lat.append(times)
         found.append(hits)
 
-    def run_search() -> None:
-        """What ``similar`` runs: :class:`VectorSearch` over the graph (its first candidates, re-scored), the 10
-        best of them."""
+    def search_pass() -> tuple[list[float], list[set[int]]]:
+        """What ``similar`` runs: :class:`VectorSearch` over the graph at its current expansion (its first
+        candidates, re-scored), the 10 best of them; each query's seconds and rows."""
         search = VectorSearch(x, graph)
         times, hits = [], []
         for q in qs:
             t0 = time.perf_counter()
-            keys = [row for row, _ in itertools.islice(search.ranked(q), 10)]
+            hits.append({row for row, _ in itertools.islice(search.ranked(q), 10)})
             times.append(time.perf_counter() - t0)
-            hits.append(set(keys))
+        return times, hits
+
+    def run_search() -> None:
+        times, hits = search_pass()
         search_lat.append(times)
         search_found.append(hits)
 
@@ -187,12 +190,7 @@ def part_scale(args: argparse.Namespace, size: int) -> dict:
     sweep = {}
     for ef in args.search_expansions:  # the product's search at other graph expansions, after the figures above
         graph.expansion_search = ef
-        search = VectorSearch(x, graph)
-        lat, hits = [], []
-        for q in qs:
-            t0 = time.perf_counter()
-            hits.append({row for row, _ in itertools.islice(search.ranked(q), 10)})
-            lat.append(time.perf_counter() - t0)
+        lat, hits = search_pass()
         sweep[str(ef)] = {"query_ms_p50": percentile_ms(lat, 50), "query_ms_p99": percentile_ms(lat, 99),
                           "recall_at_10": float(np.mean([len(t & f) / 10 for t, f in zip(truth, hits, strict=True)]))}
     graph.expansion_search = HNSW_EXPANSION_SEARCH

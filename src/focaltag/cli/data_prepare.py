@@ -80,19 +80,13 @@ def run(args: argparse.Namespace) -> int:
 
         runner = ray_batch_runner()
         started = connect(args.ray or None)
-        try:
-            runner.start()  # the actors' start-up overlaps the planning below
-        except BaseException:
-            if started:
+    try:
+        if runner is not None:
+            runner.start()  # the actors' start-up overlaps the planning in prepare_cache
+            if workers is None:
                 import ray
 
-                ray.shutdown()
-            raise
-        if workers is None:
-            import ray
-
-            workers = int(ray.cluster_resources().get("CPU", 1))
-    try:
+                workers = int(ray.cluster_resources().get("CPU", 1))
         summary = prepare_cache(tracks, audio_dir, cache, workers=workers, shard=args.shard or (0, 1),
                                 progress=not args.quiet, runner=runner)
     finally:
